@@ -1,0 +1,3 @@
+from dspose_graph.cli.main import main
+
+raise SystemExit(main())

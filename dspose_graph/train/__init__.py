@@ -1,0 +1,1 @@
+"""dspose_graph.train"""

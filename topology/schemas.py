@@ -1,0 +1,227 @@
+"""Keypoint schemas: the one source of truth for names, flip pairs, OKS sigmas, skeleton and groups.
+
+A schema is plain data. COCO-17 and MPII-16 are built in; any COCO-format ``categories`` entry
+(CrowdPose, AIC, a user's own skeleton) becomes a schema through :meth:`KeypointSchema.from_coco_category`.
+Indices are 0-based everywhere; COCO's 1-based ``skeleton`` is converted on reading.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+_SIDE_PREFIXES = (("left_", "right_"), ("l_", "r_"), ("left", "right"))
+
+
+def infer_flip_pairs(names: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """Pairs ``(i, j)`` with ``i < j`` whose names differ only by a left/right prefix."""
+    index = {n: i for i, n in enumerate(names)}
+    pairs = set()
+    for i, name in enumerate(names):
+        for left, right in _SIDE_PREFIXES:
+            if name.startswith(left):
+                j = index.get(right + name[len(left):])
+                if j is not None:
+                    pairs.add((min(i, j), max(i, j)))
+                break
+    return tuple(sorted(pairs))
+
+
+@dataclass(frozen=True)
+class KeypointSchema:
+    """A dataset's keypoint definition.
+
+    Attributes:
+        name: short identifier (``"coco"``, ``"mpii"``, or the category name).
+        keypoints: keypoint names in annotation order (K of them).
+        skeleton: 0-based limb edges ``(i, j)``.
+        flip_pairs: 0-based ``(left, right)`` index pairs swapped by a horizontal flip.
+        sigmas: per-keypoint OKS sigmas, or ``None`` where the dataset defines none.
+        groups: the paper's keypoint groups (partition of ``range(K)``), or ``None``.
+    """
+
+    name: str
+    keypoints: tuple[str, ...]
+    skeleton: tuple[tuple[int, int], ...]
+    flip_pairs: tuple[tuple[int, int], ...]
+    sigmas: tuple[float, ...] | None = None
+    groups: tuple[tuple[int, ...], ...] | None = None
+    upper_body: tuple[int, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        k = len(self.keypoints)
+        if len(set(self.keypoints)) != k:
+            raise ValueError(f"schema {self.name!r}: keypoint names are not unique: {self.keypoints}")
+        for what, edges in (("skeleton", self.skeleton), ("flip_pairs", self.flip_pairs)):
+            for e in edges:
+                if len(e) != 2 or not all(0 <= v < k for v in e):
+                    raise ValueError(f"schema {self.name!r}: {what} edge {e} is not a pair of indices in [0, {k})")
+        if self.sigmas is not None and len(self.sigmas) != k:
+            raise ValueError(f"schema {self.name!r}: {len(self.sigmas)} sigmas for {k} keypoints")
+        if self.groups is not None:
+            flat = sorted(i for g in self.groups for i in g)
+            if flat != list(range(k)):
+                raise ValueError(f"schema {self.name!r}: groups {self.groups} are not a partition of range({k})")
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoints)
+
+    def index(self, name: str) -> int:
+        try:
+            return self.keypoints.index(name)
+        except ValueError:
+            raise KeyError(f"schema {self.name!r} has no keypoint {name!r}; it has {list(self.keypoints)}") from None
+
+    @property
+    def flip_index(self) -> np.ndarray:
+        """Permutation ``perm`` so that ``flipped[..., perm[k], :]`` is keypoint k after a horizontal flip."""
+        perm = np.arange(self.num_keypoints)
+        for i, j in self.flip_pairs:
+            perm[i], perm[j] = j, i
+        return perm
+
+    @property
+    def left(self) -> tuple[int, ...]:
+        return tuple(i for i, _ in self.flip_pairs)
+
+    @property
+    def right(self) -> tuple[int, ...]:
+        return tuple(j for _, j in self.flip_pairs)
+
+    def group_labels(self) -> np.ndarray:
+        """``(K,)`` integer label of each keypoint's group; raises if the schema has no groups."""
+        if self.groups is None:
+            raise ValueError(f"schema {self.name!r} defines no keypoint groups")
+        labels = np.empty(self.num_keypoints, dtype=np.int64)
+        for g, members in enumerate(self.groups):
+            labels[list(members)] = g
+        return labels
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "KeypointSchema":
+        return cls(
+            name=d["name"],
+            keypoints=tuple(d["keypoints"]),
+            skeleton=tuple(tuple(e) for e in d["skeleton"]),
+            flip_pairs=tuple(tuple(e) for e in d["flip_pairs"]),
+            sigmas=None if d.get("sigmas") is None else tuple(float(s) for s in d["sigmas"]),
+            groups=None if d.get("groups") is None else tuple(tuple(g) for g in d["groups"]),
+            upper_body=tuple(d.get("upper_body", ())),
+        )
+
+    @classmethod
+    def from_coco_category(cls, category: dict[str, Any], source: str = "<category>") -> "KeypointSchema":
+        """Schema from a COCO-format ``categories`` entry (``keypoints`` names, 1-based ``skeleton``).
+
+        Known skeletons (COCO-17 names) get their sigmas and groups; others get flip pairs inferred
+        from left/right name prefixes and no sigmas.
+        """
+        names = category.get("keypoints")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{source}: category {category.get('name')!r} field 'keypoints' must be a non-empty list of names")
+        if tuple(names) == COCO17.keypoints:
+            return COCO17
+        k = len(names)
+        skeleton = []
+        for e in category.get("skeleton", []) or []:
+            if len(e) != 2 or not all(isinstance(v, int) and 1 <= v <= k for v in e):
+                raise ValueError(f"{source}: category {category.get('name')!r} field 'skeleton' edge {e} is not two 1-based indices in [1, {k}]")
+            skeleton.append((e[0] - 1, e[1] - 1))
+        return cls(
+            name=str(category.get("name", "custom")),
+            keypoints=tuple(names),
+            skeleton=tuple(skeleton),
+            flip_pairs=infer_flip_pairs(names),
+        )
+
+
+def _idx(names: Sequence[str], *wanted: str) -> tuple[int, ...]:
+    return tuple(names.index(w) for w in wanted)
+
+
+_COCO_NAMES = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+)
+# COCO's official 1-based skeleton, converted to 0-based.
+_COCO_SKELETON_1 = (
+    (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8), (7, 9),
+    (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
+)
+
+COCO17 = KeypointSchema(
+    name="coco",
+    keypoints=_COCO_NAMES,
+    skeleton=tuple((a - 1, b - 1) for a, b in _COCO_SKELETON_1),
+    flip_pairs=infer_flip_pairs(_COCO_NAMES),
+    # COCO keypoint evaluation sigmas (cocoapi, pycocotools/cocoeval.py).
+    sigmas=(0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062,
+            0.107, 0.107, 0.087, 0.087, 0.089, 0.089),
+    # The paper's five COCO groups: head, shoulders, arms, hips, legs.
+    groups=(
+        _idx(_COCO_NAMES, "nose", "left_eye", "right_eye", "left_ear", "right_ear"),
+        _idx(_COCO_NAMES, "left_shoulder", "right_shoulder"),
+        _idx(_COCO_NAMES, "left_elbow", "right_elbow", "left_wrist", "right_wrist"),
+        _idx(_COCO_NAMES, "left_hip", "right_hip"),
+        _idx(_COCO_NAMES, "left_knee", "right_knee", "left_ankle", "right_ankle"),
+    ),
+    upper_body=tuple(range(11)),
+)
+
+_MPII_NAMES = (
+    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
+    "upper_neck", "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist",
+)
+
+MPII16 = KeypointSchema(
+    name="mpii",
+    keypoints=_MPII_NAMES,
+    skeleton=(
+        (0, 1), (1, 2), (2, 6), (3, 6), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9),
+        (10, 11), (11, 12), (12, 7), (13, 7), (13, 14), (14, 15),
+    ),
+    flip_pairs=((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13)),
+    sigmas=None,
+    # The paper's six MPII clusters (Fig. 3 of the paper), found again by topology.physical.
+    groups=(
+        _idx(_MPII_NAMES, "head_top", "upper_neck", "thorax"),
+        _idx(_MPII_NAMES, "l_wrist", "l_elbow", "l_shoulder"),
+        _idx(_MPII_NAMES, "r_wrist", "r_elbow", "r_shoulder"),
+        _idx(_MPII_NAMES, "l_knee", "l_ankle"),
+        _idx(_MPII_NAMES, "r_knee", "r_ankle"),
+        _idx(_MPII_NAMES, "l_hip", "r_hip", "pelvis"),
+    ),
+    upper_body=(7, 8, 9, 10, 11, 12, 13, 14, 15),
+)
+
+SCHEMAS = {"coco": COCO17, "mpii": MPII16}
+
+
+def get_schema(name_or_path: str | Path) -> KeypointSchema:
+    """A built-in schema by name (``coco``, ``mpii``) or the first keypoint category of a COCO-format JSON."""
+    key = str(name_or_path)
+    if key in SCHEMAS:
+        return SCHEMAS[key]
+    path = Path(key)
+    if not path.suffix == ".json":
+        raise ValueError(f"unknown schema {key!r}: expected one of {sorted(SCHEMAS)} or a COCO-format .json path")
+    if not path.is_file():
+        raise FileNotFoundError(f"schema file {path} does not exist")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: malformed JSON ({e})") from None
+    cats = [c for c in data.get("categories", []) if isinstance(c, dict) and c.get("keypoints")]
+    if not cats:
+        raise ValueError(f"{path}: no entry of 'categories' has a 'keypoints' list")
+    return KeypointSchema.from_coco_category(cats[0], source=str(path))
