@@ -13,6 +13,7 @@ import sys
 
 COMMANDS = {
     "topology": "dspose_graph.cli.topology",
+    "bench": "dspose_graph.cli.bench",
 }
 
 
