@@ -12,6 +12,8 @@ import logging
 import sys
 
 COMMANDS = {
+    "eval-coco": "dspose_graph.cli.eval_coco",
+    "eval-mpii": "dspose_graph.cli.eval_mpii",
     "topology": "dspose_graph.cli.topology",
     "bench": "dspose_graph.cli.bench",
 }
