@@ -1,0 +1,176 @@
+"""The top-down sample pipeline shared by every dataset: one person box in, one training sample out.
+
+Letters: K keypoints, (H, W) input crop height/width, (h, w) heatmap height/width.
+
+A dataset is a list of :class:`PersonRecord` (one person box each); :class:`TopDownDataset` turns a
+record into the sample dict of the data contract: decode the image, pick the crop (the box itself, or a
+random one in training), warp image and keypoints with one affine, normalise, and draw Gaussian targets.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dspose_graph.data.augment import AugmentParams, CropParams, sample_crop, transform_keypoints
+from dspose_graph.data.image import crop_matrix, load_image, normalize_image
+from dspose_graph.data.targets import gaussian_heatmaps, joints_to_heatmap
+from topology.schemas import KeypointSchema
+
+log = logging.getLogger(__name__)
+
+BAD_IMAGE_POLICIES = ("raise", "replace")
+
+
+@dataclass(frozen=True)
+class PersonRecord:
+    """One person box: image file, ids, padded crop box (pixels) and ``(K, 3)`` keypoints (x, y, v)."""
+
+    image_file: str
+    image_id: int
+    ann_id: int
+    center: np.ndarray
+    scale: np.ndarray
+    score: float
+    keypoints: np.ndarray
+
+
+class TopDownDataset(Dataset):
+    """Samples for top-down pose estimation from a list of person records.
+
+    Args:
+        records: the person boxes.
+        schema: keypoint definition (flip pairs, upper body).
+        input_size: model input ``(w, h)``.
+        heatmap_size: target heatmap ``(w, h)``.
+        train: draw random crops (:class:`AugmentParams`) instead of the box itself.
+        sigma: Gaussian sigma in heatmap pixels.
+        udp: unbiased data processing (UDP) crop and stride convention.
+        unbiased: sub-pixel Gaussian centres (DARK targets); implied by ``udp``.
+        augment: augmentation ranges (default :class:`AugmentParams`).
+        on_bad_image: ``"replace"`` a sample whose image is missing or does not decode by the next
+            readable one (counted in ``bad_images`` and logged), or ``"raise"``. Default: replace in
+            training, raise in evaluation (where a silent substitute would corrupt the scores).
+        seed: ``None`` draws augmentations from torch's generator (seeded per DataLoader worker and
+            epoch); an int makes them a function of ``(seed, epoch, index)`` (see :meth:`set_epoch`).
+        source: name of the annotation file, for messages.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[PersonRecord],
+        schema: KeypointSchema,
+        *,
+        input_size: Sequence[int] = (192, 256),
+        heatmap_size: Sequence[int] = (48, 64),
+        train: bool = False,
+        sigma: float = 2.0,
+        udp: bool = False,
+        unbiased: bool = False,
+        augment: AugmentParams | None = None,
+        on_bad_image: str | None = None,
+        seed: int | None = None,
+        source: str = "<records>",
+    ) -> None:
+        on_bad_image = on_bad_image or ("replace" if train else "raise")
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
+        for name, size in (("input_size", input_size), ("heatmap_size", heatmap_size)):
+            if len(size) != 2 or min(size) < 2:
+                raise ValueError(f"{name} must be (w, h) with both >= 2, got {tuple(size)}")
+        self.records = list(records)
+        self.schema = schema
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
+        self.aspect_ratio = self.input_size[0] / self.input_size[1]
+        self.train = train
+        self.sigma = float(sigma)
+        self.udp = udp
+        self.unbiased = unbiased or udp
+        self.augment = augment or AugmentParams()
+        self.on_bad_image = on_bad_image
+        self.seed = seed
+        self.epoch = 0
+        self.source = source
+        self.bad_images: collections.Counter[str] = collections.Counter()
+        self._unreadable: set[int] = set()
+        self._flip_index = schema.flip_index
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's augmentations when ``seed`` is set (call once per epoch)."""
+        self.epoch = int(epoch)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if self.seed is None:
+            return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def _load(self, index: int) -> tuple[PersonRecord, np.ndarray, bool]:
+        """The record's image; under the replace policy the next readable record's on failure."""
+        n = len(self.records)
+        for step in range(n):
+            i = (index + step) % n
+            if i in self._unreadable:
+                continue
+            record = self.records[i]
+            try:
+                return record, load_image(record.image_file), step > 0
+            except (FileNotFoundError, ValueError) as e:
+                if self.on_bad_image == "raise":
+                    raise type(e)(f"{self.source}: record {i} (image_id {record.image_id}): {e}") from None
+                self._unreadable.add(i)
+                self.bad_images[record.image_file] += 1
+                log.warning("%s: record %d: %s; replaced by the next readable sample", self.source, i, e)
+        raise FileNotFoundError(f"{self.source}: none of the {n} images could be read (first: {self.records[0].image_file})")
+
+    def crop_for(self, record: PersonRecord, rng: np.random.Generator | None) -> CropParams:
+        """The crop of a record: the padded box in evaluation, a random one in training."""
+        if not self.train or rng is None:
+            return CropParams(center=record.center, scale=record.scale)
+        return sample_crop(rng, record.center, record.scale, record.keypoints, self.schema, self.aspect_ratio, self.augment)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self.records):
+            raise IndexError(f"{self.source}: index {index} out of range for {len(self.records)} samples")
+        record, image, replaced = self._load(index)
+        crop = self.crop_for(record, self._rng(index) if self.train else None)
+        return self.make_sample(index, record, image, crop, replaced)
+
+    def make_sample(
+        self, index: int, record: PersonRecord, image: np.ndarray, crop: CropParams, replaced: bool = False
+    ) -> dict[str, Any]:
+        """The sample dict for ``record`` cut out of ``image`` with ``crop`` (see the data contract)."""
+        m = crop_matrix(crop.center, crop.scale, crop.rotation, self.input_size, flip=crop.flip, udp=self.udp)
+        patch = cv2.warpAffine(image, m, self.input_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        kp = transform_keypoints(record.keypoints, m, self._flip_index if crop.flip else None)
+        joints_hm = joints_to_heatmap(kp[:, :2], self.input_size, self.heatmap_size, udp=self.udp)
+        heatmap, weight = gaussian_heatmaps(joints_hm, kp[:, 2] > 0, self.heatmap_size, self.sigma, self.unbiased)
+        meta = {
+            "index": torch.tensor(index, dtype=torch.int64),
+            "image_id": torch.tensor(record.image_id, dtype=torch.int64),
+            "ann_id": torch.tensor(record.ann_id, dtype=torch.int64),
+            "center": torch.from_numpy(np.asarray(crop.center, dtype=np.float64).copy()),
+            "scale": torch.from_numpy(np.asarray(crop.scale, dtype=np.float64).copy()),
+            "rotation": torch.tensor(float(crop.rotation), dtype=torch.float64),
+            "flip": torch.tensor(bool(crop.flip)),
+            "score": torch.tensor(float(record.score), dtype=torch.float64),
+            "keypoints": torch.from_numpy(record.keypoints.astype(np.float32)),
+            "image_file": record.image_file,
+            "replaced": torch.tensor(bool(replaced)),
+        }
+        return {
+            "image": torch.from_numpy(normalize_image(patch)),
+            "heatmap": torch.from_numpy(heatmap),
+            "target_weight": torch.from_numpy(weight),
+            "meta": meta,
+        }

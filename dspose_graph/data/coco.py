@@ -1,0 +1,224 @@
+"""COCO-format keypoint datasets (COCO, CrowdPose, AIC, your own): an images folder + annotation json.
+
+Person boxes come from the ground truth or, for evaluation as SimpleBaseline/HRNet/TokenPose do on COCO
+val, from a detection-results json (COCO results format: a list of ``{image_id, category_id, bbox,
+score}``).
+
+Bad input policy. Structural errors stop loading with a ``ValueError`` naming the file and the record:
+malformed json, no keypoint category, a schema of another keypoint count, an annotation or detection
+whose ``image_id`` is not in ``images``, a wrong keypoint count, NaN/inf in a box or keypoints, a
+detection file with no detection of the person category. Ordinary data that cannot be trained on is
+skipped, counted in ``skipped`` and logged once: crowd annotations, annotations without labelled
+keypoints (ground-truth boxes only), boxes of zero area after clipping to the image, detections of
+other categories or below the score threshold.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from dspose_graph.data.base import PersonRecord, TopDownDataset
+from dspose_graph.data.transforms import box_to_center_scale
+from topology.schemas import KeypointSchema
+
+log = logging.getLogger(__name__)
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """Parse a json file; ``FileNotFoundError``/``ValueError`` naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} file {path} is not valid JSON ({e})") from None
+
+
+def load_coco(path: str | Path):
+    """A ``pycocotools.coco.COCO`` index of a COCO-format file, without pycocotools' prints."""
+    from pycocotools.coco import COCO
+
+    data = read_json(path, "annotation")
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
+        raise ValueError(f"annotation file {path} must be a COCO-format object with 'images' and 'annotations' lists")
+    for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
+            raise ValueError(f"annotation file {path}: images[{i}] must have 'id' and 'file_name', got {img!r:.120}")
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or "id" not in ann or "image_id" not in ann:
+            raise ValueError(f"annotation file {path}: annotations[{i}] must have 'id' and 'image_id', got {ann!r:.120}")
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def clip_box(box: Sequence[float], width: float | None, height: float | None) -> list[float] | None:
+    """Clip ``[x, y, w, h]`` to the image as HRNet does; ``None`` when nothing of positive area is left."""
+    x, y, w, h = (float(v) for v in box)
+    x1, y1 = max(0.0, x), max(0.0, y)
+    x2, y2 = x1 + max(0.0, w - 1.0), y1 + max(0.0, h - 1.0)
+    if width is not None and height is not None:
+        x2, y2 = min(float(width) - 1.0, x2), min(float(height) - 1.0, y2)
+    if w <= 0 or h <= 0 or x2 <= x1 or y2 <= y1:
+        return None
+    return [x1, y1, x2 - x1, y2 - y1]
+
+
+def _finite(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+
+
+class CocoKeypointDataset(TopDownDataset):
+    """Top-down samples of a COCO-format keypoint dataset.
+
+    Args:
+        ann_file: COCO-format keypoint json.
+        image_dir: folder holding the ``file_name`` of each image.
+        detections: optional detection-results json; its boxes replace the ground-truth ones.
+        det_score_thr: keep detections with ``score >= det_score_thr``.
+        schema: keypoint schema; default from the json's keypoint category.
+        padding: box padding factor (1.25).
+        min_keypoints: ground-truth annotations with fewer labelled keypoints are skipped.
+        **kwargs: :class:`TopDownDataset` knobs (``input_size``, ``heatmap_size``, ``train``, ``sigma``,
+            ``udp``, ``unbiased``, ``augment``, ``on_bad_image``, ``seed``).
+
+    Attributes:
+        coco: the ``pycocotools`` index of ``ann_file`` (the evaluation ground truth).
+        category_id: id of the keypoint category used.
+        skipped: ``Counter`` of skipped annotations/detections by reason.
+    """
+
+    def __init__(
+        self,
+        ann_file: str | Path,
+        image_dir: str | Path,
+        *,
+        detections: str | Path | None = None,
+        det_score_thr: float = 0.0,
+        schema: KeypointSchema | None = None,
+        padding: float = 1.25,
+        min_keypoints: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        self.ann_file = Path(ann_file)
+        self.image_dir = Path(image_dir)
+        if not self.image_dir.is_dir():
+            raise FileNotFoundError(f"image folder {self.image_dir} does not exist (annotations: {self.ann_file})")
+        self.coco = load_coco(self.ann_file)
+        cats = [c for c in self.coco.dataset.get("categories", []) if isinstance(c, dict) and c.get("keypoints")]
+        if not cats:
+            raise ValueError(f"annotation file {self.ann_file}: no entry of 'categories' has a 'keypoints' list")
+        category = cats[0]
+        self.category_id = category["id"]
+        own = KeypointSchema.from_coco_category(category, source=str(self.ann_file))
+        if schema is not None and schema.num_keypoints != own.num_keypoints:
+            raise ValueError(
+                f"annotation file {self.ann_file}: category {category.get('name')!r} has {own.num_keypoints} keypoints "
+                f"but schema {schema.name!r} has {schema.num_keypoints}"
+            )
+        schema = schema or own
+        self.padding = padding
+        self.min_keypoints = min_keypoints
+        self.skipped: collections.Counter[str] = collections.Counter()
+        aspect = kwargs.get("input_size", (192, 256))
+        self._aspect = aspect[0] / aspect[1]
+        self._check_annotations(schema.num_keypoints)
+        if detections is None:
+            records = self._gt_records(schema.num_keypoints)
+        else:
+            records = self._det_records(Path(detections), det_score_thr, schema.num_keypoints)
+        if self.skipped:
+            log.info("%s: %d person boxes kept, skipped %s", self.ann_file.name, len(records), dict(self.skipped))
+        super().__init__(records, schema, source=str(self.ann_file), **kwargs)
+
+    def _check_annotations(self, k: int) -> None:
+        for ann in self.coco.dataset["annotations"]:
+            where = f"annotation file {self.ann_file}: annotation id {ann.get('id')}"
+            if ann.get("image_id") not in self.coco.imgs:
+                raise ValueError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
+            if ann.get("category_id") != self.category_id:
+                continue
+            kps = ann.get("keypoints")
+            if not isinstance(kps, list) or len(kps) != 3 * k:
+                got = len(kps) if isinstance(kps, list) else type(kps).__name__
+                raise ValueError(f"{where}: 'keypoints' has {got} values, expected {3 * k} ({k} keypoints x 3)")
+            if not _finite(kps):
+                raise ValueError(f"{where}: 'keypoints' contains NaN, inf or non-numbers")
+            box = ann.get("bbox")
+            if not isinstance(box, list) or len(box) != 4 or not _finite(box):
+                raise ValueError(f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], got {box!r}")
+
+    def _record(self, image_id: int, ann_id: int, box: Sequence[float], score: float, keypoints: np.ndarray) -> PersonRecord | None:
+        img = self.coco.imgs[image_id]
+        clipped = clip_box(box, img.get("width"), img.get("height"))
+        if clipped is None:
+            self.skipped["zero_area_box"] += 1
+            return None
+        center, scale = box_to_center_scale(clipped, self._aspect, self.padding)
+        return PersonRecord(
+            image_file=str(self.image_dir / img["file_name"]), image_id=int(image_id), ann_id=int(ann_id),
+            center=center, scale=scale, score=float(score), keypoints=keypoints,
+        )
+
+    def _gt_records(self, k: int) -> list[PersonRecord]:
+        records = []
+        for image_id in sorted(self.coco.imgs):
+            for ann in self.coco.imgToAnns.get(image_id, []):
+                if ann.get("category_id") != self.category_id:
+                    continue
+                if ann.get("iscrowd", 0):
+                    self.skipped["crowd"] += 1
+                    continue
+                kps = np.asarray(ann["keypoints"], dtype=np.float32).reshape(k, 3)
+                if int((kps[:, 2] > 0).sum()) < self.min_keypoints:
+                    self.skipped["too_few_keypoints"] += 1
+                    continue
+                record = self._record(image_id, ann["id"], ann["bbox"], 1.0, kps)
+                if record is not None:
+                    records.append(record)
+        return records
+
+    def _det_records(self, path: Path, score_thr: float, k: int) -> list[PersonRecord]:
+        dets = read_json(path, "detection")
+        if not isinstance(dets, list):
+            raise ValueError(f"detection file {path} must be a list of {{image_id, category_id, bbox, score}} (COCO results format)")
+        records, categories = [], collections.Counter()
+        for i, det in enumerate(dets):
+            where = f"detection file {path}: entry {i}"
+            if not isinstance(det, dict) or not {"image_id", "bbox", "score"} <= det.keys():
+                raise ValueError(f"{where}: expected a dict with image_id, category_id, bbox, score, got {det!r:.120}")
+            category = det.get("category_id", self.category_id)
+            categories[category] += 1
+            if category != self.category_id:
+                self.skipped["other_category"] += 1
+                continue
+            if det["image_id"] not in self.coco.imgs:
+                raise ValueError(f"{where}: image_id {det['image_id']!r} is not in 'images' of {self.ann_file}")
+            box, score = det["bbox"], det["score"]
+            if not isinstance(box, list) or len(box) != 4 or not _finite(box) or not _finite([score]):
+                raise ValueError(f"{where}: 'bbox' must be 4 finite numbers and 'score' a finite number, got {box!r}, {score!r}")
+            if score < score_thr:
+                self.skipped["low_score"] += 1
+                continue
+            record = self._record(det["image_id"], -1, box, score, np.zeros((k, 3), dtype=np.float32))
+            if record is not None:
+                records.append(record)
+        if dets and categories[self.category_id] == 0:
+            raise ValueError(
+                f"detection file {path}: no detection has category_id {self.category_id} "
+                f"(the keypoint category of {self.ann_file}); found category ids {sorted(categories)}"
+            )
+        return records
