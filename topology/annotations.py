@@ -1,0 +1,162 @@
+"""Pose statistics read from raw annotation files (MPII json.gz, any COCO-format keypoint json).
+
+The physical topology only needs, per annotated person, where each joint is, whether it was annotated
+at all, and the person's centre and scale. This module turns the two raw formats into that one array
+form, checking every record on the way so that a bad file fails with the file, record and field named.
+
+Shapes:
+    N: persons, K: keypoints. ``keypoints``: ``(N, K, 2)``; ``annotated``, ``visible``: ``(N, K)`` bool;
+    ``centers``: ``(N, 2)``; ``scales``: ``(N,)`` (pixels).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from topology.schemas import MPII16, KeypointSchema, get_schema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PoseStatistics:
+    """Per-person joint annotations of one dataset split, in array form."""
+
+    schema: KeypointSchema
+    keypoints: np.ndarray
+    annotated: np.ndarray
+    visible: np.ndarray
+    centers: np.ndarray
+    scales: np.ndarray
+    source: Path
+
+    @property
+    def num_persons(self) -> int:
+        return int(self.keypoints.shape[0])
+
+
+def read_json(path: str | Path) -> Any:
+    """JSON (optionally gzip-compressed) with clear errors for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file {path} does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as e:
+        raise ValueError(f"{path}: malformed JSON ({e})") from None
+
+
+def _check_finite(path: Path, name: str, values: np.ndarray, records: list[int]) -> None:
+    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{path}: record {records[i]} field {name!r} has NaN/inf values; expected finite numbers")
+
+
+def _finish(schema: KeypointSchema, path: Path, joints: np.ndarray, annotated: np.ndarray, visible: np.ndarray,
+            centers: np.ndarray, scales: np.ndarray) -> PoseStatistics:
+    if joints.shape[0] == 0:
+        raise ValueError(f"{path}: no person records with keypoints")
+    if not annotated.any():
+        raise ValueError(f"{path}: all {joints.shape[0]} persons have every joint unannotated; nothing to estimate from")
+    if (scales <= 0).any():
+        i = int(np.flatnonzero(scales <= 0)[0])
+        raise ValueError(f"{path}: person {i} has non-positive scale {scales[i]}; expected a positive person size")
+    log.debug("%s: %d persons, %d of %d joints annotated", path, len(joints), annotated.sum(), annotated.size)
+    return PoseStatistics(schema, joints, annotated, visible, centers, scales, path)
+
+
+def _raise_first_bad_mpii(path: Path, data: list, records: list[int], k: int) -> None:
+    for r in records:
+        rec = data[r]
+        for name, shape in (("joint_self", (k, 3)), ("objpos", (2,)), ("scale_provided", ())):
+            try:
+                ok = np.asarray(rec[name], dtype=np.float64).shape == shape
+            except (KeyError, ValueError, TypeError):
+                ok = False
+            if not ok:
+                raise ValueError(f"{path}: record {r} field {name!r} is missing or malformed; expected numbers of shape {shape}"
+                                 + (" (MPII-16 joints x [x, y, vis])" if name == "joint_self" else ""))
+
+
+def load_mpii_statistics(path: str | Path, split: str = "train") -> PoseStatistics:
+    """MPII persons of ``split`` (``train``: ``isValidation == 0``, ``val``, or ``all``).
+
+    A joint stored as ``[0, 0, 0]`` is *not annotated*; ``vis == 0`` with coordinates is annotated but
+    occluded. Person centre is ``objpos``, scale ``scale_provided * 200`` px (the box height).
+    """
+    path = Path(path)
+    if split not in ("train", "val", "all"):
+        raise ValueError(f"MPII split must be 'train', 'val' or 'all', got {split!r}")
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of person records (MPII json), got {type(data).__name__}")
+    k = MPII16.num_keypoints
+    records = []
+    for r, rec in enumerate(data):
+        if not isinstance(rec, dict) or "joint_self" not in rec:
+            raise ValueError(f"{path}: record {r} has no field 'joint_self'")
+        is_val = float(rec.get("isValidation", 0)) != 0
+        if not (split == "train" and is_val or split == "val" and not is_val):
+            records.append(r)
+    if not records:
+        raise ValueError(f"{path}: no person records in split {split!r}")
+    try:
+        # One array conversion for all persons; on a ragged or malformed record, look for it.
+        j = np.array([data[r]["joint_self"] for r in records], dtype=np.float64)
+        centers_a = np.array([data[r]["objpos"] for r in records], dtype=np.float64)
+        scales_a = np.array([data[r]["scale_provided"] for r in records], dtype=np.float64) * 200.0
+    except (KeyError, ValueError, TypeError):
+        _raise_first_bad_mpii(path, data, records, k)
+        raise
+    if j.shape[1:] != (k, 3) or centers_a.shape[1:] != (2,) or scales_a.ndim != 1:
+        _raise_first_bad_mpii(path, data, records, k)
+    for name, v in (("joint_self", j), ("objpos", centers_a), ("scale_provided", scales_a)):
+        _check_finite(path, name, v, records)
+    annotated = ~(j == 0).all(axis=-1)
+    return _finish(MPII16, path, j[..., :2], annotated, annotated & (j[..., 2] > 0), centers_a, scales_a)
+
+
+def load_coco_statistics(path: str | Path) -> PoseStatistics:
+    """Persons of a COCO-format keypoint json (``v == 0``: not labelled; crowd and empty annotations skipped).
+
+    Person centre is the box centre, scale the longer box side (px).
+    """
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise ValueError(f"{path}: expected a COCO-format object with an 'annotations' list")
+    schema = get_schema(path)
+    k = schema.num_keypoints
+    joints, boxes, records = [], [], []
+    for r, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise ValueError(f"{path}: annotations[{r}] is not an object")
+        if ann.get("iscrowd", 0) or not ann.get("num_keypoints", 1):
+            continue
+        kp = np.asarray(ann.get("keypoints", []), dtype=np.float64)
+        if kp.size != 3 * k:
+            raise ValueError(f"{path}: annotations[{r}] field 'keypoints' has {kp.size} numbers; expected {3 * k} ({k} x [x, y, v])")
+        box = np.asarray(ann.get("bbox", []), dtype=np.float64)
+        if box.shape != (4,):
+            raise ValueError(f"{path}: annotations[{r}] field 'bbox' must be [x, y, w, h]")
+        joints.append(kp.reshape(k, 3))
+        boxes.append(box)
+        records.append(r)
+    if not joints:
+        raise ValueError(f"{path}: no non-crowd annotation has keypoints")
+    j, b = np.stack(joints), np.stack(boxes)
+    _check_finite(path, "keypoints", j, records)
+    _check_finite(path, "bbox", b, records)
+    annotated = j[..., 2] > 0
+    centers = b[:, :2] + b[:, 2:] / 2
+    return _finish(schema, path, j[..., :2], annotated, j[..., 2] > 1, centers, b[:, 2:].max(axis=1))
