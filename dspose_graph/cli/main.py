@@ -16,6 +16,7 @@ COMMANDS = {
     "eval-mpii": "dspose_graph.cli.eval_mpii",
     "topology": "dspose_graph.cli.topology",
     "bench": "dspose_graph.cli.bench",
+    "synth": "dspose_graph.cli.synth",
 }
 
 
