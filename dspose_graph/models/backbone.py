@@ -1,0 +1,127 @@
+"""timm HRNet cut after stage 3, as TokenPose uses it.
+
+timm's HRNet feature taps (``features_only=True``, ``feature_location`` ``"incre"`` or ``""``) all sit after
+stage 4: index 1 is the stride-4 branch of the *final* stage, not of stage 3. TokenPose instead reads the
+stride-4 branch of stage 3 and never builds stage 4. So we build timm's ``HighResolutionNet`` through
+``timm.create_model`` on the meta device (nothing allocated), drop ``transition3``/``stage4`` and the fuse
+layers of stage 3's last module that feed the two coarser outputs (TokenPose's ``multi_scale_output=False``),
+and only then allocate and initialise what remains. Stage-4 weights are never materialised or run.
+
+Shapes:
+    B: batch, C: channels of the highest-resolution stage-3 branch (32 for W32, 48 for W48),
+    H, W: input size. ``(B, 3, H, W) -> (B, C, H/4, W/4)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import timm
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+BACKBONES = ("hrnet_w18_small", "hrnet_w18_small_v2", "hrnet_w18", "hrnet_w32", "hrnet_w48")
+# Modules of timm's HighResolutionNet that TokenPose's stage-3 cut does not use.
+_DROPPED = ("transition3", "stage4", "incre_modules", "downsamp_modules", "final_layer", "classifier")
+
+
+def _init_like_timm(module: nn.Module) -> None:
+    # Same initialisation as timm's HighResolutionNet.init_weights, applied after allocation.
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Weights from a ``.pth``/``.pt``/``.bin`` (torch) or ``.safetensors`` file, unwrapping common containers."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weight file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several types for corrupt/pickled files
+            raise ValueError(f"weight file {path} could not be read as a torch state dict: {e}") from e
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"weight file {path} holds no state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+class HRNetStage3(nn.Module):
+    """The highest-resolution output of HRNet stage 3 (stride 4), built from timm's HRNet.
+
+    Args:
+        name: timm HRNet variant (one of :data:`BACKBONES`).
+        pretrained: ``None``/``False`` for random init, a path to a timm/ImageNet HRNet weight file,
+            or ``True`` for timm's own download (needs a network).
+
+    Shapes:
+        input ``(B, 3, H, W)``, output ``(B, C, H/4, W/4)`` with ``C = self.out_channels``.
+    """
+
+    def __init__(self, name: str = "hrnet_w32", pretrained: bool | str | Path | None = None) -> None:
+        super().__init__()
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
+        self.name = name
+        # head='' keeps timm from building the classification head; meta device allocates nothing.
+        net = timm.create_model(name, pretrained=False, head="", device="meta")
+        for attr in _DROPPED:
+            if hasattr(net, attr):
+                delattr(net, attr)
+        last = net.stage3[-1]
+        last.fuse_layers = last.fuse_layers[:1]
+        last.multi_scale_output = False
+        self.net = net.to_empty(device="cpu")
+        _init_like_timm(self.net)
+        self.out_channels = int(net.stage3_cfg["num_channels"][0])
+        if pretrained:
+            self.load_pretrained(pretrained)
+
+    def load_pretrained(self, pretrained: bool | str | Path) -> None:
+        """Load the stage 1-3 weights from a timm/ImageNet HRNet checkpoint; the rest of the file is ignored."""
+        if pretrained is True:
+            source = f"timm:{self.name}"
+            state = timm.create_model(self.name, pretrained=True, head="").state_dict()
+        else:
+            source = str(pretrained)
+            state = read_state_dict(pretrained)
+        own = self.net.state_dict()
+        missing = [k for k in own if k not in state]
+        if missing:
+            raise ValueError(
+                f"weight file {source} lacks {len(missing)} of {len(own)} {self.name} stage 1-3 tensors "
+                f"(e.g. {missing[:3]}); expected a timm {self.name} checkpoint"
+            )
+        bad = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if state[k].shape != v.shape]
+        if bad:
+            raise ValueError(f"weight file {source} does not fit {self.name}: shape mismatch {bad[:3]}")
+        self.net.load_state_dict({k: state[k] for k in own})
+        log.info("loaded %d %s stage 1-3 tensors from %s (ignored %d others)", len(own), self.name, source,
+                 len(state) - len(own))
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = self.net
+        x = n.act1(n.bn1(n.conv1(x)))
+        x = n.act2(n.bn2(n.conv2(x)))
+        x = n.layer1(x)
+        xl = [t(x) for t in n.transition1]
+        yl = n.stage2(xl)
+        xl = [yl[i] if isinstance(t, nn.Identity) else t(yl[-1]) for i, t in enumerate(n.transition2)]
+        return n.stage3(xl)[0]

@@ -1,0 +1,162 @@
+r"""DSPose: HRNet stage 3 -> keypoint tokens (TokenPose) -> MLP or dual-space graph head -> heatmaps.
+
+Read top to bottom: :class:`DSPoseConfig` (every knob, JSON-serialisable), :func:`physical_adjacency_for`
+(the A_p buffer from a topology), :class:`DSPose` (the model). Presets live in ``presets.py``.
+
+Shapes (this module):
+    B: batch, H, W: input image size, K: keypoints, h = H/4, w = W/4: heatmap size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dspose_graph.models.backbone import HRNetStage3
+from dspose_graph.models.heads import HEADS, GraphHead, MLPHead
+from dspose_graph.models.transformer import KeypointTokenEncoder
+from topology.adjacency import labels_from_groups, physical_adjacency
+from topology.schemas import KeypointSchema, get_schema
+
+STRIDE = 4  # HRNet stage-3 high-resolution branch
+
+
+@dataclass
+class DSPoseConfig:
+    """Every architecture choice of a DSPose/TokenPose model (sizes are ``(w, h)`` as everywhere in the repo).
+
+    ``schema``: a built-in schema name (``"coco"``, ``"mpii"``) or ``KeypointSchema.to_dict()``.
+    ``topology``: ``None`` (the schema's paper groups), ``"mpii"``/``"coco"``/a topology file path, a group
+    partition (list of index lists) or a ``(K, K)`` adjacency as nested lists. ``depths``: blocks per
+    Transformer stage; the head reads the keypoint tokens after every stage, concatenated (TokenPose-L).
+    The graph-head fields are documented on :class:`dspose_graph.models.heads.GraphHead`.
+    """
+
+    name: str = "custom"
+    schema: str | dict = "coco"
+    input_size: tuple[int, int] = (192, 256)
+    backbone: str = "hrnet_w32"
+    patch_size: tuple[int, int] = (3, 4)
+    dim: int = 192
+    depths: tuple[int, ...] = (12,)
+    heads: int = 8
+    mlp_ratio: float = 3.0
+    head: str = "dual"
+    hidden_dim: int = 384
+    head_layers: int = 2
+    conv: str = "dspose"
+    backend: str = "dense"
+    t: int = 4
+    a: float = 0.9
+    topology: Any = None
+    p_mode: str = "scalar"
+    p_init: float = 1.0
+    af_binary: bool = False
+    af_source: str = "layer"
+    normalize: str = "none"
+    activation: str = "relu"
+    residual: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # JSON round trips turn tuples into lists; keep the dataclass canonical.
+        self.input_size = tuple(int(v) for v in self.input_size)
+        self.patch_size = tuple(int(v) for v in self.patch_size)
+        self.depths = tuple(int(v) for v in self.depths)
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; valid: {', '.join(HEADS)}")
+
+    def get_schema(self) -> KeypointSchema:
+        return KeypointSchema.from_dict(self.schema) if isinstance(self.schema, dict) else get_schema(self.schema)
+
+
+def physical_adjacency_for(schema: KeypointSchema, topology: Any = None, a: float = 0.9) -> np.ndarray:
+    """A_p ``(K, K)`` (Eq. 4) for ``schema`` from a topology spec (see :class:`DSPoseConfig`), K checked."""
+    k = schema.num_keypoints
+    if topology is None:
+        return physical_adjacency(schema.group_labels(), a)
+    if isinstance(topology, (str, Path)):
+        from topology.files import load_topology  # lazy: the topology files are only needed here
+
+        topo = load_topology(topology)
+        if topo.schema.num_keypoints != k:
+            raise ValueError(
+                f"topology {topology!r} has {topo.schema.num_keypoints} keypoints but the model's schema "
+                f"{schema.name!r} has K={k}"
+            )
+        return physical_adjacency(topo.labels, a)
+    rows = [list(r) for r in topology]
+    square = all(len(r) == len(rows) for r in rows)
+    if square and len(rows) == k:
+        return np.asarray(rows, dtype=np.float32)
+    if square and not _is_partition(rows, k):
+        raise ValueError(f"topology adjacency has shape ({len(rows)}, {len(rows)}); expected ({k}, {k}) "
+                         f"for schema {schema.name!r}")
+    return physical_adjacency(labels_from_groups(rows, k), a)
+
+
+def _is_partition(rows: list, k: int) -> bool:
+    try:
+        return sorted(int(i) for r in rows for i in r) == list(range(k))
+    except (TypeError, ValueError):
+        return False
+
+
+class DSPose(nn.Module):
+    """Top-down pose model: image crop -> K heatmaps.
+
+    Shapes:
+        input ``(B, 3, H, W)`` float (ImageNet-normalised), output ``(B, K, h, w)``; with
+        ``return_adjacency=True`` also the dict of :class:`~dspose_graph.models.heads.GraphHead`.
+    """
+
+    def __init__(self, config: DSPoseConfig, pretrained_backbone: bool | str | Path | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.schema = config.get_schema()
+        k = self.schema.num_keypoints
+        w, h = config.input_size
+        if w % STRIDE or h % STRIDE:
+            raise ValueError(f"input size {w}x{h} (w x h) must be divisible by the backbone stride {STRIDE}")
+        self.input_size = (w, h)
+        self.heatmap_size = (w // STRIDE, h // STRIDE)
+        self.backbone = HRNetStage3(config.backbone, pretrained=pretrained_backbone)
+        self.encoder = KeypointTokenEncoder(
+            self.backbone.out_channels, self.heatmap_size, config.patch_size, k, config.dim, config.depths,
+            config.heads, config.mlp_ratio,
+        )
+        out_dim = self.heatmap_size[0] * self.heatmap_size[1]
+        if config.head == "mlp":
+            self.head = MLPHead(self.encoder.out_dim, config.hidden_dim, out_dim, config.head_layers)
+        else:
+            a_p = torch.from_numpy(physical_adjacency_for(self.schema, config.topology, config.a)) \
+                if config.head == "dual" else torch.zeros(k, k)
+            self.head = GraphHead(
+                self.encoder.out_dim, config.hidden_dim, out_dim, config.head_layers, a_p, mode=config.head,
+                conv=config.conv, t=config.t, p_mode=config.p_mode, p_init=config.p_init,
+                af_binary=config.af_binary, af_source=config.af_source, normalize=config.normalize,
+                activation=config.activation, residual=config.residual, backend=config.backend,
+            )
+
+    @property
+    def num_keypoints(self) -> int:
+        return self.schema.num_keypoints
+
+    def forward(self, images: Tensor, return_adjacency: bool = False):
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        w, h = self.input_size
+        if images.shape[-2:] != (h, w):
+            raise ValueError(f"model expects {w}x{h} (w x h) crops, got {images.shape[-1]}x{images.shape[-2]}")
+        tokens = self.encoder(self.backbone(images))
+        out = self.head(tokens, return_adjacency=return_adjacency)
+        hw, hh = self.heatmap_size
+        if return_adjacency:
+            heat, adj = out
+            return heat.reshape(images.shape[0], -1, hh, hw), adj
+        return out.reshape(images.shape[0], -1, hh, hw)

@@ -1,0 +1,150 @@
+r"""Heads turning keypoint tokens into heatmaps: TokenPose's MLP and DSPose's dual-space graph head.
+
+Both map ``(B, K, D_in)`` keypoint tokens through N layers of widths ``D_in -> hidden -> ... -> h*w`` to one
+flattened heatmap per keypoint. The MLP applies ``LN -> Linear`` per layer (TokenPose, no activation); the
+graph head applies Eq. (9) per layer, mixing keypoints through ``A_m`` (Eq. (8)).
+
+Shapes (this module):
+    B: batch, K: keypoints, D_in: token width, HW: heatmap pixels (h*w).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from dspose_graph.graph.layers import GraphLayer, check_top_t, normalize_adjacency
+from topology.feature import feature_adjacency
+
+HEADS = ("mlp", "feature", "dual")
+
+
+def layer_widths(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> list[int]:
+    """``[D_in, hidden, ..., hidden, HW]`` for N layers (N >= 1)."""
+    if not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"the head needs num_layers >= 1, got {num_layers!r}")
+    return [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+
+
+def _empty_adjacency(k: int, device: torch.device) -> dict:
+    return {"A_p": torch.zeros(k, k, device=device), "A_f": [], "A_m": [], "p": torch.zeros((), device=device)}
+
+
+class MLPHead(nn.Module):
+    """TokenPose's head: per layer ``LN -> Linear`` (e.g. LN(192)->Linear(192,384)->LN(384)->Linear(384,3072)).
+
+    Shapes:
+        input ``(B, K, D_in)``, output ``(B, K, HW)``.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2) -> None:
+        super().__init__()
+        widths = layer_widths(in_dim, hidden_dim, out_dim, num_layers)
+        layers: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.LayerNorm(a), nn.Linear(a, b)]
+        self.mlp = nn.Sequential(*layers)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+            else:
+                m.reset_parameters()
+
+    def forward(self, tokens: Tensor, return_adjacency: bool = False):
+        out = self.mlp(tokens)
+        if return_adjacency:
+            return out, _empty_adjacency(tokens.shape[1], tokens.device)
+        return out
+
+
+class GraphHead(nn.Module):
+    r"""DSPose's dual-space graph head: N layers of Eq. (9) on :math:`\mathbf{A}_m = p\mathbf{A}_p +
+    \mathbf{A}_f` (Eq. (8)), ``mode="dual"``, or on :math:`\mathbf{A}_f` alone, ``mode="feature"``.
+
+    Args:
+        in_dim, hidden_dim, out_dim, num_layers: widths ``D_in -> hidden^(N-1) -> HW``.
+        a_p: ``(K, K)`` physical adjacency (Eq. 4), a fixed buffer; ignored in ``"feature"`` mode.
+        mode: ``"dual"`` or ``"feature"``.
+        conv: graph convolution name (see :data:`dspose_graph.graph.layers.CONVS`).
+        t: feature-space neighbours per row, self included (Eq. 6-7), ``1 <= t <= K``.
+        p_mode: ``"scalar"`` (one learnable p, the paper) or ``"matrix"`` (a learnable ``(K, K)`` weighting).
+        p_init: initial value of p.
+        af_binary: A_f keeps 1 on kept edges instead of the cosine similarity.
+        af_source: ``"layer"``: A_f from each layer's input H(l); ``"tokens"``: once from the keypoint tokens.
+        normalize: ``"none"``, ``"row"`` or ``"symmetric"`` normalisation of A_m.
+        activation: sigma of Eq. (9) on every layer but the last (which regresses heatmaps, so stays linear).
+        residual: residual connection where the widths match.
+        backend: ``"dense"`` or ``"sparse"``.
+
+    Shapes:
+        input ``(B, K, D_in)``, output ``(B, K, HW)``; with ``return_adjacency`` also a dict with ``"A_p"``
+        ``(K, K)``, ``"A_f"``/``"A_m"`` lists (one per layer) of ``(B, K, K)`` and ``"p"``.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, a_p: Tensor,
+                 mode: str = "dual", conv: str = "dspose", t: int = 4, p_mode: str = "scalar",
+                 p_init: float = 1.0, af_binary: bool = False, af_source: str = "layer",
+                 normalize: str = "none", activation: str = "relu", residual: bool = False,
+                 backend: str = "dense") -> None:
+        super().__init__()
+        k = a_p.shape[0]
+        if mode not in ("dual", "feature"):
+            raise ValueError(f"unknown graph head mode {mode!r}; valid: dual, feature")
+        if p_mode not in ("scalar", "matrix"):
+            raise ValueError(f"unknown p_mode {p_mode!r}; valid: scalar, matrix")
+        if af_source not in ("layer", "tokens"):
+            raise ValueError(f"unknown af_source {af_source!r}; valid: layer, tokens")
+        normalize_adjacency(a_p, normalize)  # validates the name early
+        self.mode, self.t, self.af_binary, self.af_source, self.normalize = mode, check_top_t(t, k), af_binary, \
+            af_source, normalize
+        self.p_init = float(p_init)
+        self.register_buffer("a_p", a_p.detach().clone().float())
+        # The feature-only ablation has no A_p, hence no p (an unused parameter would break DDP).
+        self.p = nn.Parameter(torch.empty(() if p_mode == "scalar" else (k, k))) if mode == "dual" else None
+        widths = layer_widths(in_dim, hidden_dim, out_dim, num_layers)
+        self.layers = nn.ModuleList(
+            GraphLayer(a, b, conv=conv, activation=activation if i < num_layers - 1 else "identity",
+                       residual=residual and a == b, backend=backend)
+            for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.p is not None:
+            nn.init.constant_(self.p, self.p_init)
+        for layer in self.layers:
+            layer.reset_parameters()
+
+    def set_backend(self, backend: str) -> None:
+        """Switch all layers between the ``"dense"`` and ``"sparse"`` paths (same parameters)."""
+        if backend not in ("dense", "sparse"):
+            raise ValueError(f"unknown graph backend {backend!r}; valid: dense, sparse")
+        for layer in self.layers:
+            layer.backend = backend
+
+    def mixed_adjacency(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """``(A_f, A_m)`` for features ``h`` ``(B, K, C)`` (Eq. 5-8, then the chosen normalisation)."""
+        a_f = feature_adjacency(h, self.t, binary=self.af_binary)
+        a_m = a_f + self.p * self.a_p if self.mode == "dual" else a_f
+        return a_f, normalize_adjacency(a_m, self.normalize)
+
+    def forward(self, tokens: Tensor, return_adjacency: bool = False):
+        h = tokens
+        a_fs, a_ms = [], []
+        if self.af_source == "tokens":
+            a_f, a_m = self.mixed_adjacency(tokens)
+        for layer in self.layers:
+            if self.af_source == "layer":
+                a_f, a_m = self.mixed_adjacency(h)
+            a_fs.append(a_f)
+            a_ms.append(a_m)
+            h = layer(h, a_m)
+        if not return_adjacency:
+            return h
+        a_p = self.a_p if self.mode == "dual" else torch.zeros_like(self.a_p)
+        p = self.p if self.mode == "dual" else torch.zeros((), device=h.device)
+        return h, {"A_p": a_p, "A_f": a_fs, "A_m": a_ms, "p": p}
