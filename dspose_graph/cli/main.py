@@ -17,6 +17,9 @@ COMMANDS = {
     "topology": "dspose_graph.cli.topology",
     "bench": "dspose_graph.cli.bench",
     "synth": "dspose_graph.cli.synth",
+    "predict": "dspose_graph.cli.predict",
+    "plot": "dspose_graph.cli.plot",
+    "export": "dspose_graph.cli.export",
 }
 
 
