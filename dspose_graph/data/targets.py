@@ -11,7 +11,7 @@ Two encodings of a joint at heatmap position ``mu``:
 
 Either way the Gaussian is cut to the ``(6 sigma + 1)`` square around the nearest pixel, as HRNet does,
 and a joint gets weight 0 (and an all-zero map) when it is not visible or that square lies entirely
-outside the heatmap.
+outside the heatmap (HRNet's rule without its off-by-one, see below).
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ def gaussian_heatmaps(
     mu = np.where(finite[..., None], joints, 0.0)
     nearest = np.floor(mu + 0.5)
     radius = 3.0 * sigma
-    # HRNet's rule: keep the joint while any part of its (6 sigma + 1) patch overlaps the heatmap.
-    ul = np.floor(nearest - radius)
-    br = np.floor(nearest + radius + 1.0)
-    inside = (ul[..., 0] < w) & (ul[..., 1] < h) & (br[..., 0] >= 0) & (br[..., 1] >= 0)
+    # Keep the joint while its (6 sigma + 1) patch overlaps the heatmap. HRNet tests the exclusive patch
+    # end with ">= 0", which also keeps a patch ending one pixel before column 0 (weight 1, empty map).
+    lo, hi = nearest - radius, nearest + radius
+    inside = (lo[..., 0] <= w - 1) & (lo[..., 1] <= h - 1) & (hi[..., 0] >= 0) & (hi[..., 1] >= 0)
     weights = (np.asarray(visible, dtype=bool) & finite & inside).astype(np.float32)
 
     centre = mu if unbiased else nearest
