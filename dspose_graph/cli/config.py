@@ -83,6 +83,8 @@ class RunConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch; 0 = only at epoch ends
     log_every: int = 10  # steps between progress-bar / TensorBoard updates
     progress: bool = True
+    tensorboard: bool = True
+    max_minutes: float = 0.0  # wall-clock budget: stop at the first epoch end past it; 0 = none
 
 
 @dataclass

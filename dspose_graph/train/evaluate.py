@@ -1,0 +1,163 @@
+"""Held-out evaluation for training: predict a dataset (flip test + DARK), score it, and two baselines.
+
+Predictions are collected per sample (keyed by dataset index) so that the shards of a distributed run
+gather into exactly the set a single process would produce.
+
+Metrics:
+
+- COCO-format data: OKS AP / AR through pycocotools (``dspose_graph.eval.coco_eval.evaluate_coco``).
+- MPII with its official val ``.mat`` and the full val split: PCKh@0.5 (``dspose_graph.eval.pckh``).
+- Always: PCK@0.2, a keypoint being correct when it lies within 0.2 x the longest side of the person box
+  (the crop box without its 1.25 padding), over keypoints labelled in the ground truth.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from dspose_graph.eval.decode import decode_heatmaps, flip_back, heatmaps_to_image
+from dspose_graph.train.distributed import DistInfo, all_gather_objects
+
+log = logging.getLogger(__name__)
+
+BOX_PADDING = 1.25  # box_to_center_scale's default padding, undone for the PCK normaliser
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    flip_test: bool = True,
+    decode: str = "dark",
+    udp: bool = False,
+    workers: int = 0,
+    info: DistInfo | None = None,
+) -> dict[str, np.ndarray]:
+    """Keypoints of every sample of ``dataset`` in original-image pixels, with ground truth beside them.
+
+    Returns arrays sorted by dataset index: ``index`` (N,), ``coords`` (N, K, 2), ``scores`` (N, K),
+    ``image_id`` (N,), ``ann_id`` (N,), ``center`` (N, 2), ``scale`` (N, 2), ``box_score`` (N,),
+    ``gt`` (N, K, 3). Under DDP each rank predicts a strided shard and all ranks get the merged result.
+    """
+    info = info or DistInfo()
+    device = torch.device(device)
+    indices = list(range(info.rank, len(dataset), info.world_size))  # type: ignore[arg-type]
+    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=workers)
+    schema = getattr(model, "schema", None) or dataset.schema  # type: ignore[attr-defined]
+    flip_index = list(schema.flip_index)
+    heatmap_size = tuple(model.heatmap_size)  # type: ignore[attr-defined]
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("coords", "scores", "center", "scale", "box_score",
+                                                          "image_id", "ann_id", "gt")}
+    for batch in loader:
+        images = batch["image"].to(device)
+        heatmaps = model(images).float()
+        if flip_test:
+            flipped = model(torch.flip(images, dims=[3])).float()
+            heatmaps = 0.5 * (heatmaps + torch.as_tensor(flip_back(flipped, flip_index, shift=True), device=device))
+        coords, scores = decode_heatmaps(heatmaps.cpu(), method=decode)
+        meta = batch["meta"]
+        center = meta["center"].numpy().astype(np.float64)
+        scale = meta["scale"].numpy().astype(np.float64)
+        coords = heatmaps_to_image(np.asarray(coords, dtype=np.float64), center, scale, heatmap_size, udp=udp)
+        parts["coords"].append(np.asarray(coords, dtype=np.float64))
+        parts["scores"].append(np.asarray(scores, dtype=np.float64))
+        parts["center"].append(center)
+        parts["scale"].append(scale)
+        parts["box_score"].append(meta["score"].numpy().astype(np.float64))
+        parts["image_id"].append(meta["image_id"].numpy().astype(np.int64))
+        parts["ann_id"].append(meta["ann_id"].numpy().astype(np.int64))
+        parts["gt"].append(meta["keypoints"].numpy().astype(np.float64))
+    model.train(was_training)
+    local = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
+    local["index"] = np.asarray(indices, dtype=np.int64)
+    return _merge(all_gather_objects(local, info))
+
+
+def _merge(shards: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    shards = [s for s in shards if len(s["index"])]
+    merged = {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
+    order = np.argsort(merged["index"], kind="stable")
+    return {k: v[order] for k, v in merged.items()}
+
+
+def mean_pose(dataset: Dataset, workers: int = 0, batch_size: int = 32) -> np.ndarray:
+    """Mean normalised pose of a dataset: per keypoint, the mean of ``(x - center) / scale`` over labelled ones.
+
+    Returns (K, 2); a keypoint never labelled gets the box centre (0, 0).
+    """
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    total = None
+    count = None
+    for batch in loader:
+        meta = batch["meta"]
+        kp = meta["keypoints"].numpy().astype(np.float64)
+        rel = (kp[..., :2] - meta["center"].numpy()[:, None, :]) / meta["scale"].numpy()[:, None, :]
+        labelled = (kp[..., 2] > 0).astype(np.float64)[..., None]
+        s = (rel * labelled).sum(0)
+        c = labelled.sum(0)
+        total = s if total is None else total + s
+        count = c if count is None else count + c
+    if total is None:
+        raise ValueError("mean_pose: the training dataset is empty")
+    return total / np.maximum(count, 1.0)
+
+
+def mean_pose_predictions(pose: np.ndarray, reference: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The mean-pose baseline: ``pose`` (K, 2) placed in each box of ``reference`` (a prediction dict)."""
+    out = dict(reference)
+    out["coords"] = reference["center"][:, None, :] + pose[None] * reference["scale"][:, None, :]
+    out["scores"] = np.ones(out["coords"].shape[:2])
+    return out
+
+
+def pck(pred: dict[str, np.ndarray], threshold: float = 0.2) -> float:
+    """PCK@threshold in percent, normalised by the longest side of the (unpadded) person box."""
+    gt = pred["gt"]
+    labelled = gt[..., 2] > 0
+    if not labelled.any():
+        raise ValueError("PCK: no labelled keypoint in the evaluation set")
+    size = pred["scale"].max(axis=1) / BOX_PADDING
+    dist = np.linalg.norm(pred["coords"] - gt[..., :2], axis=-1) / size[:, None]
+    return float(100.0 * (dist[labelled] < threshold).mean())
+
+
+def coco_results(pred: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """pycocotools keypoint results of a prediction dict (rescored, no NMS: boxes are one per person)."""
+    from dspose_graph.eval.coco_eval import make_coco_results
+
+    keypoints = np.concatenate([pred["coords"], pred["scores"][..., None]], axis=-1)
+    return make_coco_results(keypoints, pred["image_id"], pred["box_score"], nms_threshold=None)
+
+
+def compute_metrics(
+    pred: dict[str, np.ndarray],
+    *,
+    coco_gt: Any = None,
+    sigmas: np.ndarray | None = None,
+    pckh_mat: str | Path | None = None,
+) -> dict[str, float]:
+    """OKS AP (when ``coco_gt`` is given), PCKh (when ``pckh_mat`` is given) and PCK@0.2 of a prediction dict."""
+    metrics: dict[str, float] = {"PCK@0.2": pck(pred, 0.2)}
+    if coco_gt is not None:
+        from dspose_graph.eval.coco_eval import evaluate_coco
+
+        stats = evaluate_coco(coco_results(pred), coco_gt, sigmas=sigmas)
+        metrics.update({k: float(v) for k, v in stats.items() if isinstance(v, (int, float, np.floating))})
+    if pckh_mat is not None:
+        from dspose_graph.eval.pckh import evaluate_pckh
+
+        stats = evaluate_pckh(pred["coords"], pckh_mat)
+        metrics.update({f"PCKh_{k}" if not str(k).startswith("PCKh") else str(k): float(v)
+                        for k, v in stats.items() if isinstance(v, (int, float, np.floating))})
+    return metrics

@@ -1,0 +1,92 @@
+"""Training logs: per-step CSV (append, truncatable for resume), per-epoch CSV, and the learning-curve figure."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from topology.io import atomic_write_text
+
+STEP_FIELDS = ["global_step", "epoch", "step", "loss", "lr"]
+
+
+class StepLog:
+    """``steps.csv``: one row per optimiser step, flushed at once so a killed run loses nothing logged."""
+
+    def __init__(self, path: str | Path, resume_step: int | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None or not self.path.exists():
+            atomic_write_text(self.path, ",".join(STEP_FIELDS) + "\n")
+        else:
+            # Rows logged after the checkpoint we resume from are replayed by the resumed run: drop them.
+            rows = [r for r in read_csv(self.path) if int(r["global_step"]) <= resume_step]
+            atomic_write_text(self.path, _to_csv(rows, STEP_FIELDS))
+        self._file = open(self.path, "a", newline="")
+        self._writer = csv.writer(self._file)
+
+    def write(self, global_step: int, epoch: int, step: int, loss: float, lr: float) -> None:
+        self._writer.writerow([global_step, epoch, step, repr(float(loss)), repr(float(lr))])
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _to_csv(rows: list[dict[str, Any]], fields: list[str]) -> str:
+    lines = [",".join(fields)]
+    for r in rows:
+        lines.append(",".join("" if r.get(k) is None else str(r.get(k)) for k in fields))
+    return "\n".join(lines) + "\n"
+
+
+def write_epoch_csv(path: str | Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite ``epochs.csv`` from the whole history (columns: the union of keys, first-seen order)."""
+    fields: list[str] = []
+    for row in history:
+        fields.extend(k for k in row if k not in fields)
+    atomic_write_text(path, _to_csv(history, fields))
+
+
+def plot_learning_curve(steps_csv: str | Path, history: list[dict[str, Any]], path: str | Path,
+                        metric: str | None = None) -> Path:
+    """Loss per step (and its per-epoch mean) and, when present, the held-out ``metric`` per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_csv(steps_csv)
+    steps = [int(r["global_step"]) for r in rows]
+    losses = [float(r["loss"]) for r in rows]
+    evals = [(h["epoch"], h[metric]) for h in history if metric and h.get(metric) is not None]
+    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(10 if evals else 5.5, 3.6), squeeze=False)
+    ax = axes[0][0]
+    ax.plot(steps, losses, lw=0.8, alpha=0.6, label="step loss")
+    if history and steps:
+        per_epoch = len(steps) / max(1, len(history))
+        ax.plot([(i + 1) * per_epoch for i in range(len(history))], [h["train_loss"] for h in history],
+                "o-", ms=3, label="epoch mean")
+    ax.set_xlabel("step")
+    ax.set_ylabel("MSE heatmap loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("training loss")
+    if evals:
+        ax2 = axes[0][1]
+        ax2.plot([e + 1 for e, _ in evals], [v for _, v in evals], "o-")
+        ax2.set_xlabel("epoch")
+        ax2.set_ylabel(f"held-out {metric}")
+        ax2.set_title(f"held-out {metric}")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
