@@ -20,6 +20,8 @@ COMMANDS = {
     "predict": "dspose_graph.cli.predict",
     "plot": "dspose_graph.cli.plot",
     "export": "dspose_graph.cli.export",
+    "train": "dspose_graph.cli.train",
+    "demo": "dspose_graph.cli.demo",
 }
 
 
