@@ -1,0 +1,200 @@
+"""Top-down inference on a user's own images: a checkpoint in, keypoints with scores out.
+
+``Predictor(weights).predict(image, boxes)`` crops every person box the way the model was trained
+(``box_to_center_scale`` with 1.25 padding at the model's aspect ratio, ``warp_image`` to the input size),
+runs the persons of one image as a batch, averages with the horizontally flipped crop when ``flip_test``,
+decodes the heatmaps with DARK and maps the coordinates back into the original image.
+
+Shapes:
+    P: persons (boxes) in one image, K: keypoints, (H, W): model input, (h, w): heatmap.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from dspose_graph.data import load_image, normalize_image, warp_image
+from dspose_graph.data.transforms import box_to_center_scale
+from dspose_graph.eval.decode import decode_heatmaps, flip_back, heatmaps_to_image
+from dspose_graph.models import create_model_from_config, load_state_dict_checked
+from dspose_graph.train.checkpoint import load_checkpoint
+from topology.schemas import KeypointSchema
+
+log = logging.getLogger(__name__)
+
+BOX_PADDING = 1.25
+# Keypoints below this confidence do not count towards a person's score (HRNet/TokenPose rescoring).
+SCORE_THRESHOLD = 0.2
+
+
+def load_model(weights: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, KeypointSchema, dict[str, Any]]:
+    """Model (eval mode, on ``device``), its keypoint schema and the raw checkpoint dict.
+
+    Raises ``ValueError`` when the checkpoint's schema and its model disagree on the keypoints, or when
+    the weights do not fit the model the checkpoint describes (the message names the file).
+    """
+    ckpt = load_checkpoint(weights, map_location="cpu")
+    model_info = ckpt["model"]
+    if not isinstance(model_info, dict) or "config" not in model_info:
+        raise ValueError(f"{weights}: checkpoint field 'model' must be a dict with 'name' and 'config'")
+    try:
+        schema = KeypointSchema.from_dict(ckpt["schema"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{weights}: checkpoint field 'schema' is not a keypoint schema ({e})") from None
+    model = create_model_from_config(dict(model_info["config"]))
+    if tuple(model.schema.keypoints) != tuple(schema.keypoints):
+        raise ValueError(
+            f"{weights}: checkpoint schema {schema.name!r} ({schema.num_keypoints} keypoints) does not match its "
+            f"model config ({model.schema.name!r}, {model.schema.num_keypoints} keypoints)"
+        )
+    load_state_dict_checked(model, ckpt["state_dict"], source=str(weights))
+    model.eval().to(device)
+    return model, schema, ckpt
+
+
+def _checkpoint_udp(ckpt: dict[str, Any]) -> bool:
+    """Whether the model was trained with UDP crops, from the training config stored in the checkpoint."""
+    config = ckpt.get("config")
+    if isinstance(config, dict) and isinstance(config.get("data"), dict):
+        return bool(config["data"].get("udp", False))
+    return False
+
+
+def check_schema(schema: KeypointSchema, expected: KeypointSchema, source: str) -> None:
+    """Raise ``ValueError`` when a checkpoint's keypoints are not the ones the input data expects."""
+    if tuple(schema.keypoints) != tuple(expected.keypoints):
+        raise ValueError(
+            f"{source}: weights are for the {schema.name!r} skeleton ({schema.num_keypoints} keypoints: "
+            f"{', '.join(schema.keypoints[:4])}, ...) but the input expects {expected.name!r} "
+            f"({expected.num_keypoints} keypoints: {', '.join(expected.keypoints[:4])}, ...)"
+        )
+
+
+def _as_boxes(boxes: Any, width: int, height: int) -> np.ndarray:
+    if boxes is None:
+        return np.array([[0.0, 0.0, float(width), float(height)]])
+    arr = np.asarray(boxes, dtype=np.float64)
+    if arr.size == 0:
+        return np.zeros((0, 4))
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"boxes must be a list of [x, y, w, h], got an array of shape {arr.shape}")
+    if not np.isfinite(arr).all() or (arr[:, 2:] <= 0).any():
+        bad = int(np.flatnonzero(~np.isfinite(arr).all(1) | (arr[:, 2:] <= 0).any(1))[0])
+        raise ValueError(f"box {bad} = {arr[bad].tolist()} is not a finite [x, y, w, h] with positive w and h")
+    return arr
+
+
+class Predictor:
+    """Keypoints for the people in an image, from a dspose-graph checkpoint.
+
+    Args:
+        weights: checkpoint path (``dspose train`` output, or any file in the checkpoint format).
+        device: torch device for the model.
+        flip_test: average the heatmaps of the crop and its mirror image (the paper's test protocol).
+        batch_size: persons per forward pass.
+        decode: ``"dark"`` (default) or ``"argmax"``.
+        expected_schema: if given, refuse weights whose keypoints differ (e.g. MPII weights on COCO boxes).
+    """
+
+    def __init__(
+        self,
+        weights: str | Path,
+        device: str | torch.device = "cpu",
+        flip_test: bool = True,
+        batch_size: int = 32,
+        decode: str = "dark",
+        expected_schema: KeypointSchema | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.weights = Path(weights)
+        self.device = torch.device(device)
+        self.model, self.schema, checkpoint = load_model(weights, self.device)
+        if expected_schema is not None:
+            check_schema(self.schema, expected_schema, str(weights))
+        self.flip_test = flip_test
+        self.batch_size = batch_size
+        self.decode = decode
+        self.udp = _checkpoint_udp(checkpoint)
+        self.input_size = tuple(int(v) for v in self.model.input_size)
+        self.heatmap_size = tuple(int(v) for v in self.model.heatmap_size)
+        self.flip_index = torch.as_tensor(self.schema.flip_index, dtype=torch.long)
+
+    def crop(self, image: np.ndarray, boxes: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """Normalised person crops ``(P, 3, H, W)`` with their centres and scales ``(P, 2)``."""
+        aspect = self.input_size[0] / self.input_size[1]
+        centers, scales, crops = [], [], []
+        for box in boxes:
+            center, scale = box_to_center_scale(box, aspect, padding=BOX_PADDING)
+            crops.append(normalize_image(warp_image(image, center, scale, 0.0, self.input_size, udp=self.udp)))
+            centers.append(center)
+            scales.append(scale)
+        return torch.from_numpy(np.stack(crops)).to(self.device), np.stack(centers), np.stack(scales)
+
+    @torch.no_grad()
+    def heatmaps(self, images: torch.Tensor) -> torch.Tensor:
+        """Model heatmaps ``(P, K, h, w)`` for normalised crops ``(P, 3, H, W)``, flip-averaged if enabled."""
+        out = []
+        for start in range(0, images.shape[0], self.batch_size):
+            batch = images[start:start + self.batch_size]
+            hm = self.model(batch)
+            if self.flip_test:
+                hm_flip = self.model(torch.flip(batch, dims=[3]))
+                # HRNet's one-pixel shift realigns non-UDP flipped maps; UDP crops need none.
+                hm = (hm + flip_back(hm_flip, self.flip_index, shift=not self.udp)) * 0.5
+            out.append(hm.float())
+        return torch.cat(out)
+
+    def predict(
+        self,
+        image: str | Path | np.ndarray,
+        boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
+        box_scores: Sequence[float] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Keypoints of each person box in ``image``.
+
+        Args:
+            image: a file path or an RGB ``uint8`` array ``(H, W, 3)``.
+            boxes: person boxes ``[x, y, w, h]`` in image pixels; ``None`` = the whole image is one person.
+            box_scores: detector confidence per box (default 1.0).
+
+        Returns:
+            One dict per box, in box order: ``"keypoints"`` ``(K, 3)`` float32 (x, y in image pixels, score),
+            ``"box"`` ``[x, y, w, h]`` and ``"score"`` = box score x mean of the keypoint scores above 0.2.
+        """
+        if isinstance(image, (str, Path)):
+            image = load_image(image)
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image must be an RGB uint8 array (H, W, 3), got dtype {image.dtype} shape {image.shape}")
+        height, width = image.shape[:2]
+        box_arr = _as_boxes(boxes, width, height)
+        if box_scores is None:
+            scores = np.ones(len(box_arr))
+        else:
+            scores = np.asarray(box_scores, dtype=np.float64).reshape(-1)
+            if scores.shape[0] != box_arr.shape[0]:
+                raise ValueError(f"{scores.shape[0]} box scores for {box_arr.shape[0]} boxes")
+        if len(box_arr) == 0:
+            return []
+        crops, centers, scales = self.crop(image, box_arr)
+        hm = self.heatmaps(crops)
+        coords, maxvals = decode_heatmaps(hm, method=self.decode)
+        coords = np.asarray(torch.as_tensor(coords).cpu(), dtype=np.float64)
+        maxvals = np.asarray(torch.as_tensor(maxvals).cpu(), dtype=np.float64)
+        points = np.asarray(heatmaps_to_image(coords, centers, scales, self.heatmap_size, udp=self.udp))
+        results = []
+        for i in range(len(box_arr)):
+            kp = np.concatenate([points[i], maxvals[i][:, None]], axis=1).astype(np.float32)
+            confident = maxvals[i][maxvals[i] > SCORE_THRESHOLD]
+            quality = float(confident.mean()) if confident.size else 0.0
+            results.append({"keypoints": kp, "box": [float(v) for v in box_arr[i]], "score": float(scores[i]) * quality})
+        return results
