@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 def _with_self_loops(adj: Tensor, fill: float = 1.0) -> Tensor:
     # PyG's add_remaining_self_loops: keep existing self loops, add `fill` where a node has none.
-    eye = torch.eye(adj.shape[-1], dtype=torch.bool, device=adj.device)
+    idx = torch.arange(adj.shape[-1], device=adj.device)
+    eye = idx.unsqueeze(1) == idx.unsqueeze(0)  # not torch.eye(bool): no onnxruntime kernel
     return torch.where(eye & (adj == 0), torch.full_like(adj, fill), adj)
 
 
