@@ -39,7 +39,7 @@ class KeypointSchema:
         name: short identifier (``"coco"``, ``"mpii"``, or the category name).
         keypoints: keypoint names in annotation order (K of them).
         skeleton: 0-based limb edges ``(i, j)``.
-        flip_pairs: 0-based ``(left, right)`` index pairs swapped by a horizontal flip.
+        flip_pairs: 0-based index pairs ``(i, j)``, ``i < j``, swapped by a horizontal flip.
         sigmas: per-keypoint OKS sigmas, or ``None`` where the dataset defines none.
         groups: the paper's keypoint groups (partition of ``range(K)``), or ``None``.
     """
@@ -85,13 +85,27 @@ class KeypointSchema:
             perm[i], perm[j] = j, i
         return perm
 
+    def _side(self, want_left: bool) -> tuple[int, ...]:
+        # Pairs are stored as (lower index, higher index): MPII lists the right joint first, so the side
+        # comes from the name, not from the position in the pair.
+        out = []
+        for pair in self.flip_pairs:
+            for i in pair:
+                name = self.keypoints[i].lower()
+                if any(name.startswith(left) for left, _ in _SIDE_PREFIXES) == want_left:
+                    out.append(i)
+                    break
+        return tuple(sorted(out))
+
     @property
     def left(self) -> tuple[int, ...]:
-        return tuple(i for i, _ in self.flip_pairs)
+        """Indices of the left member of every flip pair (by name prefix)."""
+        return self._side(True)
 
     @property
     def right(self) -> tuple[int, ...]:
-        return tuple(j for _, j in self.flip_pairs)
+        """Indices of the right member of every flip pair (by name prefix)."""
+        return self._side(False)
 
     def group_labels(self) -> np.ndarray:
         """``(K,)`` integer label of each keypoint's group; raises if the schema has no groups."""
