@@ -34,7 +34,7 @@ def test_left_and_right_are_named_by_side_not_by_pair_position():
     assert all(MPII16.keypoints[i].startswith("r_") for i in MPII16.right)
     assert all(COCO17.keypoints[i].startswith("left_") for i in COCO17.left)
     assert all(COCO17.keypoints[i].startswith("right_") for i in COCO17.right)
-    assert len(COCO17.left) == len(COCO17.right) == 6
+    assert len(COCO17.left) == len(COCO17.right) == 8
 
 
 def test_mpii_order_and_flip_pairs_match_the_dataset_manifest():
