@@ -36,13 +36,30 @@ log = logging.getLogger(__name__)
 SPLITS = {"train": (0,), "val": (1,), "trainval": (0, 1)}
 MPII_PADDING = 1.25
 MPII_CENTER_SHIFT = 15.0  # px per unit of scale_provided, as in HRNet's MPII loader
+REQUIRED_FIELDS = frozenset({"img_paths", "objpos", "scale_provided", "joint_self", "isValidation"})
 
 
 def read_mpii_annotations(path: str | Path) -> list[dict[str, Any]]:
-    """The list of person dicts of an ``mpii_annotations.json`` or ``.json.gz``."""
+    """The list of person dicts of an ``mpii_annotations.json`` or ``.json.gz`` (treat as read-only).
+
+    Parsing takes seconds; the last file read is kept (keyed by path, size and mtime) because a run
+    builds its train and val datasets from the same file.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MPII annotation file {path} does not exist")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if _CACHE.get("key") != key:
+        _CACHE.clear()
+        _CACHE.update(key=key, data=_parse(path))
+    return _CACHE["data"]
+
+
+_CACHE: dict[str, Any] = {}
+
+
+def _parse(path: Path) -> list[dict[str, Any]]:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt") as f:
@@ -54,18 +71,20 @@ def read_mpii_annotations(path: str | Path) -> list[dict[str, Any]]:
     return data
 
 
-def mpii_center_scale(objpos: Any, scale_provided: float, aspect_ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    """Crop centre and padded pixel scale ``(w, h)`` from MPII's ``objpos`` and ``scale_provided``."""
-    center = np.array([float(objpos[0]), float(objpos[1]) + MPII_CENTER_SHIFT * scale_provided], dtype=np.float64)
-    h = 200.0 * scale_provided * MPII_PADDING
-    return center, np.array([h * aspect_ratio, h], dtype=np.float64)
+def mpii_center_scale(objpos: Any, scale_provided: Any, aspect_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Crop centre ``(..., 2)`` and padded pixel scale ``(w, h)`` from ``objpos`` ``(..., 2)`` and ``scale_provided`` ``(...)``."""
+    objpos = np.asarray(objpos, dtype=np.float64)
+    s = np.asarray(scale_provided, dtype=np.float64)
+    center = objpos + np.stack([np.zeros_like(s), MPII_CENTER_SHIFT * s], axis=-1)
+    h = 200.0 * s * MPII_PADDING
+    return center, np.stack([h * aspect_ratio, h], axis=-1)
 
 
 def _person_keypoints(joints: np.ndarray) -> np.ndarray:
-    """``joint_self`` (16, 3) -> (x, y, v) with v = 2 visible, 1 annotated but occluded, 0 not annotated."""
-    annotated = ~np.all(joints == 0, axis=1)
-    v = np.where(annotated, np.where(joints[:, 2] > 0, 2.0, 1.0), 0.0)
-    return np.concatenate([joints[:, :2], v[:, None]], axis=1).astype(np.float32)
+    """``joint_self`` (N, 16, 3) -> (x, y, v) with v = 2 visible, 1 annotated but occluded, 0 not annotated."""
+    annotated = ~np.all(joints == 0, axis=-1)
+    v = np.where(annotated, np.where(joints[..., 2] > 0, 2.0, 1.0), 0.0)
+    return np.concatenate([joints[..., :2], v[..., None]], axis=-1).astype(np.float32)
 
 
 class MPIIDataset(TopDownDataset):
@@ -112,33 +131,53 @@ class MPIIDataset(TopDownDataset):
 
     def _records(self, people: list[Any], aspect: float) -> list[PersonRecord]:
         wanted = SPLITS[self.split]
-        records = []
+        chosen = []
         for i, person in enumerate(people):
             where = f"MPII annotation file {self.ann_file}: record {i}"
             if not isinstance(person, dict):
                 raise ValueError(f"{where}: expected a dict, got {type(person).__name__}")
-            missing = {"img_paths", "objpos", "scale_provided", "joint_self", "isValidation"} - person.keys()
+            missing = REQUIRED_FIELDS - person.keys()
             if missing:
                 raise ValueError(f"{where}: missing field(s) {sorted(missing)}")
-            if int(person["isValidation"]) not in wanted:
-                continue
-            joints = np.asarray(person["joint_self"], dtype=np.float64)
-            if joints.shape != (16, 3):
-                raise ValueError(f"{where}: 'joint_self' has shape {joints.shape}, expected (16, 3)")
-            scale = person["scale_provided"]
-            values = [*np.ravel(joints), *person["objpos"], scale]
-            if len(person["objpos"]) != 2 or not all(math.isfinite(float(v)) for v in values):
-                raise ValueError(f"{where}: 'joint_self', 'objpos' or 'scale_provided' has NaN/inf or a wrong length")
-            if scale <= 0:
-                raise ValueError(f"{where}: 'scale_provided' must be positive, got {scale}")
-            keypoints = _person_keypoints(joints)
-            if self.split != "val" and not (keypoints[:, 2] > 0).any():
-                self.skipped["no_annotated_joint"] += 1
-                continue
-            center, pixel_scale = mpii_center_scale(person["objpos"], float(scale), aspect)
-            records.append(PersonRecord(
-                image_file=str(self.image_dir / person["img_paths"]),
-                image_id=int(person.get("annolist_index", -1)), ann_id=i,
-                center=center, scale=pixel_scale, score=1.0, keypoints=keypoints,
-            ))
-        return records
+            if int(person["isValidation"]) in wanted:
+                chosen.append(i)
+        if not chosen:
+            return []
+        joints = self._array(people, chosen, "joint_self", (16, 3))
+        objpos = self._array(people, chosen, "objpos", (2,))
+        scale = self._array(people, chosen, "scale_provided", ())
+        finite = np.isfinite(joints).all(axis=(1, 2)) & np.isfinite(objpos).all(axis=1) & np.isfinite(scale)
+        for bad, message in ((~finite, "'joint_self', 'objpos' or 'scale_provided' has NaN/inf"),
+                             (finite & (scale <= 0), "'scale_provided' must be positive")):
+            if bad.any():
+                j = int(np.argmax(bad))
+                raise ValueError(f"MPII annotation file {self.ann_file}: record {chosen[j]}: {message}, got scale {scale[j]}")
+        keypoints = _person_keypoints(joints)
+        keep = (keypoints[:, :, 2] > 0).any(axis=1) | (self.split == "val")
+        self.skipped["no_annotated_joint"] += int((~keep).sum())
+        centers, scales = mpii_center_scale(objpos, scale, aspect)
+        return [
+            PersonRecord(
+                image_file=str(self.image_dir / people[i]["img_paths"]),
+                image_id=int(people[i].get("annolist_index", -1)), ann_id=i,
+                center=centers[j], scale=scales[j], score=1.0, keypoints=keypoints[j],
+            )
+            for j, i in enumerate(chosen) if keep[j]
+        ]
+
+    def _array(self, people: list[Any], chosen: list[int], field: str, shape: tuple[int, ...]) -> np.ndarray:
+        """``field`` of the chosen records stacked into ``(N, *shape)``; names the first malformed record."""
+        try:
+            out = np.asarray([people[i][field] for i in chosen], dtype=np.float64)
+            if out.shape[1:] == shape:
+                return out
+        except (ValueError, TypeError):
+            pass
+        for i in chosen:
+            try:
+                got = np.asarray(people[i][field], dtype=np.float64).shape
+            except (ValueError, TypeError):
+                got = "not numeric"
+            if got != shape:
+                raise ValueError(f"MPII annotation file {self.ann_file}: record {i}: {field!r} has shape {got}, expected {shape}")
+        raise ValueError(f"MPII annotation file {self.ann_file}: field {field!r} is malformed")
