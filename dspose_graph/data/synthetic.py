@@ -132,12 +132,18 @@ def sample_body(rng: np.random.Generator) -> dict[str, Any]:
     return {"joints": J, "extra": extra, "head_R": head_R, "torso_R": torso_R, "head_r": (rx, ry)}
 
 
-def project_person(rng: np.random.Generator, body: dict[str, Any], image_size: tuple[int, int],
-                   height_px: float, centre_xy: tuple[float, float]) -> Person:
-    """Turn, project and place ``body``: a :class:`Person` with image-plane points and depths."""
-    yaw = rng.normal(0.0, FRONTAL_SD) if rng.random() < FRONTAL_P else rng.uniform(-180.0, 180.0)
-    roll = float(rng.normal(0.0, ROLL_SD))
-    world_R = _rx(np.deg2rad(rng.uniform(-10, 10))) @ _ry(np.deg2rad(yaw))
+def project_person(rng: np.random.Generator, body: dict[str, Any], height_px: float, centre_xy: tuple[float, float],
+                   yaw: float | None = None, roll: float | None = None, camera_pitch: float | None = None) -> Person:
+    """Turn, project and place ``body``: a :class:`Person` with image-plane points and depths.
+
+    ``yaw`` (0 = facing the camera, 90 = facing image right), in-plane ``roll`` and ``camera_pitch``
+    are in degrees and drawn at random when ``None``.
+    """
+    sampled_yaw = rng.normal(0.0, FRONTAL_SD) if rng.random() < FRONTAL_P else rng.uniform(-180.0, 180.0)
+    yaw = float(sampled_yaw if yaw is None else yaw)
+    roll = float(rng.normal(0.0, ROLL_SD) if roll is None else roll)
+    pitch = float(rng.uniform(-10, 10) if camera_pitch is None else camera_pitch)
+    world_R = _rx(np.deg2rad(pitch)) @ _ry(np.deg2rad(yaw))
     c, s = np.cos(np.deg2rad(roll)), np.sin(np.deg2rad(roll))
     plane = np.array([[c, -s], [s, c]]) * height_px
 
@@ -182,7 +188,7 @@ def generate_image(rng: np.random.Generator, image_size: tuple[int, int],
         spread = 0.35 if rng.random() < 0.15 else 0.12
         centre = (w * (0.5 + rng.uniform(-spread, spread) * (1 if n == 1 else 2.5)),
                   h * (0.5 + rng.uniform(-spread, spread)))
-        persons.append(project_person(rng, sample_body(rng), (w, h), height_px, centre))
+        persons.append(project_person(rng, sample_body(rng), height_px, centre))
     image, annotations = render_image(rng, persons, (w, h))
     return image, annotations
 

@@ -122,7 +122,7 @@ def _head_shapes(person: Person, colours: dict[str, tuple[int, int, int]]) -> tu
     facing = float(axes[2, 2])
     normals = {"nose": (0.0, 0.0, 1.0), "left_eye": (0.5, 0.0, 1.0), "right_eye": (-0.5, 0.0, 1.0),
                "left_ear": (1.0, 0.0, -0.2), "right_ear": (-1.0, 0.0, -0.2)}
-    limits = {"nose": -0.2, "left_eye": 0.15, "right_eye": 0.15, "left_ear": -0.2, "right_ear": -0.2}
+    limits = {"nose": -0.2, "left_eye": 0.15, "right_eye": 0.15, "left_ear": -0.45, "right_ear": -0.45}
     seen = {}
     for name, n in normals.items():
         n = axes @ np.array(n)
@@ -175,7 +175,9 @@ def body_parts(person: Person, colours: dict[str, tuple[int, int, int]]) -> tupl
         ("line", mid_sh, mid_hip, _WIDTH["torso"] * H, colours["torso"])]})
     head_shapes, seen = _head_shapes(person, colours)
     face = tuple(_I[n] for n in ("nose", "left_eye", "right_eye", "left_ear", "right_ear"))
-    parts.append({"depth": ex["head"][1], "owners": face, "shapes": head_shapes})
+    # The head sits on top of the neck: drawn after the trunk whatever the lean, before limbs in front of it.
+    head_depth = max(ex["head"][1], parts[-1]["depth"] + 0.5 * bias)
+    parts.append({"depth": head_depth, "owners": face, "shapes": head_shapes})
     return parts, seen
 
 
@@ -221,14 +223,16 @@ def render_image(rng: np.random.Generator, persons: list[Person], image_size: tu
     (``keypoints``, ``num_keypoints``, ``bbox``, ``area``, ``segmentation``, ``synthetic``) per person
     with at least one labelled keypoint."""
     w, h = image_size
-    image = background(rng, w, h)
+    # Separate streams: switching occluders on or off changes nothing else in the image.
+    bg_rng, paint_rng, occ_rng, noise_rng = rng.spawn(4)
+    image = background(bg_rng, w, h)
     labels = np.zeros((h, w), np.uint16)
     silhouettes = [np.zeros((h, w), np.uint8) for _ in persons]
     order = np.argsort([p.height_px for p in persons], kind="stable")  # smaller = farther, drawn first
     owners, seen_all = {}, {}
     for pi in order:
         person = persons[pi]
-        colours = _palette(rng)
+        colours = _palette(paint_rng)
         parts, seen_all[pi] = body_parts(person, colours)
         for k, part in enumerate(sorted(parts, key=lambda q: q["depth"])):
             label = int(pi) * _PARTS_PER_PERSON + k + 1
@@ -240,15 +244,15 @@ def render_image(rng: np.random.Generator, persons: list[Person], image_size: tu
                     _draw(shape[:3] + (shape[3] + 2,) + (dark,), [(image, None, cv2.LINE_AA)])
                 _draw(shape, [(image, None, cv2.LINE_AA), (labels, label, cv2.LINE_8), (silhouettes[pi], 255, cv2.LINE_8)])
     for person in persons:
-        if rng.random() < OCCLUDER_P:
-            corners, texture = _occluder(rng, person, w, h)
+        if occ_rng.random() < OCCLUDER_P:
+            corners, texture = _occluder(occ_rng, person, w, h)
             region = np.zeros((h, w), np.uint8)
             cv2.fillConvexPoly(region, _fx(corners), 255, cv2.LINE_8, _SHIFT)
             inside = region > 0
             image[inside] = texture[inside]
             labels[inside] = OCCLUDER_LABEL
-    image = image + rng.normal(0, rng.uniform(0, 8), image.shape)
-    if rng.random() < 0.3:
+    image = image + noise_rng.normal(0, noise_rng.uniform(0, 8), image.shape)
+    if noise_rng.random() < 0.3:
         image = cv2.GaussianBlur(image, (3, 3), 0)
     image = np.clip(np.round(image), 0, 255).astype(np.uint8)
     annotations = []
