@@ -9,7 +9,7 @@ import torch
 
 from dspose_graph.data.transforms import apply_affine, box_to_center_scale, crop_affine
 from dspose_graph.eval.coco_eval import load_coco
-from dspose_graph.eval.decode import decode_heatmaps, flip_back, gaussian_kernel_sigma, heatmaps_to_image
+from dspose_graph.eval.decode import decode_heatmaps, flip_back, gaussian_blur, gaussian_kernel_sigma, heatmaps_to_image
 from topology.schemas import COCO17
 
 HM_W, HM_H = 48, 64
@@ -87,6 +87,21 @@ def test_dark_batched_equals_per_joint_reference(noisy_heatmaps, kernel):
     np.testing.assert_allclose(coords, ref, atol=1e-4, rtol=0)
     np.testing.assert_allclose(scores, noisy_heatmaps.reshape(6, 17, -1).max(axis=2))
     assert np.abs(coords - np.round(coords)).max() > 0.1  # the refinement did move points
+
+
+def test_dark_tiny_maps_take_the_exact_clipped_path():
+    """Blurred values below the log clip (1e-10): the local-window shortcut must defer to the full blur."""
+    rng = np.random.default_rng(2)
+    pts = rng.uniform([3, 3], [HM_W - 4, HM_H - 4], size=(2, 5, 2))
+    hm = render(pts) * np.array([1e-13, 1e-11, 1e-9, 1.0, 1e-12])[None, :, None, None]
+    hm[0, 0] += rng.uniform(0, 1e-14, size=(HM_H, HM_W))
+    np.testing.assert_allclose(decode_heatmaps(hm)[0], dark_reference(hm), atol=1e-4, rtol=0)
+
+
+def test_gaussian_blur_equals_opencv(noisy_heatmaps):
+    ours = gaussian_blur(torch.from_numpy(noisy_heatmaps), 11).numpy()
+    ref = np.stack([[cv2.GaussianBlur(m, (11, 11), 0) for m in maps] for maps in noisy_heatmaps])
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
 
 
 def test_dark_torch_float32_matches_numpy(noisy_heatmaps):

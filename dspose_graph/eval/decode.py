@@ -25,13 +25,14 @@ ArrayLike = TypeVar("ArrayLike", torch.Tensor, np.ndarray)
 DECODERS = ("dark", "argmax")
 
 
-def _as_tensor(x: torch.Tensor | np.ndarray, name: str, ndim: int) -> torch.Tensor:
+def _as_tensor(x: torch.Tensor | np.ndarray, name: str, ndim: int, check_nan: bool = True) -> torch.Tensor:
     t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    t = t.detach()
     if t.dim() != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
     if not t.is_floating_point():
         t = t.double()
-    if torch.isnan(t).any():
+    if check_nan and torch.isnan(t).any():
         raise ValueError(f"{name} contains NaN")
     return t
 
@@ -53,10 +54,7 @@ def gaussian_blur(heatmaps: torch.Tensor, kernel: int) -> torch.Tensor:
     pad = kernel // 2
     if pad >= min(h, w):
         raise ValueError(f"DARK kernel {kernel} is too large for {h}x{w} heatmaps")
-    sigma = gaussian_kernel_sigma(kernel)
-    r = torch.arange(kernel, dtype=heatmaps.dtype, device=heatmaps.device) - pad
-    g = torch.exp(-(r * r) / (2.0 * sigma * sigma))
-    g = g / g.sum()
+    g = _gaussian_1d(kernel, heatmaps.dtype, heatmaps.device)
     x = heatmaps.reshape(b * k, 1, h, w)
     x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
     x = F.conv2d(x, g.view(1, 1, 1, kernel))
@@ -67,11 +65,16 @@ def gaussian_blur(heatmaps: torch.Tensor, kernel: int) -> torch.Tensor:
 def argmax_coords(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer location ``(B, K, 2)`` (x, y) of each heatmap's maximum, and the maximum ``(B, K)``.
 
-    Ties go to the first maximum in row-major order (as ``numpy.argmax``).
+    Ties go to the first maximum in row-major order; a map containing NaN reports NaN as its maximum.
     """
     b, k, h, w = heatmaps.shape
     flat = heatmaps.reshape(b, k, h * w)
-    maxvals, idx = flat.max(dim=2)
+    if flat.device.type == "cpu":
+        # numpy's argmax is several times faster than torch's on CPU (same first-maximum rule); zero-copy.
+        idx = torch.from_numpy(flat.numpy().argmax(axis=2))
+    else:
+        idx = flat.argmax(dim=2)
+    maxvals = flat.gather(2, idx.unsqueeze(2)).squeeze(2)
     coords = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], dim=2)
     return coords, maxvals
 
@@ -95,17 +98,71 @@ def quarter_offset(heatmaps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor
     dy = _gather(heatmaps, x, y + 1) - _gather(heatmaps, x, y - 1)
     ok_x = (x > 0) & (x < w - 1)
     ok_y = (y > 0) & (y < h - 1)
-    out = coords.to(heatmaps.dtype).clone()
+    dx, dy = dx.double(), dy.double()
+    out = coords.to(torch.float64).clone()
     out[..., 0] += torch.where(ok_x, 0.25 * torch.sign(dx), torch.zeros_like(dx))
     out[..., 1] += torch.where(ok_y, 0.25 * torch.sign(dy), torch.zeros_like(dy))
     return out
 
 
+def _gaussian_1d(kernel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    sigma = gaussian_kernel_sigma(kernel)
+    r = torch.arange(kernel, dtype=dtype, device=device) - kernel // 2
+    g = torch.exp(-(r * r) / (2.0 * sigma * sigma))
+    return g / g.sum()
+
+
+def _taylor_step(logm: torch.Tensor, x: torch.Tensor, y: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sub-pixel offset ``-H^{-1} g`` from a 5x5 log-map ``logm (..., 5, 5)`` centred on the maximum."""
+    c = logm[..., 2, 2]
+    gx = 0.5 * (logm[..., 2, 3] - logm[..., 2, 1])
+    gy = 0.5 * (logm[..., 3, 2] - logm[..., 1, 2])
+    hxx = 0.25 * (logm[..., 2, 4] - 2 * c + logm[..., 2, 0])
+    hyy = 0.25 * (logm[..., 4, 2] - 2 * c + logm[..., 0, 2])
+    hxy = 0.25 * (logm[..., 3, 3] - logm[..., 1, 3] - logm[..., 3, 1] + logm[..., 1, 1])
+    det = hxx * hyy - hxy * hxy
+    ok = (x > 1) & (x < w - 2) & (y > 1) & (y < h - 2) & (det != 0)
+    safe_det = torch.where(ok, det, torch.ones_like(det))
+    # Closed-form inverse of the symmetric 2x2 Hessian.
+    ox = -(hyy * gx - hxy * gy) / safe_det
+    oy = -(hxx * gy - hxy * gx) / safe_det
+    zero = torch.zeros_like(ox)
+    return torch.where(ok, ox, zero), torch.where(ok, oy, zero)
+
+
+def _reflect101(i: torch.Tensor, n: int) -> torch.Tensor:
+    """OpenCV's default border: index -1 -> 1, n -> n - 2 (valid while the overshoot is < n)."""
+    i = torch.where(i < 0, -i, i)
+    i = torch.where(i > n - 1, 2 * (n - 1) - i, i)
+    return i.clamp(0, n - 1)
+
+
+def _window_5x5(heatmaps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The Gaussian-blurred map on the 5x5 grid around ``(x, y)``, computed from a local window only.
+
+    Equal to ``gaussian_blur(heatmaps)`` at those 25 points, at a tiny fraction of the cost: the blur is a
+    ``(5, P) x (P, P) x (P, 5)`` product on the ``P = kernel + 4`` window around each maximum.
+    """
+    b, k, h, w = heatmaps.shape
+    half = kernel // 2 + 2
+    r = torch.arange(-half, half + 1, device=heatmaps.device)
+    rows = _reflect101(y.reshape(-1, 1) + r, h)
+    cols = _reflect101(x.reshape(-1, 1) + r, w)
+    idx = (rows[:, :, None] * w + cols[:, None, :]).reshape(b * k, -1)
+    patch = heatmaps.reshape(b * k, h * w).gather(1, idx).double().view(b * k, r.numel(), r.numel())
+    g = _gaussian_1d(kernel, torch.float64, heatmaps.device)
+    band = torch.zeros(5, r.numel(), dtype=torch.float64, device=heatmaps.device)
+    for o in range(5):
+        band[o, o:o + kernel] = g
+    return torch.einsum("ap,npq,bq->nab", band, patch, band).view(b, k, 5, 5)
+
+
 def dark_refine(heatmaps: torch.Tensor, coords: torch.Tensor, kernel: int = 11, eps: float = 1e-10) -> torch.Tensor:
     """Distribution-aware refinement (DARK, Zhang et al., CVPR 2020) of integer maxima ``coords`` (B, K, 2).
 
-    1. Modulate: blur each heatmap with a ``kernel`` x ``kernel`` Gaussian and rescale it to its original
-       maximum (the network output is not a clean Gaussian; the blur restores one).
+    1. Modulate: blur each heatmap with a ``kernel`` x ``kernel`` Gaussian (OpenCV's sigma rule for that size,
+       reflect-101 borders) and rescale it to its original maximum (the network output is not a clean
+       Gaussian; the blur restores one).
     2. Take ``log`` (clipped at ``eps``): a Gaussian becomes a quadratic, which a second-order Taylor
        expansion fits exactly.
     3. At the maximum ``m``, with gradient ``g`` (central differences) and Hessian ``H`` (central differences
@@ -113,37 +170,46 @@ def dark_refine(heatmaps: torch.Tensor, coords: torch.Tensor, kernel: int = 11, 
 
     The refinement is applied where the 5x5 stencil fits inside the map (``1 < x < w - 2``,
     ``1 < y < h - 2``) and ``det H != 0``; elsewhere the integer location is kept.
+
+    Only the 5x5 neighbourhood of each maximum enters the Taylor step, and the rescaling is a constant
+    added to the log (it cancels in every difference), so the blur is evaluated on local windows. Maps
+    where clipping at ``eps`` could matter (a blurred stencil value below ``eps``) take the exact path
+    through the full blurred map.
     """
     b, k, h, w = heatmaps.shape
-    peak = heatmaps.reshape(b, k, -1).amax(dim=2, keepdim=True).unsqueeze(3)
-    blurred = gaussian_blur(heatmaps, kernel)
-    bpeak = blurred.reshape(b, k, -1).amax(dim=2, keepdim=True).unsqueeze(3)
-    # An all-zero map has blurred max 0: leave it at zero rather than divide by zero.
-    scale = torch.where(bpeak > 0, peak / bpeak.clamp_min(torch.finfo(heatmaps.dtype).tiny), torch.ones_like(peak))
-    logm = torch.log(torch.clamp(blurred * scale, min=eps))
-
+    if kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"DARK kernel must be a positive odd integer, got {kernel}")
+    if kernel // 2 + 2 >= min(h, w):
+        raise ValueError(f"DARK kernel {kernel} is too large for {h}x{w} heatmaps")
     x, y = coords[..., 0], coords[..., 1]
-
-    def at(ddx: int, ddy: int) -> torch.Tensor:
-        return _gather(logm, x + ddx, y + ddy)
-
-    c = at(0, 0)
-    gx = 0.5 * (at(1, 0) - at(-1, 0))
-    gy = 0.5 * (at(0, 1) - at(0, -1))
-    hxx = 0.25 * (at(2, 0) - 2 * c + at(-2, 0))
-    hyy = 0.25 * (at(0, 2) - 2 * c + at(0, -2))
-    hxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
-    det = hxx * hyy - hxy * hxy
-    inside = (x > 1) & (x < w - 2) & (y > 1) & (y < h - 2)
-    ok = inside & (det != 0)
-    safe_det = torch.where(ok, det, torch.ones_like(det))
-    # -H^{-1} g with the closed-form inverse of a symmetric 2x2 matrix.
-    ox = -(hyy * gx - hxy * gy) / safe_det
-    oy = -(-hxy * gx + hxx * gy) / safe_det
-    out = coords.to(heatmaps.dtype).clone()
-    out[..., 0] += torch.where(ok, ox, torch.zeros_like(ox))
-    out[..., 1] += torch.where(ok, oy, torch.zeros_like(oy))
+    local = _window_5x5(heatmaps, x, y, kernel)
+    # The blurred maximum never exceeds the original one, so the rescale factor is >= 1: a stencil value
+    # >= eps before rescaling is never clipped.
+    clipped = (local < eps).flatten(2).any(dim=2)
+    logm = torch.log(local.clamp_min(eps))
+    if clipped.any():
+        sel = clipped.nonzero(as_tuple=True)
+        logm[sel] = _full_log_window(heatmaps[sel[0], sel[1]].double().unsqueeze(0), x[sel], y[sel], kernel, eps)[0]
+    ox, oy = _taylor_step(logm, x, y, h, w)
+    out = coords.to(torch.float64).clone()
+    out[..., 0] += ox
+    out[..., 1] += oy
     return out
+
+
+def _full_log_window(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kernel: int, eps: float) -> torch.Tensor:
+    """Exact DARK log-map (full blur, rescale to the original maximum, clip) on the 5x5 grid: ``(1, M, 5, 5)``."""
+    peak = maps.flatten(2).amax(dim=2)[..., None, None]
+    blurred = gaussian_blur(maps, kernel)
+    bpeak = blurred.flatten(2).amax(dim=2)[..., None, None]
+    scale = torch.where(bpeak != 0, peak / torch.where(bpeak != 0, bpeak, torch.ones_like(bpeak)), torch.ones_like(peak))
+    logm = torch.log(torch.clamp(blurred * scale, min=eps))
+    r = torch.arange(-2, 3, device=maps.device)
+    h, w = maps.shape[-2:]
+    rows = (y.reshape(-1, 1) + r).clamp(0, h - 1)
+    cols = (x.reshape(-1, 1) + r).clamp(0, w - 1)
+    idx = (rows[:, :, None] * w + cols[:, None, :]).reshape(1, -1, 25)
+    return logm.flatten(2).gather(2, idx).view(1, -1, 5, 5)
 
 
 def decode_heatmaps(heatmaps: ArrayLike, method: str = "dark", kernel: int = 11) -> tuple[ArrayLike, ArrayLike]:
@@ -152,14 +218,20 @@ def decode_heatmaps(heatmaps: ArrayLike, method: str = "dark", kernel: int = 11)
     ``method``: ``"dark"`` (Taylor refinement on the modulated log-heatmap) or ``"argmax"`` (integer maximum
     plus the quarter-pixel offset). The confidence is the heatmap maximum. A map whose maximum is not positive
     carries no location: its coordinates are returned as ``(0, 0)`` with its (non-positive) score, as HRNet does.
-    Computation is in float64; outputs are float64 of the input's kind (tensor on the input's device, or numpy).
+    The maximum is found in the input's dtype; the refinement runs in float64. Outputs are float64 of the
+    input's kind (tensor on the input's device, or numpy).
     """
     if method not in DECODERS:
         raise ValueError(f"unknown decoding method {method!r}; valid: {list(DECODERS)}")
-    hm = _as_tensor(heatmaps, "heatmaps", 4).double()
+    hm = _as_tensor(heatmaps, "heatmaps", 4, check_nan=False)
     if hm.shape[-1] < 1 or hm.shape[-2] < 1:
         raise ValueError(f"heatmaps have an empty spatial size: {tuple(hm.shape)}")
     coords_int, maxvals = argmax_coords(hm)
+    maxvals = maxvals.double()
+    # argmax lands on a NaN wherever a map holds one, so checking the B*K maxima finds every NaN map.
+    if not torch.isfinite(maxvals).all():
+        bad = (~torch.isfinite(maxvals)).nonzero()[0].tolist()
+        raise ValueError(f"heatmaps contain NaN/inf (first in sample {bad[0]}, keypoint {bad[1]})")
     if method == "dark":
         coords = dark_refine(hm, coords_int, kernel=kernel)
     else:
