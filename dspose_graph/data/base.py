@@ -61,6 +61,10 @@ class TopDownDataset(Dataset):
         seed: ``None`` draws augmentations from torch's generator (seeded per DataLoader worker and
             epoch); an int makes them a function of ``(seed, epoch, index)`` (see :meth:`set_epoch`).
         source: name of the annotation file, for messages.
+
+    Attributes:
+        bad_images: ``Counter`` image file -> records that could not be read from it (this process; each
+            DataLoader worker logs its own and marks replaced samples with ``meta["replaced"]``).
     """
 
     def __init__(
