@@ -1,0 +1,78 @@
+"""``dspose info MODEL``: a preset's configuration and parameter counts (ours vs the paper)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from torch import nn
+
+HELP = "show a model preset's configuration and parameter counts"
+
+# Parameter counts the papers report, in millions (DSPose Tab. 1-2; TokenPose Tab. 1).
+PAPER_PARAMS_M = {
+    "dspose_b": (13.5, "DSPose-B, COCO 256x192, N=2"),
+    "dspose_l": (20.8, "DSPose-L; equals official TokenPose-L/D6 at COCO 256x192 (see docs/model.md)"),
+    "tokenpose_b": (13.5, "TokenPose-B, COCO 256x192"),
+    "tokenpose_l": (20.8, "TokenPose-L/D6, COCO 256x192 (MPII 256x256 official code: 21.49M)"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", help="preset name (omit with --list)")
+    parser.add_argument("--list", action="store_true", help="list the presets")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field (value parsed as JSON, else a string); repeatable")
+    parser.add_argument("--json", action="store_true", help="print the config and counts as JSON")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["head_layers=1", "conv=gat"]`` -> ``{"head_layers": 1, "conv": "gat"}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """``(trainable, frozen)`` parameter counts."""
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    return trainable, frozen
+
+
+def run(args: argparse.Namespace) -> int:
+    from dspose_graph.models import create_model, list_models
+
+    if args.list or not args.model:
+        for name in list_models():
+            print(name)
+        return 0
+    model = create_model(args.model, **parse_overrides(args.set))
+    parts = {"backbone": model.backbone, "encoder": model.encoder, "head": model.head, "total": model}
+    counts = {name: count_parameters(m) for name, m in parts.items()}
+    paper = PAPER_PARAMS_M.get(args.model) if not args.set else None
+    if args.json:
+        print(json.dumps({"config": dataclasses.asdict(model.config),
+                          "parameters": {k: {"trainable": t, "frozen": f} for k, (t, f) in counts.items()},
+                          "paper_params_m": paper[0] if paper else None}, indent=2))
+        return 0
+    cfg = model.config
+    print(f"{args.model}: {model.schema.name} K={model.num_keypoints}, input {cfg.input_size[0]}x{cfg.input_size[1]}, "
+          f"heatmap {model.heatmap_size[0]}x{model.heatmap_size[1]}, {cfg.backbone} stage 3, "
+          f"dim {cfg.dim}, blocks {'+'.join(map(str, cfg.depths))}, head {cfg.head} (N={cfg.head_layers}"
+          + (f", conv {cfg.conv}, t={cfg.t}, {cfg.backend})" if cfg.head != "mlp" else ")"))
+    print(f"{'part':<10}{'trainable':>14}{'frozen':>10}{'total':>14}")
+    for name, (t, f) in counts.items():
+        print(f"{name:<10}{t:>14,}{f:>10,}{t + f:>14,}")
+    total = sum(counts["total"])
+    if paper:
+        print(f"paper: {paper[0]:.1f}M ({paper[1]}); ours {total / 1e6:.3f}M, diff {total / 1e6 - paper[0]:+.3f}M")
+    return 0
