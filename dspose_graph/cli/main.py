@@ -22,6 +22,7 @@ COMMANDS = {
     "export": "dspose_graph.cli.export",
     "train": "dspose_graph.cli.train",
     "demo": "dspose_graph.cli.demo",
+    "info": "dspose_graph.cli.info",
 }
 
 
