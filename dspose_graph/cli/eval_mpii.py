@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zero-based", action="store_true",
                         help="predictions use 0-based pixel coordinates (HRNet's saved preds before its +1): add 1")
     parser.add_argument("--threshold", type=float, default=0.5, help="PCKh threshold (fraction of the head size)")
+    parser.add_argument("--low-threshold", type=float, default=0.1,
+                        help="threshold of the 'Mean@0.1' column (0.11 reproduces HRNet/TokenPose logs, see docs/evaluation.md)")
     parser.add_argument("--out", type=Path, default=None, help="write the result and provenance to this JSON")
 
 
@@ -26,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     if args.zero_based:
         preds = preds + 1.0
     gt = args.gt if args.gt is not None else default_gt_path()
-    result = evaluate_pckh(preds, gt, threshold=args.threshold)
+    result = evaluate_pckh(preds, gt, threshold=args.threshold, low_threshold=args.low_threshold)
     print(format_pckh_table(result))
     if args.out is not None:
         atomic_write_json(args.out, {"result": result, "provenance": provenance(args.pred, gt=str(gt), zero_based=args.zero_based)})

@@ -136,8 +136,9 @@ def evaluate_pckh(
 
 def format_pckh_table(result: dict[str, Any]) -> str:
     """The usual one-row table (Head ... Ankle, Mean, Mean@0.1) plus the alternative means, labelled."""
-    header = " | ".join(f"{k:>8}" for k in TABLE_KEYS)
-    row = " | ".join(f"{result[k]:8.2f}" for k in TABLE_KEYS)
+    keys = [k if k != "Mean@0.1" else f"Mean@{result['low_threshold']:g}" for k in TABLE_KEYS]
+    header = " | ".join(f"{k:>9}" for k in keys)
+    row = " | ".join(f"{result[k]:9.2f}" for k in TABLE_KEYS)
     extra = (
         f"Mean = pooled over the 14 evaluated joints (toolkit 'Total'; HRNet/TokenPose/paper).\n"
         f"Mean (unweighted over 14 per-joint values, bearpaw eval_PCKh.py): {result['Mean (unweighted)']:.2f}; "
