@@ -111,6 +111,12 @@ def test_oks_iou_identity_and_decay():
     ious = oks_iou(pose, np.stack([pose, far]), 5000.0, np.array([5000.0, 5000.0]), COCO17.sigmas)
     assert ious[0] == pytest.approx(1.0)
     assert ious[1] < 0.05
+    # With a confidence threshold only keypoints confident in both poses count.
+    half = pose.copy()
+    half[:8, 2] = 0.0
+    half[:8, :2] += 80.0
+    assert oks_iou(pose, half[None], 5000.0, np.array([5000.0]), COCO17.sigmas, vis_threshold=0.5)[0] == pytest.approx(1.0)
+    assert oks_iou(pose, half[None], 5000.0, np.array([5000.0]), COCO17.sigmas)[0] < 0.6
 
 
 def test_oks_nms_removes_duplicates(coco_mini):

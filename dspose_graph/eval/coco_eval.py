@@ -49,17 +49,18 @@ def oks_iou(
     """OKS between one pose ``ref (K, 3)`` and poses ``others (M, K, 3)``, as HRNet's ``oks_iou``.
 
     ``e_k = d_k^2 / (2 s^2 (2 sigma_k)^2)`` with ``s^2`` the mean of the two areas; OKS = mean_k exp(-e_k).
-    With ``vis_threshold``, only keypoints confident (> threshold) in both poses count, still divided by K.
+    With ``vis_threshold`` the mean runs over the keypoints confident (> threshold) in both poses (0 if none).
     """
     sig = np.asarray(sigmas, dtype=np.float64)
     var = (2.0 * sig) ** 2
     d2 = ((others[:, :, :2] - ref[None, :, :2]) ** 2).sum(axis=2)
     s2 = (ref_area + np.asarray(areas, dtype=np.float64))[:, None] / 2.0
-    e = d2 / var[None, :] / (s2 + np.spacing(1)) / 2.0
-    terms = np.exp(-e)
-    if vis_threshold is not None:
-        terms = terms * ((ref[None, :, 2] > vis_threshold) & (others[:, :, 2] > vis_threshold))
-    return terms.sum(axis=1) / sig.shape[0]
+    terms = np.exp(-(d2 / var[None, :] / (s2 + np.spacing(1)) / 2.0))
+    if vis_threshold is None:
+        return terms.mean(axis=1)
+    used = (ref[None, :, 2] > vis_threshold) & (others[:, :, 2] > vis_threshold)
+    num = used.sum(axis=1)
+    return np.where(num > 0, (terms * used).sum(axis=1) / np.maximum(num, 1), 0.0)
 
 
 def oks_nms(
