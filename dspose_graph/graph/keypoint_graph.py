@@ -152,7 +152,7 @@ class KeypointGraph(Data):
                                    provenance=d.get("provenance"))
             graph.node_names = list(d["node_names"])
             stored = torch.tensor(d["edge_index"], dtype=torch.long).reshape(2, -1)
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ValueError(f"{path}: invalid keypoint graph ({e})") from None
         if not torch.equal(stored, graph.edge_index):
             raise ValueError(f"{path}: field 'edge_index' does not match the non-zero entries of 'adjacency'")
