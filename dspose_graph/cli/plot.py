@@ -140,7 +140,7 @@ def plot_adjacency(args: argparse.Namespace) -> int:
         positions, source = mean_skeleton(gt), "ground-truth"
     else:
         positions, source = mean_skeleton(pred), "predicted"
-    plot_adjacency_heatmaps(adj, schema, heat_paths, sample=args.sample, title=f"Dual-space adjacency ({what})")
+    plot_adjacency_heatmaps(adj, schema, heat_paths, sample=args.sample, title=f"Dual-space adjacency: {what}")
     layers = len(adj["A_m"])
     graphs = {"$A_p$ (physical)": adj["A_p"], f"$A_f$ mean, layer {layers}": adj["A_f"][-1].mean(0)}
     graphs.update({f"$A_m$ mean, layer {l + 1}": a.mean(0) for l, a in enumerate(adj["A_m"])})

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from topology.io import atomic_path, atomic_write_json
+from topology.io import atomic_path, atomic_write_text
 from topology.schemas import KeypointSchema
 
 HELP = "predict keypoints on images, a folder or a video (COCO-results JSON + drawn skeletons)"
@@ -163,6 +163,11 @@ def result_entries(persons: list[dict[str, Any]], image_id: int, file_name: str)
     ]
 
 
+def write_results(path: Path, results: list[dict[str, Any]]) -> None:
+    """COCO results JSON, one person per line (compact but diff-able), written atomically."""
+    atomic_write_text(path, "[\n" + ",\n".join(json.dumps(r) for r in results) + "\n]\n" if results else "[]\n")
+
+
 def _draw(image: np.ndarray, persons: list[dict[str, Any]], schema: KeypointSchema, thr: float) -> np.ndarray:
     from dspose_graph.viz.skeleton import draw_skeleton
 
@@ -227,7 +232,7 @@ def predict_images(args: argparse.Namespace) -> int:
         _write_image(out / "images" / f.name, _draw(image, persons, predictor.schema, args.kpt_thr))
     if len(failed) == len(files):
         raise ValueError(f"--images {args.images}: none of the {len(files)} image(s) could be read: {failed[0]}")
-    atomic_write_json(out / "results.json", results)
+    write_results(out / "results.json", results)
     print(f"{len(results)} person(s) in {len(files) - len(failed)} image(s) -> {out / 'results.json'}, drawings in {out / 'images'}")
     if failed:
         print(f"skipped {len(failed)} unreadable file(s):\n  " + "\n  ".join(failed), file=sys.stderr)
@@ -292,7 +297,7 @@ def predict_video(args: argparse.Namespace) -> int:
         partial.unlink(missing_ok=True)
     if boxes is not None:
         _check_missing(boxes, set(range(index + 1)), args.boxes, True)
-    atomic_write_json(out / "results.json", results)
+    write_results(out / "results.json", results)
     print(f"{len(results)} person(s) in {index + 1} frame(s) -> {out / 'results.json'}, video {target}")
     return 0
 
