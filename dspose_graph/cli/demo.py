@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         model=ModelConfig(name=args.model),
         data=data_cfg,
         optim=OptimConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-                          milestones=[int(args.epochs * 0.75), int(args.epochs * 0.9)], grad_clip=1.0),
+                          milestones=demo_milestones(args.epochs), grad_clip=1.0),
         eval=EvalConfig(every=0, flip_test=True, decode="dark", batch_size=32),
         run=RunConfig(out_dir=str(out / "train"), seed=args.seed, workers=args.workers, log_every=5,
                       tensorboard=False, max_minutes=args.minutes),
@@ -92,6 +92,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_milestones(epochs: int) -> list[int]:
+    """The paper's decay points (2/3 and 13/15 of training) scaled to a short run; none for 1-2 epochs."""
+    return sorted({m for m in (round(epochs * 2 / 3), round(epochs * 13 / 15)) if 0 < m < epochs})
+
+
 def topology_section(out: Path) -> list[str]:
     """Build (or load) the MPII and COCO physical topologies, write their figures, return report lines."""
     from topology.build import build_topology
@@ -107,7 +112,7 @@ def topology_section(out: Path) -> list[str]:
             topo = load_topology(dataset)
             how = "shipped topology file" + (" (MPII groups mapped to COCO keypoints)" if dataset == "coco" else "")
         lines.append(f"{dataset.upper()} ({how}): {len(topo.groups)} groups")
-        for i, group in enumerate(topo.named_groups()):
+        for i, group in enumerate(topo.named_groups):
             lines.append(f"  group {i + 1}: {', '.join(group)}")
         try:
             from dspose_graph.viz.topology import plot_mi_matrix, plot_topology_skeleton

@@ -1,0 +1,98 @@
+"""Checkpoint files: round trip, corrupt/truncated/foreign files refused clearly, full disk leaves no damage."""
+
+from __future__ import annotations
+
+import errno
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from dspose_graph.train import checkpoint as ckpt
+from dspose_graph.train.checkpoint import load_checkpoint, previous_path, rng_state, save_checkpoint, set_rng_state
+
+
+def _state(value: float = 1.0) -> dict:
+    return {"model": {"name": "dspose_t", "config": {"t": 4}}, "schema": {"name": "coco"},
+            "state_dict": {"w": torch.full((64, 64), value)}, "epoch": 3, "metrics": {"AP": 0.5},
+            "provenance": {"seed": 0}}
+
+
+def test_round_trip_and_previous_kept(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, _state(1.0))
+    save_checkpoint(path, _state(2.0))
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.full((64, 64), 2.0))
+    assert torch.equal(load_checkpoint(previous_path(path))["state_dict"]["w"], torch.full((64, 64), 1.0))
+    state = load_checkpoint(path)
+    assert state["format"] == "dspose-graph" and state["format_version"] == 1 and state["metrics"] == {"AP": 0.5}
+
+
+def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    save_checkpoint(tmp_path / "c.pt", {**_state(), "rng": rng_state()})
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_truncated_checkpoint_is_a_clear_error_naming_the_previous_one(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, _state(1.0))
+    save_checkpoint(path, _state(2.0))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"last\.pt: corrupt or truncated.*last\.pt\.prev"):
+        load_checkpoint(path)
+    assert torch.equal(load_checkpoint(previous_path(path))["state_dict"]["w"], torch.full((64, 64), 1.0))
+
+
+def test_garbage_and_foreign_files_are_refused(tmp_path):
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(ValueError, match="garbage.pt: corrupt or truncated"):
+        load_checkpoint(bad)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(ValueError, match="foreign.pt: not a dspose-graph checkpoint"):
+        load_checkpoint(foreign)
+    incomplete = tmp_path / "incomplete.pt"
+    torch.save({"format": "dspose-graph", "format_version": 1, "model": {}}, incomplete)
+    with pytest.raises(ValueError, match="incomplete.pt: checkpoint has no 'schema'"):
+        load_checkpoint(incomplete)
+    future = tmp_path / "future.pt"
+    torch.save({**_state(), "format": "dspose-graph", "format_version": 99}, future)
+    with pytest.raises(ValueError, match="format_version 99"):
+        load_checkpoint(future)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_pickled_code_is_not_executed(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "dspose-graph", "payload": object()}, path)  # not loadable with weights_only
+    with pytest.raises(ValueError, match="evil.pt: corrupt or truncated"):
+        load_checkpoint(path)
+
+
+def test_disk_full_mid_write_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, _state(1.0))
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def save_then_disk_full(obj, f, *args, **kwargs):
+        # Write part of the real bytes, then fail as a full disk does.
+        real_save(obj, f, *args, **kwargs)
+        f.truncate(f.tell() // 3)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt.torch, "save", save_then_disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(path, _state(2.0))
+    monkeypatch.setattr(ckpt.torch, "save", real_save)
+    assert path.read_bytes() == before
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.full((64, 64), 1.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file left behind

@@ -1,0 +1,133 @@
+"""The trainer on real images (coco_mini): the loss goes down, NaN stops cleanly, bad checkpoints are refused."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.utils.data import Dataset, Subset
+
+from dspose_graph.data.coco import CocoKeypointDataset
+from dspose_graph.models import create_model
+from dspose_graph.train.checkpoint import load_checkpoint
+from dspose_graph.train.logs import read_csv
+from dspose_graph.train.trainer import NonFiniteLossError, Trainer, TrainSettings, heatmap_mse_loss
+
+
+def _coco_train(coco_mini, model, n: int, augment: bool = False) -> Dataset:
+    ds = CocoKeypointDataset(coco_mini / "annotations" / "person_keypoints_train.json", coco_mini / "images" / "train",
+                             input_size=model.input_size, heatmap_size=model.heatmap_size, train=augment)
+    return Subset(ds, list(range(n)))
+
+
+def _settings(**kw) -> TrainSettings:
+    base = dict(epochs=1, batch_size=4, lr=1e-3, milestones=(), seed=0, deterministic=True, workers=0,
+                log_every=1, eval_every=0, progress=False, tensorboard=False)
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+def test_heatmap_loss_ignores_zero_weight_keypoints():
+    pred = torch.zeros(1, 2, 4, 4)
+    target = torch.zeros(1, 2, 4, 4)
+    target[0, 1] = 5.0
+    assert heatmap_mse_loss(pred, target, torch.tensor([[1.0, 0.0]])).item() == 0.0
+    assert heatmap_mse_loss(pred, target, torch.tensor([[1.0, 1.0]])).item() == pytest.approx(0.5 * 25 / 2)
+
+
+def test_few_iterations_on_real_images_lower_the_loss(coco_mini, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("dspose_t")
+    data = _coco_train(coco_mini, model, 8)
+    trainer = Trainer(model, data, tmp_path, _settings(epochs=6, batch_size=8, lr=2e-3), model_name="dspose_t")
+    summary = trainer.fit()
+    losses = [float(r["loss"]) for r in read_csv(tmp_path / "steps.csv")]
+    assert len(losses) == 6 and summary["global_step"] == 6
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert (tmp_path / "loss_curve.png").stat().st_size > 0
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["epoch"] == 6 and state["model"]["name"] == "dspose_t" and state["schema"]["name"] == model.schema.name
+    # The checkpoint rebuilds the same model.
+    from dspose_graph.models import create_model_from_config, load_state_dict_checked
+
+    again = create_model_from_config(state["model"]["config"])
+    load_state_dict_checked(again, state["state_dict"], source="last.pt")
+    x = torch.randn(1, 3, model.input_size[1], model.input_size[0])
+    model.eval(), again.eval()
+    assert torch.allclose(model(x), again(x))
+
+
+class _PoisonedTargets(Dataset):
+    """Real samples, except that from ``start`` on the heatmap targets are NaN (a corrupt label file)."""
+
+    def __init__(self, base: Dataset, start: int) -> None:
+        self.base, self.start = base, start
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        sample = self.base[i]
+        if i >= self.start:
+            sample["heatmap"] = torch.full_like(sample["heatmap"], float("nan"))
+        return sample
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(coco_mini, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("dspose_t")
+    # A good checkpoint from clean data, then training resumed on data whose targets turned NaN.
+    clean = _coco_train(coco_mini, model, 8)
+    Trainer(model, clean, tmp_path, _settings(epochs=1, checkpoint_every=1), model_name="dspose_t").fit()
+    good = load_checkpoint(tmp_path / "last.pt")
+    assert good["global_step"] == 2
+    poisoned = _PoisonedTargets(clean, start=0)
+    trainer = Trainer(create_model("dspose_t"), poisoned, tmp_path, _settings(epochs=2, checkpoint_every=1),
+                      model_name="dspose_t")
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan.*last\.pt"):
+        trainer.fit(resume=tmp_path / "last.pt")
+    after = load_checkpoint(tmp_path / "last.pt")
+    assert after["global_step"] == good["global_step"]
+    for k, v in good["state_dict"].items():
+        assert torch.equal(v, after["state_dict"][k]), k
+
+
+def test_resume_refuses_checkpoint_of_another_keypoint_count(coco_mini, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("dspose_t")
+    Trainer(model, _coco_train(coco_mini, model, 4), tmp_path, _settings(), model_name="dspose_t").fit()
+    mpii_model = create_model("dspose_t", schema="mpii")
+    trainer = Trainer(mpii_model, _coco_train(coco_mini, model, 4), tmp_path / "b", _settings(), model_name="dspose_t")
+    with pytest.raises(ValueError, match=r"last\.pt.*K=17.*K=16"):
+        trainer.resume(tmp_path / "last.pt")
+
+
+def test_resume_refuses_checkpoint_of_another_model(coco_mini, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("dspose_t")
+    Trainer(model, _coco_train(coco_mini, model, 4), tmp_path, _settings(), model_name="dspose_t").fit()
+    other = create_model("tokenpose_t")
+    trainer = Trainer(other, _coco_train(coco_mini, other, 4), tmp_path / "b", _settings(), model_name="tokenpose_t")
+    with pytest.raises(ValueError, match=r"last\.pt.*'dspose_t'.*'tokenpose_t'"):
+        trainer.resume(tmp_path / "last.pt")
+
+
+def test_bad_settings_are_refused(coco_mini, tmp_path):
+    model = create_model("dspose_t")
+    data = _coco_train(coco_mini, model, 4)
+    with pytest.raises(ValueError, match="amp"):
+        Trainer(model, data, tmp_path, _settings(amp="fp32"), model_name="dspose_t")
+    with pytest.raises(ValueError, match="fp16.*CUDA"):
+        Trainer(model, data, tmp_path, _settings(amp="fp16"), model_name="dspose_t", device="cpu")
+    with pytest.raises(ValueError, match="no full batch"):
+        Trainer(model, data, tmp_path, _settings(batch_size=8), model_name="dspose_t")
+
+
+def test_bf16_autocast_trains_on_cpu(coco_mini, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("dspose_t")
+    summary = Trainer(model, _coco_train(coco_mini, model, 4), tmp_path, _settings(amp="bf16"),
+                      model_name="dspose_t").fit()
+    assert summary["global_step"] == 1 and math.isfinite(summary["history"][0]["train_loss"])
