@@ -1,0 +1,107 @@
+"""ONNX export: onnxruntime equals PyTorch on real image crops, dynamic batch, metadata, export-time top-t."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from dspose_graph.cli.main import main
+from dspose_graph.data import load_image
+from dspose_graph.export import compare_onnx, export_onnx, onnx_friendly_ops, run_onnx, topk_mask_by_rank
+from dspose_graph.predict import Predictor
+from helpers_use import make_checkpoint
+from topology import feature
+from topology.feature import feature_adjacency, topk_mask
+from topology.schemas import KeypointSchema
+
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory) -> Predictor:
+    return Predictor(make_checkpoint(tmp_path_factory.mktemp("ckpt") / "dspose_t.pt", seed=3), flip_test=False)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(predictor, tmp_path_factory):
+    return export_onnx(predictor.model, tmp_path_factory.mktemp("onnx") / "dspose_t.onnx")
+
+
+@pytest.fixture(scope="module")
+def real_crops(predictor, coco_mini, data_root) -> torch.Tensor:
+    """Person crops from real COCO val images (GT boxes) and an MPII fixture image."""
+    ann = json.loads((coco_mini / "annotations" / "person_keypoints_val.json").read_text())
+    files = {im["id"]: im["file_name"] for im in ann["images"]}
+    people = [a for a in ann["annotations"] if a["num_keypoints"] >= 8 and not a["iscrowd"]][:5]
+    crops = [predictor.crop(load_image(coco_mini / "images" / "val" / files[a["image_id"]]), np.array([a["bbox"]]))[0]
+             for a in people]
+    mpii = load_image(data_root / "mmpose_fixtures" / "mpii" / "004645041.jpg")
+    crops.append(predictor.crop(mpii, np.array([[0.0, 0.0, mpii.shape[1], mpii.shape[0]]]))[0])
+    return torch.cat(crops)
+
+
+@pytest.mark.parametrize("t", [1, 2, 4, 17])
+def test_rank_mask_equals_stable_sort(t):
+    g = torch.Generator().manual_seed(t)
+    continuous = torch.randn(4, 17, 17, generator=g)
+    continuous[:, :, 5] = continuous[:, :, 9]  # exact ties between columns
+    ties = torch.randint(-2, 3, (4, 17, 17), generator=g).float()  # ties everywhere
+    for s in (continuous, ties):
+        assert torch.equal(topk_mask_by_rank(s, t), topk_mask(s, t))
+
+
+def test_rank_mask_bad_t_and_patch_is_scoped():
+    with pytest.raises(ValueError, match="top-t"):
+        topk_mask_by_rank(torch.zeros(1, 3, 3), 4)
+    x = torch.randn(2, 17, 8)
+    with onnx_friendly_ops():
+        assert feature.topk_mask is topk_mask_by_rank
+        inside = feature_adjacency(x, 4)
+    assert feature.topk_mask is topk_mask
+    torch.testing.assert_close(inside, feature_adjacency(x, 4), rtol=0, atol=0)
+
+
+def test_onnxruntime_equals_pytorch_on_real_images(onnx_file, predictor, real_crops):
+    diff = compare_onnx(onnx_file, predictor.model, real_crops)
+    print(f"max |onnxruntime - PyTorch| on {real_crops.shape[0]} real crops: {diff:.3e}")
+    assert diff < ATOL
+    # Dynamic batch: one crop alone gives the same maps as inside the batch.
+    single = run_onnx(onnx_file, real_crops[2:3])
+    np.testing.assert_allclose(single, run_onnx(onnx_file, real_crops)[2:3], atol=ATOL)
+    assert compare_onnx(onnx_file, predictor.model, real_crops[:1]) < ATOL
+
+
+def test_onnx_file_carries_schema_and_preprocessing(onnx_file, predictor):
+    proto = onnx.load(str(onnx_file))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert KeypointSchema.from_dict(json.loads(meta["dspose.schema"])) == predictor.schema
+    assert json.loads(meta["dspose.input_size"]) == list(predictor.input_size)
+    assert json.loads(meta["dspose.heatmap_size"]) == list(predictor.heatmap_size)
+    batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param == "batch"
+    w, h = predictor.input_size
+    assert run_onnx(onnx_file, torch.zeros(3, 3, h, w)).shape == (3, 17, predictor.heatmap_size[1], predictor.heatmap_size[0])
+
+
+def test_export_bad_input(predictor, tmp_path):
+    with pytest.raises(ValueError, match=r"\.onnx"):
+        export_onnx(predictor.model, tmp_path / "model.pt")
+    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+        run_onnx(tmp_path / "nope.onnx", torch.zeros(1, 3, 128, 96))
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_cli_export(tmp_path, coco_mini, capsys):
+    ckpt = make_checkpoint(tmp_path / "t.pt", seed=1)
+    out = tmp_path / "m.onnx"
+    rc = main(["export", "onnx", "--weights", str(ckpt), "--out", str(out),
+               "--check-image", str(coco_mini / "images" / "val" / "000000000139.jpg")])
+    text = capsys.readouterr().out
+    assert rc == 0 and out.is_file()
+    assert "max |onnxruntime - PyTorch| on 000000000139.jpg" in text
+    rc = main(["export", "onnx", "--weights", str(tmp_path / "missing.pt"), "--out", str(out)])
+    assert rc == 2 and "missing.pt" in capsys.readouterr().err
