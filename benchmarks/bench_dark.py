@@ -54,19 +54,21 @@ def dark_per_joint(hm: np.ndarray, kernel: int = 11) -> np.ndarray:
     return out
 
 
-def best_time(fn, repeat: int) -> float:
-    times = []
+def best_times(fns, repeat: int) -> list[float]:
+    """Best-of-``repeat`` time of each function, run interleaved so that load on a shared machine hits all alike."""
+    best = [float("inf")] * len(fns)
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_dark", description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=4, default=[32, 17, 64, 48], metavar=("B", "K", "H", "W"))
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 = a fair single-core comparison)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -77,9 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     ours, _ = decode_heatmaps(hm_t)
     max_diff = float(np.abs(ours.numpy() - ref).max())
 
-    t_loop = best_time(lambda: dark_per_joint(hm), args.repeat)
-    t_torch = best_time(lambda: decode_heatmaps(hm_t), args.repeat)
-    t_numpy = best_time(lambda: decode_heatmaps(hm), args.repeat)
+    t_loop, t_torch, t_numpy = best_times(
+        [lambda: dark_per_joint(hm), lambda: decode_heatmaps(hm_t), lambda: decode_heatmaps(hm)], args.repeat)
     rows = [
         ("per-joint loop (reference)", t_loop, 1.0),
         ("batched, torch input", t_torch, t_loop / t_torch),

@@ -12,6 +12,7 @@ by whole-tensor torch operations over all ``B * K`` heatmaps at once (no per-joi
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence, TypeVar
 
 import numpy as np
@@ -150,11 +151,18 @@ def _window_5x5(heatmaps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kernel
     cols = _reflect101(x.reshape(-1, 1) + r, w)
     idx = (rows[:, :, None] * w + cols[:, None, :]).reshape(b * k, -1)
     patch = heatmaps.reshape(b * k, h * w).gather(1, idx).double().view(b * k, r.numel(), r.numel())
-    g = _gaussian_1d(kernel, torch.float64, heatmaps.device)
-    band = torch.zeros(5, r.numel(), dtype=torch.float64, device=heatmaps.device)
+    band = _band(kernel, str(heatmaps.device))
+    return (band @ patch @ band.T).view(b, k, 5, 5)
+
+
+@functools.lru_cache(maxsize=16)
+def _band(kernel: int, device: str) -> torch.Tensor:
+    """``(5, kernel + 4)`` matrix whose row ``o`` is the 1-D Gaussian shifted by ``o``: a 5-output blur."""
+    g = _gaussian_1d(kernel, torch.float64, torch.device(device))
+    band = torch.zeros(5, kernel + 4, dtype=torch.float64, device=device)
     for o in range(5):
         band[o, o:o + kernel] = g
-    return torch.einsum("ap,npq,bq->nab", band, patch, band).view(b, k, 5, 5)
+    return band
 
 
 def dark_refine(heatmaps: torch.Tensor, coords: torch.Tensor, kernel: int = 11, eps: float = 1e-10) -> torch.Tensor:
