@@ -43,7 +43,7 @@ def find_annotations(dataset: str, annotations: str | Path | None = None) -> Pat
     return path if path.is_file() else None
 
 
-def _parse_clusters(clusters: int | str) -> int | str:
+def _parse_clusters(clusters: int | str, num_keypoints: int | None = None) -> int | str:
     if isinstance(clusters, str) and clusters not in ("auto", "eigengap"):
         try:
             clusters = int(clusters)
@@ -51,6 +51,9 @@ def _parse_clusters(clusters: int | str) -> int | str:
             raise ValueError(f"clusters must be a positive integer, 'auto' or 'eigengap', got {clusters!r}") from None
     if not isinstance(clusters, str) and (isinstance(clusters, bool) or int(clusters) < 1):
         raise ValueError(f"clusters must be a positive integer, 'auto' or 'eigengap', got {clusters!r}")
+    # Checked before any annotation is read, so a bad count fails at once.
+    if not isinstance(clusters, str) and num_keypoints is not None and int(clusters) > num_keypoints:
+        raise ValueError(f"number of clusters must be an integer in [1, K={num_keypoints}], got {clusters}")
     return clusters
 
 
@@ -64,7 +67,7 @@ def _estimate(stats, variable: str, estimator: str, params: dict[str, Any]) -> t
 def build_mpii(annotations: str | Path | None = None, clusters: int | str = "auto", seed: int = 0,
                variable: str = DEFAULT_VARIABLE, estimator: str = DEFAULT_ESTIMATOR, **params) -> PhysicalTopology:
     """MPII clusters from the training persons of the raw file, or from the shipped MI without it."""
-    clusters = _parse_clusters(clusters)
+    clusters = _parse_clusters(clusters, MPII16.num_keypoints)
     raw = find_annotations("mpii", annotations)
     if raw is None:
         shipped = load_topology("mpii")
