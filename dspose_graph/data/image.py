@@ -53,7 +53,11 @@ def crop_matrix(
     flip: bool = False,
     udp: bool = False,
 ) -> np.ndarray:
-    """2x3 affine image -> output grid of a (possibly mirrored) crop; see ``transforms.crop_affine``."""
+    """2x3 affine image -> output grid of a (possibly mirrored) crop; see ``transforms.crop_affine``.
+
+    The crop is rotated first and mirrored second, so ``flip`` with ``rotation`` r equals HRNet's
+    "mirror the image, then crop with rotation -r".
+    """
     m = crop_affine(center, scale, rotation, output_size, udp=udp)
     if flip:
         m = (flip_matrix(output_size, udp) @ np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
@@ -81,9 +85,16 @@ def warp_image(
     )
 
 
+# (256, 3) table uint8 value -> normalised float per channel: one lookup per pixel instead of float math.
+_NORMALIZE_LUT = ((np.arange(256, dtype=np.float64)[:, None] / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+
+
 def normalize_image(image: np.ndarray) -> np.ndarray:
     """RGB ``uint8 (H, W, 3)`` -> ImageNet-normalised ``float32 (3, H, W)``."""
-    x = image.astype(np.float32) * (1.0 / 255.0)
-    x -= IMAGENET_MEAN
-    x /= IMAGENET_STD
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"normalize_image expects an RGB uint8 (H, W, 3) array, got {image.dtype} {image.shape}")
+    chw = image.transpose(2, 0, 1)
+    out = np.empty(chw.shape, dtype=np.float32)
+    for c in range(3):
+        np.take(_NORMALIZE_LUT[:, c], chw[c], out=out[c])
+    return out
