@@ -98,6 +98,18 @@ def test_dark_tiny_maps_take_the_exact_clipped_path():
     np.testing.assert_allclose(decode_heatmaps(hm)[0], dark_reference(hm), atol=1e-4, rtol=0)
 
 
+def test_dark_on_small_heatmaps():
+    """The largest kernel a small map allows still matches the reference; a larger one is refused clearly."""
+    rng = np.random.default_rng(4)
+    pts = rng.uniform([1, 1], [7, 9], size=(3, 4, 2))
+    hm = render(pts, size=(8, 10), sigma=1.0) + rng.uniform(0, 0.01, size=(3, 4, 10, 8))
+    np.testing.assert_allclose(decode_heatmaps(hm, kernel=11)[0], dark_reference(hm, 11), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="at most 7"):
+        decode_heatmaps(hm[..., :6, :6])
+    small = hm[..., :6, :6]
+    np.testing.assert_allclose(decode_heatmaps(small, kernel=7)[0], dark_reference(small, 7), atol=1e-4, rtol=0)
+
+
 def test_gaussian_blur_equals_opencv(noisy_heatmaps):
     ours = gaussian_blur(torch.from_numpy(noisy_heatmaps), 11).numpy()
     ref = np.stack([[cv2.GaussianBlur(m, (11, 11), 0) for m in maps] for maps in noisy_heatmaps])

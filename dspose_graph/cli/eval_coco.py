@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from dspose_graph.eval.coco_eval import evaluate_coco, format_coco_table, keypoint_category, load_coco, load_results

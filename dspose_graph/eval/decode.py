@@ -188,7 +188,8 @@ def dark_refine(heatmaps: torch.Tensor, coords: torch.Tensor, kernel: int = 11, 
     if kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"DARK kernel must be a positive odd integer, got {kernel}")
     if kernel // 2 + 2 >= min(h, w):
-        raise ValueError(f"DARK kernel {kernel} is too large for {h}x{w} heatmaps")
+        raise ValueError(f"DARK kernel {kernel} is too large for {h}x{w} heatmaps; pass a smaller odd kernel "
+                         f"(at most {2 * (min(h, w) - 3) + 1}) or method='argmax'")
     x, y = coords[..., 0], coords[..., 1]
     local = _window_5x5(heatmaps, x, y, kernel)
     # The blurred maximum never exceeds the original one, so the rescale factor is >= 1: a stencil value
