@@ -83,7 +83,7 @@ def collect_adjacency(model: torch.nn.Module, images: torch.Tensor, batch_size: 
         "A_p": parts[0]["A_p"],
         "A_f": [torch.cat([p["A_f"][l] for p in parts]) for l in range(len(parts[0]["A_f"]))],
         "A_m": [torch.cat([p["A_m"][l] for p in parts]) for l in range(len(parts[0]["A_m"]))],
-        "p": parts[0].get("p"),
+        "p": None if parts[0].get("p") is None else parts[0]["p"].detach(),
     }
     return merged, torch.cat(heat)
 

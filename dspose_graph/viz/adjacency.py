@@ -98,15 +98,18 @@ def draw_matrix(ax, matrix: np.ndarray, names: Sequence[str], title: str, colorb
     return im
 
 
-def _p_values(p: Any, layers: int) -> list[float | None]:
+def _p_texts(p: Any, layers: int, k: int) -> list[str]:
+    """Title text per layer for the learned p: scalar, one per layer, or a (K, K) matrix (its mean)."""
     if p is None:
-        return [None] * layers
+        return [""] * layers
     values = _as_numpy(p).reshape(-1)
     if values.size == 1:
-        return [float(values[0])] * layers
-    if values.size != layers:
-        raise ValueError(f"learned p has {values.size} values for {layers} graph layers; expected 1 or {layers}")
-    return [float(v) for v in values]
+        return [f", p = {values[0]:.3f}"] * layers
+    if values.size == layers:
+        return [f", p = {v:.3f}" for v in values]
+    if values.size == k * k:
+        return [f", p: {k}x{k}, mean {values.mean():.3f}"] * layers
+    raise ValueError(f"learned p has {values.size} values; expected 1, one per layer ({layers}) or K*K ({k * k})")
 
 
 def plot_adjacency_heatmaps(
@@ -143,15 +146,14 @@ def plot_adjacency_heatmaps(
     n = a_f[0].shape[0]
     if not 0 <= sample < n:
         raise ValueError(f"sample {sample} is out of range for {n} samples")
-    p_vals = _p_values(adjacency.get("p"), len(a_f))
+    p_texts = _p_texts(adjacency.get("p"), len(a_f), k)
 
     rows = len(a_f)
     fig = Figure(figsize=(4 * 5.0, rows * 4.6), layout="constrained")
     axes = fig.subplots(rows, 4, squeeze=False)
     for layer in range(rows):
-        p_txt = "" if p_vals[layer] is None else f", p = {p_vals[layer]:.3f}"
         tag = f"layer {layer + 1}"
-        draw_matrix(axes[layer, 0], a_p, names, f"$A_p$ (physical){p_txt}")
+        draw_matrix(axes[layer, 0], a_p, names, f"$A_p$ (physical){p_texts[layer]}")
         draw_matrix(axes[layer, 1], a_f[layer][sample], names, f"$A_f$ sample {sample}, {tag}", "cosine similarity")
         draw_matrix(axes[layer, 2], a_f[layer].mean(axis=0), names, f"$A_f$ mean over {n}, {tag}", "cosine similarity")
         draw_matrix(axes[layer, 3], a_m[layer].mean(axis=0), names, f"$A_m = pA_p + A_f$ mean, {tag}")
