@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from dspose_graph.data import MPIIDataset, build_dataset
 from dspose_graph.data.augment import transform_keypoints
 from dspose_graph.data.image import crop_matrix
-from dspose_graph.data.mpii import mpii_center_scale
+from dspose_graph.data.mpii import MPII_INDEX_BASE, mpii_center_scale
 from dspose_graph.data.targets import joints_to_heatmap
 from topology.schemas import MPII16
 
@@ -55,7 +55,8 @@ def test_splits_and_alignment_with_the_pckh_ground_truth(val_set, mpii_root, dat
     kps = np.stack([r.keypoints for r in val_set.records])
     # Sample i is column i of the toolkit's ground truth; "not annotated" is exactly jnt_missing.
     np.testing.assert_array_equal(kps[:, :, 2] == 0, missing)
-    close = np.abs(kps[:, :, :2] - pos).max(axis=-1) < 1e-3
+    # Samples are 0-based; the toolkit's ground truth is MATLAB's 1-based frame.
+    close = np.abs(kps[:, :, :2] + MPII_INDEX_BASE - pos).max(axis=-1) < 1e-3
     assert close[~missing].mean() > 0.999
     train = build_dataset("mpii", mpii_root, "train")
     assert len(train) + train.skipped["no_annotated_joint"] == 22246
@@ -75,8 +76,9 @@ def test_target_weight_is_annotated_as_in_hrnet_files(val_set, mpii_fixture):
         # HRNet's own MPII files (mmpose fixture) weight every annotated joint, occluded ones too.
         np.testing.assert_array_equal(s["target_weight"].numpy(), np.asarray(f["joints_vis"], dtype=np.float32))
         annotated = np.asarray(f["joints_vis"], dtype=bool)  # HRNet files write -1, -1 for the others
-        np.testing.assert_allclose(s["meta"]["keypoints"][annotated, :2].numpy(), np.asarray(f["joints"])[annotated], atol=1e-3)
-        np.testing.assert_allclose(s["meta"]["center"].numpy()[0], f["center"][0])
+        np.testing.assert_allclose(s["meta"]["keypoints"][annotated, :2].numpy() + 1, np.asarray(f["joints"])[annotated], atol=1e-3)
+        np.testing.assert_allclose(s["meta"]["center"].numpy()[0] + 1, f["center"][0])
+        assert not s["meta"]["keypoints"][~annotated].any()
 
 
 def test_mpii_samples_through_two_workers(mpii_root, mpii_fixture):

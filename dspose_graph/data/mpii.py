@@ -10,6 +10,11 @@ Crop box. MPII's ``scale_provided`` is the person height / 200 px. As HRNet/Toke
 moved down by ``15 * scale_provided`` px and the height padded by 1.25: ``h = 200 * 1.25 * s``; the
 width is ``h * input_w / input_h`` (square for the usual 256x256 MPII input).
 
+Pixel frame. MPII coordinates are MATLAB's 1-based pixel indices; like HRNet we subtract 1 from
+``objpos`` and every annotated joint on loading, so samples live in the 0-based frame of the decoded
+image (flip augmentation mirrors about pixel centres correctly). Predictions mapped back to the image
+are therefore 0-based: add ``MPII_INDEX_BASE`` (1) before comparing with the PCKh ground truth.
+
 Visibility. ``joint_self``'s flag is 0 both for occluded and for not-annotated joints; only the latter
 are ``[0, 0, 0]``. Like HRNet's MPII files (and the PCKh toolkit, which scores occluded joints) every
 annotated joint is a training target: ``meta["keypoints"][:, 2]`` is 2 (visible), 1 (annotated,
@@ -36,6 +41,9 @@ log = logging.getLogger(__name__)
 SPLITS = {"train": (0,), "val": (1,), "trainval": (0, 1)}
 MPII_PADDING = 1.25
 MPII_CENTER_SHIFT = 15.0  # px per unit of scale_provided, as in HRNet's MPII loader
+# MPII annotations (and the PCKh ground truth) are 1-based MATLAB pixel indices. Samples and their
+# ``meta["keypoints"]`` are 0-based; add this to predictions before scoring them with the toolkit's GT.
+MPII_INDEX_BASE = 1.0
 REQUIRED_FIELDS = frozenset({"img_paths", "objpos", "scale_provided", "joint_self", "isValidation"})
 
 
@@ -153,6 +161,9 @@ class MPIIDataset(TopDownDataset):
                 j = int(np.argmax(bad))
                 raise ValueError(f"MPII annotation file {self.ann_file}: record {chosen[j]}: {message}, got scale {scale[j]}")
         keypoints = _person_keypoints(joints)
+        # MATLAB's 1-based pixel frame -> the 0-based frame of decoded images (HRNet does the same).
+        keypoints[:, :, :2] -= np.where(keypoints[:, :, 2:] > 0, MPII_INDEX_BASE, 0.0).astype(np.float32)
+        objpos = objpos - MPII_INDEX_BASE
         keep = (keypoints[:, :, 2] > 0).any(axis=1) | (self.split == "val")
         self.skipped["no_annotated_joint"] += int((~keep).sum())
         centers, scales = mpii_center_scale(objpos, scale, aspect)
