@@ -185,6 +185,11 @@ def test_reuse_overwrite_and_refusal(tmp_path):
     assert len(list(paths["train_images"].iterdir())) == 2
     generate_dataset(out, 3, 1, image_size=SIZE, overwrite=True)
     assert len(list(paths["train_images"].iterdir())) == 3
+    (paths["train_images"] / "000002.jpg").unlink()
+    with pytest.raises(ValueError, match="already exists"):
+        generate_dataset(out, 3, 1, image_size=SIZE)
+    generate_dataset(out, 3, 1, image_size=SIZE, overwrite=True)
+    assert (paths["train_images"] / "000002.jpg").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 

@@ -95,7 +95,7 @@ def sample_body(rng: np.random.Generator) -> dict[str, Any]:
     """One random 3-D body in its own frame, pelvis at the origin, stature 1.
 
     Returns ``joints`` (17, 3) in COCO-17 order, ``extra`` 3-D points used only for drawing (neck, head
-    centre, hand and foot tips), the head rotation ``head_R`` (3, 3) and the torso rotation ``torso_R``.
+    centre, hand and foot tips), the head rotation ``head_R`` (3, 3) and the head radii ``head_r``.
     """
     p = {k: v * rng.uniform(1 - PROPORTION_JITTER, 1 + PROPORTION_JITTER) for k, v in PROPORTIONS.items()}
     J = np.zeros((17, 3))
@@ -129,7 +129,7 @@ def sample_body(rng: np.random.Generator) -> dict[str, Any]:
     for name, offset in face.items():
         J[_I[name]] = centre + head_R @ np.array(offset)
     extra["head"] = centre
-    return {"joints": J, "extra": extra, "head_R": head_R, "torso_R": torso_R, "head_r": (rx, ry)}
+    return {"joints": J, "extra": extra, "head_R": head_R, "head_r": (rx, ry)}
 
 
 def project_person(rng: np.random.Generator, body: dict[str, Any], height_px: float, centre_xy: tuple[float, float],
@@ -251,7 +251,13 @@ def _existing_parameters(out: Path) -> dict[str, Any] | None:
         return None
     for p in params:
         p.pop("split", None)
-    return params[0] if params[0] == params[1] else None
+    if params[0] != params[1]:
+        return None
+    # A dataset whose images were deleted or added to since is not reused.
+    for split in SPLITS:
+        if sum(1 for _ in paths[f"{split}_images"].glob("*.jpg")) != params[0].get(f"num_{split}"):
+            return None
+    return params[0]
 
 
 def _check_args(num_train: int, num_val: int, image_size: tuple[int, int], persons_per_image: Any) -> None:
