@@ -70,12 +70,14 @@ class HRNetStage3(nn.Module):
         name: timm HRNet variant (one of :data:`BACKBONES`).
         pretrained: ``None``/``False`` for random init, a path to a timm/ImageNet HRNet weight file,
             or ``True`` for timm's own download (needs a network).
+        device: where to allocate the weights (``"meta"`` builds shapes only, e.g. to count parameters).
 
     Shapes:
         input ``(B, 3, H, W)``, output ``(B, C, H/4, W/4)`` with ``C = self.out_channels``.
     """
 
-    def __init__(self, name: str = "hrnet_w32", pretrained: bool | str | Path | None = None) -> None:
+    def __init__(self, name: str = "hrnet_w32", pretrained: bool | str | Path | None = None,
+                 device: str | torch.device | None = None) -> None:
         super().__init__()
         if name not in BACKBONES:
             raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
@@ -88,7 +90,7 @@ class HRNetStage3(nn.Module):
         last = net.stage3[-1]
         last.fuse_layers = last.fuse_layers[:1]
         last.multi_scale_output = False
-        self.net = net.to_empty(device="cpu")
+        self.net = net.to_empty(device=device or "cpu")
         _init_like_timm(self.net)
         self.out_channels = int(net.stage3_cfg["num_channels"][0])
         if pretrained:

@@ -115,8 +115,14 @@ class DSPose(nn.Module):
         ``return_adjacency=True`` also the dict of :class:`~dspose_graph.models.heads.GraphHead`.
     """
 
-    def __init__(self, config: DSPoseConfig, pretrained_backbone: bool | str | Path | None = None) -> None:
+    def __init__(self, config: DSPoseConfig, pretrained_backbone: bool | str | Path | None = None,
+                 device: str | torch.device | None = None) -> None:
         super().__init__()
+        with torch.device(device or "cpu"):
+            self._build(config, pretrained_backbone, device)
+
+    def _build(self, config: DSPoseConfig, pretrained_backbone: bool | str | Path | None,
+               device: str | torch.device | None) -> None:
         self.config = config
         self.schema = config.get_schema()
         k = self.schema.num_keypoints
@@ -125,7 +131,7 @@ class DSPose(nn.Module):
             raise ValueError(f"input size {w}x{h} (w x h) must be divisible by the backbone stride {STRIDE}")
         self.input_size = (w, h)
         self.heatmap_size = (w // STRIDE, h // STRIDE)
-        self.backbone = HRNetStage3(config.backbone, pretrained=pretrained_backbone)
+        self.backbone = HRNetStage3(config.backbone, pretrained=pretrained_backbone, device=device)
         self.encoder = KeypointTokenEncoder(
             self.backbone.out_channels, self.heatmap_size, config.patch_size, k, config.dim, config.depths,
             config.heads, config.mlp_ratio,

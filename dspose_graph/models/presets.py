@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
 from torch import Tensor
 
 from dspose_graph.models.dspose import DSPose, DSPoseConfig
@@ -67,17 +68,19 @@ def resolve_config(name: str, **overrides: Any) -> DSPoseConfig:
     return config
 
 
-def create_model(name: str, pretrained: bool | str | Path | None = None, **overrides: Any) -> DSPose:
+def create_model(name: str, pretrained: bool | str | Path | None = None, device: str | torch.device | None = None,
+                 **overrides: Any) -> DSPose:
     """Build a preset by name, e.g. ``create_model("dspose_b", t=3, head_layers=1)``.
 
     Args:
         name: one of :func:`list_models`.
         pretrained: backbone weights: ``None`` (random), a local timm/ImageNet HRNet file, or ``True``
             (timm's download, needs a network).
+        device: where to allocate the weights; ``"meta"`` builds shapes only (parameter counting).
         **overrides: :class:`DSPoseConfig` fields; ``num_keypoints`` (a generic schema, needs ``topology``
             for the dual head) or ``schema`` (a name, a dict or a :class:`KeypointSchema`).
     """
-    return DSPose(resolve_config(name, **overrides), pretrained_backbone=pretrained)
+    return DSPose(resolve_config(name, **overrides), pretrained_backbone=pretrained, device=device)
 
 
 def create_model_from_config(config: Mapping[str, Any] | DSPoseConfig) -> DSPose:
