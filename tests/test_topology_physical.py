@@ -60,6 +60,7 @@ def test_real_mpii_train_split_and_missing_joints(mpii_annotations, mpii_stats):
     everyone = load_mpii_statistics(mpii_annotations, split="all")
     # Manifest: 27,001 of 403,264 joints are [0, 0, 0] (not annotated); they must never enter the MI.
     assert everyone.annotated.size == 403264 and int((~everyone.annotated).sum()) == 27001
+    assert int((~mpii_stats.annotated).sum()) == 23913
     x, valid = joint_variables(mpii_stats)
     assert np.array_equal(valid, mpii_stats.annotated) and np.isfinite(x[valid]).all()
 
