@@ -56,21 +56,22 @@ def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
 
 def _noise(rng: np.random.Generator, w: int, h: int, channels: int, octaves: int = 4) -> np.ndarray:
     """Value noise in [0, 1): random grids of doubling resolution, upsampled and summed."""
-    out = np.zeros((h, w, channels), np.float32)
+    # Octaves are summed at a quarter of the size (they are smooth) and upsampled once.
+    sw, sh = max(w // 4, 2), max(h // 4, 2)
+    out = np.zeros((sh, sw, channels), np.float32)
     total = 0.0
     for o in range(octaves):
         cells = 2 ** (o + 1)
-        grid = rng.random((cells + 1, cells + 1, channels)).astype(np.float32)
-        up = cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC).reshape(h, w, channels)
-        amp = 0.5 ** o
-        out += amp * up
-        total += amp
-    return np.clip(out / total, 0.0, 1.0)
+        grid = rng.random((cells + 1, cells + 1, channels), dtype=np.float32)
+        out += 0.5 ** o * cv2.resize(grid, (sw, sh), interpolation=cv2.INTER_CUBIC).reshape(sh, sw, channels)
+        total += 0.5 ** o
+    up = cv2.resize(out / total, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, channels)
+    return np.clip(up, 0.0, 1.0)
 
 
 def background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     """A float32 (h, w, 3) RGB texture: coloured value noise plus stripes or blobs or clutter lines."""
-    lo, hi = rng.uniform(0, 160, 3), rng.uniform(80, 255, 3)
+    lo, hi = rng.uniform(0, 160, 3).astype(np.float32), rng.uniform(80, 255, 3).astype(np.float32)
     image = lo + (hi - lo) * _noise(rng, w, h, 3)
     kind = rng.integers(3)
     if kind == 0:
@@ -251,7 +252,7 @@ def render_image(rng: np.random.Generator, persons: list[Person], image_size: tu
             inside = region > 0
             image[inside] = texture[inside]
             labels[inside] = OCCLUDER_LABEL
-    image = image + noise_rng.normal(0, noise_rng.uniform(0, 8), image.shape)
+    image = image + np.float32(noise_rng.uniform(0, 8)) * noise_rng.standard_normal(image.shape, dtype=np.float32)
     if noise_rng.random() < 0.3:
         image = cv2.GaussianBlur(image, (3, 3), 0)
     image = np.clip(np.round(image), 0, 255).astype(np.uint8)
