@@ -27,7 +27,6 @@ import collections
 import gzip
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
