@@ -66,6 +66,10 @@ def test_several_persons_and_other_schemas():
     mpii = np.column_stack([np.linspace(20, 180, 16), np.linspace(20, 180, 16)])
     out = draw_skeleton(np.zeros((200, 200, 3), np.uint8), mpii, MPII16)
     assert all(out[int(y), int(x)].any() for x, y in mpii)
+    # Sides come from the names: MPII's flip pairs list the right joint first.
+    for name, colour in (("r_ankle", RIGHT), ("l_ankle", LEFT), ("l_wrist", LEFT), ("pelvis", CENTRE)):
+        x, y = mpii[MPII16.index(name)]
+        assert tuple(out[int(round(y)), int(round(x))]) == colour, name
 
 
 @pytest.mark.parametrize("image, keypoints, scores, message", [
