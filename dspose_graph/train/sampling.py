@@ -52,9 +52,14 @@ class SeededDataset(Dataset):
         torch.manual_seed(s)
         return self.dataset[index]
 
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        # Defined so that DataLoader's batched fetch cannot reach a wrapped ``__getitems__`` (Subset has
+        # one) through ``__getattr__`` and skip the per-sample seeding.
+        return [self[i] for i in indices]
+
     def __getattr__(self, name: str) -> Any:
-        # Forward attributes like ``schema`` to the wrapped dataset.
-        if name == "dataset":
+        # Forward plain attributes like ``schema`` to the wrapped dataset, never dunders.
+        if name == "dataset" or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
