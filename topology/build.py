@@ -16,7 +16,7 @@ import numpy as np
 
 from topology.annotations import load_coco_statistics, load_mpii_statistics
 from topology.files import PhysicalTopology, load_topology, shipped_path
-from topology.io import provenance, sha256_file, shared_data_dir
+from topology.io import provenance, shared_data_dir
 from topology.mapping import map_clusters
 from topology.physical import DEFAULT_ESTIMATOR, DEFAULT_VARIABLE, cluster_mi, default_bins, physical_mi
 from topology.schemas import COCO17, MPII16
@@ -155,8 +155,3 @@ def compare_with_shipped(topo: PhysicalTopology) -> dict[str, Any] | None:
     return {"same_partition": shipped.same_partition(topo), "max_abs_mi_difference": mi_diff,
             "same_source": same_source, "shipped_file": str(shipped_path(topo.schema.name)),
             "shipped_source_sha256": shipped.provenance.get("source_sha256")}
-
-
-def source_digest(path: str | Path) -> str:
-    """sha256 of an annotation file (what the provenance records)."""
-    return sha256_file(path)

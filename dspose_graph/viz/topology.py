@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import matplotlib
 import networkx as nx
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
 from dspose_graph.viz.adjacency import save_figure
 from topology.files import PhysicalTopology
@@ -46,8 +48,6 @@ def canonical_layout(schema: KeypointSchema) -> np.ndarray:
 
 
 def _cluster_colours(n: int) -> list:
-    import matplotlib
-
     cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(n)]
 
@@ -77,9 +77,7 @@ def plot_mi_matrix(topo: PhysicalTopology, path: str | Path) -> Figure:
     return fig
 
 
-def _block(start: int, size: int, colour):
-    from matplotlib.patches import Rectangle
-
+def _block(start: int, size: int, colour) -> Rectangle:
     return Rectangle((start - 0.5, start - 0.5), size, size, fill=False, edgecolor=colour, linewidth=2.0)
 
 
