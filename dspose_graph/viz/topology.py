@@ -27,11 +27,11 @@ log = logging.getLogger(__name__)
 
 # A front-facing standing person (x right, y up, height ~1.75): the person's right is on the viewer's left.
 CANONICAL_POSE = {
-    "head_top": (0.0, 1.75), "upper_neck": (0.0, 1.5), "thorax": (0.0, 1.4), "pelvis": (0.0, 0.92),
+    "head_top": (0.0, 1.75), "upper_neck": (0.0, 1.5), "thorax": (0.0, 1.32), "pelvis": (0.0, 0.98),
     "nose": (0.0, 1.57), "l_eye": (0.07, 1.66), "r_eye": (-0.07, 1.66), "l_ear": (0.15, 1.6), "r_ear": (-0.15, 1.6),
-    "l_shoulder": (0.2, 1.4), "r_shoulder": (-0.2, 1.4), "l_elbow": (0.3, 1.1), "r_elbow": (-0.3, 1.1),
-    "l_wrist": (0.36, 0.8), "r_wrist": (-0.36, 0.8), "l_hip": (0.12, 0.9), "r_hip": (-0.12, 0.9),
-    "l_knee": (0.13, 0.48), "r_knee": (-0.13, 0.48), "l_ankle": (0.13, 0.05), "r_ankle": (-0.13, 0.05),
+    "l_shoulder": (0.24, 1.42), "r_shoulder": (-0.24, 1.42), "l_elbow": (0.3, 1.1), "r_elbow": (-0.3, 1.1),
+    "l_wrist": (0.36, 0.8), "r_wrist": (-0.36, 0.8), "l_hip": (0.15, 0.88), "r_hip": (-0.15, 0.88),
+    "l_knee": (0.15, 0.48), "r_knee": (-0.15, 0.48), "l_ankle": (0.15, 0.05), "r_ankle": (-0.15, 0.05),
 }
 
 
