@@ -136,7 +136,7 @@ def test_direct_route_on_coco_format_files(coco_mini, data_root):
         assert topo.provenance["source_sha256"] == sha256_file(path)
         assert sorted(i for g in topo.groups for i in g) == list(range(17))
     stats = load_coco_statistics(coco_mini / "annotations" / "person_keypoints_train.json")
-    assert stats.num_persons == 86 - 0 and stats.annotated.any(axis=1).all()
+    assert stats.num_persons == 86 and stats.annotated.any(axis=1).all()  # manifest: 86 anns with keypoints
 
 
 # ---------------------------------------------------------------- estimators and clustering, golden values
