@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -229,3 +230,24 @@ def test_build_dataset_layout_errors(tmp_path):
         build_dataset("coco", tmp_path, "val")
     with pytest.raises(ValueError, match="unknown dataset kind 'lsp'"):
         build_dataset("lsp", tmp_path, "val")
+
+
+def test_build_dataset_official_coco2017_layout(tmp_path, coco_mini):
+    """ROOT/annotations/person_keypoints_val2017.json + ROOT/val2017 + HRNet's detection file name."""
+    (tmp_path / "annotations").mkdir()
+    os.symlink(coco_mini / "annotations" / "person_keypoints_val.json", tmp_path / "annotations" / "person_keypoints_val2017.json")
+    os.symlink(coco_mini / "images" / "val", tmp_path / "val2017")
+    gt = build_dataset("coco", tmp_path, "val")
+    assert len(gt) == 68 and Path(gt.records[0].image_file).parent.name == "val2017"
+    with pytest.raises(FileNotFoundError, match="COCO_val2017_detections_AP_H_56_person.json"):
+        build_dataset("coco", tmp_path, "val", detections="default")
+    # Detector-style boxes: every ground-truth person box, score from its keypoint count.
+    anns = [a for a in gt.coco.dataset["annotations"] if not a["iscrowd"]]
+    dets = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": min(1.0, 0.05 * a["num_keypoints"])}
+            for a in anns]
+    (tmp_path / "person_detection_results").mkdir()
+    (tmp_path / "person_detection_results" / "COCO_val2017_detections_AP_H_56_person.json").write_text(json.dumps(dets))
+    det = build_dataset("coco", tmp_path, "val", detections="default", det_score_thr=0.01)
+    assert len(det) + det.skipped["low_score"] + det.skipped["zero_area_box"] == len(dets)
+    assert det.skipped["low_score"] == sum(d["score"] < 0.01 for d in dets)
+    assert {int(det[i]["meta"]["ann_id"]) for i in range(3)} == {-1}
