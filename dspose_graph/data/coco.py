@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from pycocotools.coco import COCO
 
 from dspose_graph.data.base import PersonRecord, TopDownDataset
 from dspose_graph.data.transforms import box_to_center_scale
@@ -45,9 +46,8 @@ def read_json(path: str | Path, what: str) -> Any:
         raise ValueError(f"{what} file {path} is not valid JSON ({e})") from None
 
 
-def load_coco(path: str | Path):
-    """A ``pycocotools.coco.COCO`` index of a COCO-format file, without pycocotools' prints."""
-    from pycocotools.coco import COCO
+def load_coco(path: str | Path) -> COCO:
+    """A ``pycocotools.coco.COCO`` index of a COCO-format file, checked, without pycocotools' prints."""
 
     data = read_json(path, "annotation")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
