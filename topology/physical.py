@@ -25,7 +25,6 @@ import logging
 from typing import Callable, Sequence
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.cluster.vq import kmeans2
 from scipy.spatial import cKDTree
 from scipy.special import digamma
@@ -103,8 +102,8 @@ def _quantile_codes(X: np.ndarray, valid: np.ndarray, bins: int) -> np.ndarray:
 def mi_binned(X: np.ndarray, valid: np.ndarray, bins: int | None = None) -> np.ndarray:
     """Plug-in MI of quantile-binned joint variables, every pair over its jointly valid samples.
 
-    All K^2 joint histograms come from one sparse product ``O^T O`` of the one-hot state matrix ``O``
-    (``N x K*S``); a row of ``O`` is empty for a joint that is not valid, so pairwise deletion is free.
+    The histograms of all K(K-1)/2 pairs come from one ``bincount`` over (pair, state_i, state_j); a
+    person counts for a pair only where both joints are valid (pairwise deletion). Diagonal is 0.
     """
     n, k, d = X.shape
     bins = default_bins(int(valid.sum(0).min())) if bins is None else int(bins)
@@ -112,16 +111,18 @@ def mi_binned(X: np.ndarray, valid: np.ndarray, bins: int | None = None) -> np.n
         raise ValueError(f"bins must be >= 2, got {bins}")
     s = bins ** d
     codes = _quantile_codes(X, valid, bins)
-    rows, cols = np.nonzero(valid)
-    onehot = sp.csr_matrix((np.ones(rows.size), (rows, cols * s + codes[rows, cols])), shape=(n, k * s))
-    counts = (onehot.T @ onehot).toarray().reshape(k, s, k, s).transpose(0, 2, 1, 3)
-    total = counts.sum(axis=(2, 3), keepdims=True)
-    p = counts / np.maximum(total, 1)
-    pi = p.sum(axis=3, keepdims=True)
-    pj = p.sum(axis=2, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, p * np.log(p / (pi * pj)), 0.0)
-    return terms.sum(axis=(2, 3))
+    i, j = np.triu_indices(k, 1)
+    both = valid[:, i] & valid[:, j]
+    cell = (np.arange(i.size) * s + codes[:, i]) * s + codes[:, j]
+    counts = np.bincount(cell[both], minlength=i.size * s * s).reshape(i.size, s, s).astype(np.float64)
+    p = counts / np.maximum(counts.sum(axis=(1, 2), keepdims=True), 1)
+    pi, pj = p.sum(axis=2, keepdims=True), p.sum(axis=1, keepdims=True)
+    nz = p > 0
+    terms = p[nz] * np.log(p[nz] / (pi * pj)[nz])
+    pair_mi = np.bincount(np.nonzero(nz)[0], weights=terms, minlength=i.size)
+    mi = np.zeros((k, k))
+    mi[i, j] = mi[j, i] = pair_mi
+    return mi
 
 
 def mi_gaussian(X: np.ndarray, valid: np.ndarray) -> np.ndarray:
