@@ -22,6 +22,7 @@ COMMANDS = {
     "export": "dspose_graph.cli.export",
     "train": "dspose_graph.cli.train",
     "demo": "dspose_graph.cli.demo",
+    "experiment": "dspose_graph.cli.experiment",
     "info": "dspose_graph.cli.info",
 }
 
