@@ -1,15 +1,16 @@
 """ONNX export of a trained model: images ``(B, 3, H, W)`` -> heatmaps ``(B, K, h, w)``, dynamic batch.
 
-The graph is traced with PyTorch's TorchScript-based exporter (``dynamo=False``): it needs no extra
-package and handles everything in our models except one op. The feature-space adjacency (Eq. 6-7) picks
-each row's top-t neighbours with a *stable* sort followed by an in-place boolean ``scatter_``; neither
-traces to ONNX. During export only, :func:`onnx_friendly_ops` swaps in :func:`topk_mask_by_rank`, which
-selects the same entries by counting, for every candidate, how many entries outrank it (greater, or
-equal with a lower index). That is the stable-sort order by definition and is tested equal on ties.
+The graph is traced with PyTorch's TorchScript-based exporter (``dynamo=False``), which needs no package
+beyond ``onnx``. The feature-space top-t selection (Eq. 6-7) is exportable because the model ranks by
+counting (``dspose_graph.graph.feature_edges``) instead of a stable sort.
 
 The ONNX file carries the preprocessing and the skeleton as metadata (``dspose.schema``,
 ``dspose.input_size``, ``dspose.heatmap_size``, ``dspose.mean``, ``dspose.std``) so that a deployment
 needs nothing else to crop, normalise and name the keypoints.
+
+Top-t selection is discontinuous: where two similarities of a row differ by less than float rounding,
+onnxruntime and PyTorch may keep different edges and the heatmaps then differ by more than rounding.
+:func:`top_t_margin` measures that gap so that a failed comparison can say whether this is the cause.
 
 Shapes:
     B: batch (dynamic in the exported graph), K: keypoints, (H, W) input, (h, w) heatmap.
@@ -17,19 +18,17 @@ Shapes:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-import topology.feature
 from dspose_graph.data import IMAGENET_MEAN, IMAGENET_STD
+from topology.feature import cosine_similarity_matrix
 from topology.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -37,38 +36,6 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 INPUT_NAME = "images"
 OUTPUT_NAME = "heatmaps"
-
-
-def topk_mask_by_rank(similarity: Tensor, t: int) -> Tensor:
-    """Export-friendly ``topology.feature.topk_mask``: same boolean ``(B, K, K)`` mask, no sort.
-
-    Entry j of row i is kept when fewer than ``t`` entries of that row outrank it, where l outranks j
-    if ``s_l > s_j``, or ``s_l == s_j`` and ``l < j``: exactly the first t of a stable descending sort.
-    The diagonal is ranked first, as in the original. Cost ``O(B K^3)``, nothing for K = 17.
-    """
-    k = similarity.shape[-1]
-    if not isinstance(t, int) or isinstance(t, bool) or not 1 <= t <= k:
-        raise ValueError(f"top-t must be an integer in [1, K={k}], got {t!r}")
-    idx = torch.arange(k, device=similarity.device)
-    # An index comparison, not torch.eye: onnxruntime has no boolean EyeLike kernel.
-    diagonal = idx.view(k, 1) == idx.view(1, k)
-    s = similarity.detach().masked_fill(diagonal, float("inf"))
-    s_j = s.unsqueeze(-1)  # (B, K, K_j, 1): the candidate
-    s_l = s.unsqueeze(-2)  # (B, K, 1, K_l): its competitors
-    lower = idx.view(1, k) < idx.view(k, 1)  # [j, l]: l < j
-    outranks = (s_l > s_j) | ((s_l == s_j) & lower)
-    return outranks.sum(dim=-1) < t
-
-
-@contextlib.contextmanager
-def onnx_friendly_ops() -> Iterator[None]:
-    """Within the block, ``topology.feature`` selects top-t edges with :func:`topk_mask_by_rank`."""
-    original = topology.feature.topk_mask
-    topology.feature.topk_mask = topk_mask_by_rank
-    try:
-        yield
-    finally:
-        topology.feature.topk_mask = original
 
 
 def onnx_metadata(model: nn.Module) -> dict[str, str]:
@@ -107,7 +74,7 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     example = torch.zeros(example_batch, 3, h, w, device=device)
-    with atomic_path(path) as tmp, onnx_friendly_ops(), torch.no_grad(), warnings.catch_warnings():
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         # The legacy exporter warns that it is legacy and about traced Python ints (the fixed K, sizes).
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -159,3 +126,35 @@ def compare_onnx(path: str | Path, model: nn.Module, images: Tensor) -> float:
     if got.shape != expected.shape:
         raise ValueError(f"{path}: ONNX output shape {got.shape} differs from PyTorch's {expected.shape}")
     return float(np.abs(got - expected).max())
+
+
+@torch.no_grad()
+def top_t_margin(model: nn.Module, images: Tensor) -> float | None:
+    """Smallest gap, over all rows and samples, between the t-th and (t+1)-th cosine similarity of A_f.
+
+    A gap near float rounding (~1e-7) means the kept edges, and so the heatmaps, can change with the
+    arithmetic (ONNX vs PyTorch, CPU vs GPU). ``None`` for models without a graph head.
+    """
+    head = getattr(model, "head", None)
+    layers, t = getattr(head, "layers", None), getattr(head, "t", None)
+    if layers is None or t is None:
+        return None
+    inputs: list[Tensor] = []
+    hooks = [layer.register_forward_pre_hook(lambda _m, args: inputs.append(args[0].detach())) for layer in layers]
+    try:
+        model.eval()(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if getattr(head, "af_source", "layer") == "tokens":
+        inputs = inputs[:1]
+    margins = []
+    for x in inputs:
+        sim = cosine_similarity_matrix(x.float())
+        k = sim.shape[-1]
+        if t >= k:
+            continue
+        eye = torch.eye(k, dtype=torch.bool, device=sim.device)
+        ranked = torch.sort(sim.masked_fill(eye, float("inf")), dim=-1, descending=True).values
+        margins.append(float((ranked[..., t - 1] - ranked[..., t]).min()))
+    return min(margins) if margins else None

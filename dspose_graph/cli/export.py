@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dspose_graph.export import compare_onnx, export_onnx
+    from dspose_graph.export import compare_onnx, export_onnx, top_t_margin
     from dspose_graph.predict import Predictor
 
     predictor = Predictor(args.weights, flip_test=False)
@@ -49,5 +49,11 @@ def run(args: argparse.Namespace) -> int:
     diff = compare_onnx(path, model, crops)
     print(f"max |onnxruntime - PyTorch| on {what}: {diff:.3e} (tolerance {args.atol:g})")
     if diff > args.atol:
-        raise ValueError(f"{path}: onnxruntime output differs from PyTorch by {diff:.3e} > --atol {args.atol:g}")
+        margin = top_t_margin(model, crops)
+        hint = ""
+        if margin is not None and margin < 1e-6:
+            hint = (f"; the model's top-t feature edges are decided by float rounding on this input (smallest gap "
+                    f"between the t-th and (t+1)-th similarity: {margin:.1e}), so the two runtimes keep different "
+                    f"edges: typical of an undertrained model whose keypoint tokens are nearly parallel")
+        raise ValueError(f"{path}: onnxruntime output differs from PyTorch by {diff:.3e} > --atol {args.atol:g}{hint}")
     return 0
