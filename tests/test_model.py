@@ -160,8 +160,9 @@ def test_topology_overrides():
     groups = [[0, 1, 2, 3, 4], list(range(5, 17))]
     by_groups = create_model("dspose_t", topology=groups, a=0.8)
     assert by_groups.head.a_p[0, 4] == pytest.approx(1.0) and by_groups.head.a_p[0, 5] == pytest.approx(0.2)
-    matrix = np.eye(17).tolist()
-    assert torch.equal(create_model("dspose_t", topology=matrix).head.a_p, torch.eye(17))
+    by_matrix = create_model("dspose_t", topology=np.eye(17))
+    assert torch.equal(by_matrix.head.a_p, torch.eye(17))
+    assert json.loads(json.dumps(dataclasses.asdict(by_matrix.config)))["topology"] == np.eye(17).tolist()
     mpii = create_model("dspose_t", schema="mpii")
     assert mpii.num_keypoints == 16 and mpii.schema == MPII16
     custom = create_model("dspose_t", num_keypoints=5, topology=[[0, 1], [2, 3, 4]])

@@ -35,7 +35,8 @@ def _masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
 
 
 class _PyGWrapper(nn.Module):
-    """Base: ``forward(x, adj)`` dense, ``forward(x, edge_index=, edge_weight=)`` sparse."""
+    """Base: ``forward(x, adj)`` runs the subclass's ``dense``, ``forward(x, edge_index=, edge_weight=)`` the PyG
+    layer; ``uses_edge_weight`` says whether the PyG layer takes edge weights."""
 
     uses_edge_weight = True
 
@@ -53,9 +54,6 @@ class _PyGWrapper(nn.Module):
         if self.uses_edge_weight:
             return self.conv(x, edge_index, edge_weight)
         return self.conv(x, edge_index)
-
-    def dense(self, x: Tensor, adj: Tensor) -> Tensor:
-        raise TypeError(f"{type(self).__name__} must define its dense path")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.conv})"

@@ -9,7 +9,7 @@ Shapes (this module):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +61,16 @@ class DSPoseConfig:
     normalize: str = "none"
     activation: str = "relu"
     residual: bool = False
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # JSON round trips turn tuples into lists; keep the dataclass canonical.
         self.input_size = tuple(int(v) for v in self.input_size)
         self.patch_size = tuple(int(v) for v in self.patch_size)
         self.depths = tuple(int(v) for v in self.depths)
+        if isinstance(self.topology, np.ndarray):
+            self.topology = self.topology.tolist()
+        elif isinstance(self.topology, Path):
+            self.topology = str(self.topology)
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; valid: {', '.join(HEADS)}")
 
