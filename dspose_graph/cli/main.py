@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 COMMANDS = {
     "eval-coco": "dspose_graph.cli.eval_coco",
@@ -55,6 +56,8 @@ def _requested_command(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # torch_geometric scripts a few helpers at import time; torch 2.14 warns about that on every call.
+    warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_requested_command(argv)).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
