@@ -257,9 +257,14 @@ def draw_graph(ax, matrix: np.ndarray, schema: KeypointSchema, pos: dict, title:
     else:
         colours = ["tab:blue"] * schema.num_keypoints
     nx.draw_networkx_nodes(g, pos, ax=ax, node_size=90, node_color=colours, edgecolors="black", linewidths=0.6)
-    labels = {i: _short(n) for i, n in enumerate(schema.keypoints)}
-    nx.draw_networkx_labels(g, {i: (x, y) for i, (x, y) in pos.items()}, labels=labels, ax=ax,
-                            font_size=FONT["label"], verticalalignment="bottom")
+    # Labels beside the nodes, away from the body's midline: left-side names to the right, right-side to the
+    # left, so that the tightly packed face keypoints stay readable.
+    left, right = set(schema.left), set(schema.right)
+    for i, name in enumerate(schema.keypoints):
+        side = 1 if i in left else -1 if i in right else 0
+        ax.annotate(_short(name), pos[i], xytext=(6 * side, 5 if side == 0 else 0), textcoords="offset points",
+                    ha={1: "left", -1: "right", 0: "center"}[side], va="bottom" if side == 0 else "center",
+                    fontsize=FONT["label"])
     ax.set_title(title, fontsize=FONT["title"])
     ax.set_aspect("equal")
     ax.margins(x=0.25, y=0.08)
