@@ -232,3 +232,30 @@ def test_cli_video(ckpt, data_root, tmp_path, capsys):
     cap.release()
     assert count == 3
     assert not list((tmp_path / "o").glob(".*partial*"))
+
+
+def test_cli_file_name_mapping(ckpt, coco_mini, tmp_path, capsys):
+    """Detections by image_id reach files with arbitrary names through --coco-json; 'file_name' works too."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(coco_mini / "images" / "val" / "000000000139.jpg", folder / "kitchen.jpg")
+    shutil.copy(coco_mini / "images" / "val" / "000000000802.jpg", folder / "fridge.jpg")
+    mapping = tmp_path / "images.json"
+    mapping.write_text(json.dumps({"images": [{"id": 42, "file_name": "some/dir/kitchen.jpg"},
+                                              {"id": 7, "file_name": "fridge.jpg"}]}))
+    dets = tmp_path / "dets.json"
+    dets.write_text(json.dumps([
+        {"image_id": 42, "bbox": [10, 20, 100, 200], "score": 0.9, "category_id": 1},
+        {"image_id": 42, "bbox": [5, 5, 50, 50], "score": 0.8, "category_id": 3},  # not a person: ignored
+        {"file_name": "fridge.jpg", "bbox": [30, 40, 60, 150], "score": 0.7},
+    ]))
+    rc, _, _ = _run(capsys, "predict", "--weights", str(ckpt), "--images", str(folder), "--boxes", str(dets),
+                    "--coco-json", str(mapping), "--out", str(tmp_path / "o"), "--no-flip")
+    assert rc == 0
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert sorted((r["image_id"], r["file_name"], tuple(r["bbox"])) for r in results) == [
+        (7, "fridge.jpg", (30.0, 40.0, 60.0, 150.0)), (42, "kitchen.jpg", (10.0, 20.0, 100.0, 200.0))]
+    dets.write_text(json.dumps([{"image_id": 42, "bbox": [10, 20]}]))
+    rc, _, err = _run(capsys, "predict", "--weights", str(ckpt), "--images", str(folder), "--boxes", str(dets),
+                      "--out", str(tmp_path / "o"))
+    assert rc == 2 and "dets.json" in err and "[x, y, w, h]" in err
