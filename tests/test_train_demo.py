@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from dspose_graph.cli.demo import demo_milestones, metric_table
+from dspose_graph.cli.demo import demo_milestones, metric_table, verdict
 from dspose_graph.train.checkpoint import load_checkpoint
 
 from test_train_resume import _env
@@ -22,6 +22,16 @@ def test_metric_table_lists_the_three_models():
     row = {"AP": 0.5, "AP50": 0.6, "AP75": 0.4, "AR": 0.55, "PCK@0.2": 70.0}
     table = metric_table({"mean pose": row, "untrained": row, "trained": row})
     assert table.splitlines()[0].startswith("| model | AP |") and "| trained | 50.0 |" in table
+
+
+def test_verdict_needs_both_baselines_beaten_and_reports_ties():
+    base = {"untrained": {"AP": 0.0, "PCK@0.2": 5.8}, "mean pose": {"AP": 0.0, "PCK@0.2": 69.5}}
+    ok, text = verdict({**base, "trained": {"AP": 0.0, "PCK@0.2": 72.8}})
+    assert ok and "beats both baselines on held-out PCK@0.2" in text and "AP is 0 for all three" in text
+    ok, text = verdict({**base, "trained": {"AP": 0.0, "PCK@0.2": 64.2}})
+    assert not ok and "does NOT" in text
+    ok, _ = verdict({**base, "trained": {"AP": 0.01, "PCK@0.2": 64.2}})
+    assert not ok
 
 
 @pytest.mark.slow

@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a COCO-format dataset root (annotations/person_keypoints_{train,val}[2017].json "
                              "+ images); default $DATA, else a generated synthetic dataset")
     parser.add_argument("--model", default="dspose_t", help="model preset (default dspose_t)")
-    parser.add_argument("--minutes", type=float, default=6.5, help="training time budget in minutes (default 6.5)")
-    parser.add_argument("--epochs", type=int, default=16, help="epochs, unless the time budget ends first")
+    parser.add_argument("--minutes", type=float, default=7.5, help="training time budget in minutes (default 7.5)")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs, unless the time budget ends first")
     parser.add_argument("--sigma", type=float, default=3.0,
                         help="target Gaussian sigma in heatmap pixels (default 3 on the 24x32 maps: wider blobs "
                              "leave the all-zero plateau sooner in a few-minute run)")
@@ -99,10 +99,32 @@ def run(args: argparse.Namespace) -> int:
     report = render_report(args, data_desc, topo_lines, table, rows, result, figures, train_minutes, total_minutes)
     atomic_write_text(out / "report.md", report)
     print(f"\nwrote {out / 'report.md'} ({total_minutes:.1f} min in all)")
-    learned = all(rows["trained"][m] > max(rows["untrained"][m], rows["mean pose"][m]) for m in ("AP", "PCK@0.2"))
-    if not learned:
-        log.warning("the trained model does not beat both baselines on AP and PCK@0.2; see %s", out / "report.md")
+    if not verdict(rows)[0]:
+        log.warning("the trained model does not beat both baselines; see %s", out / "report.md")
     return 0
+
+
+def verdict(rows: dict[str, dict[str, float]]) -> tuple[bool, str]:
+    """Whether the trained model beats the untrained model and the mean pose, and a sentence saying so.
+
+    A metric that is 0 for all three (OKS AP before any pose reaches OKS 0.5) cannot separate them and is
+    reported as such; the model must beat both baselines on every metric that does separate them.
+    """
+    beats, ties = [], []
+    for m in ("AP", "PCK@0.2"):
+        values = [rows[n][m] for n in ("trained", "untrained", "mean pose")]
+        if max(values) <= 0:
+            ties.append(m)
+            continue
+        beats.append((m, values[0] > max(values[1:])))
+    learned = bool(beats) and all(ok for _, ok in beats)
+    text = ("The trained model beats both baselines on held-out " if learned
+            else "The trained model does NOT beat both baselines on held-out ")
+    text += " and ".join(m for m, _ in beats) + "."
+    if ties:
+        text += (f" {' and '.join(ties)} is 0 for all three: no held-out pose reaches OKS 0.5 yet, so it does "
+                 "not separate them at this training budget.")
+    return learned, text
 
 
 def demo_milestones(epochs: int) -> list[int]:
@@ -254,9 +276,7 @@ def render_report(args: argparse.Namespace, data_desc: str, topo_lines: list[str
                   train_minutes: float, total_minutes: float) -> str:
     out: Path = args.out
     history = result.get("history", [])
-    learned = all(rows["trained"][m] > max(rows["untrained"][m], rows["mean pose"][m]) for m in ("AP", "PCK@0.2"))
-    verdict = ("The trained model beats both baselines on held-out OKS AP and PCK@0.2: it learned."
-               if learned else "The trained model does NOT beat both baselines on AP and PCK@0.2 in this run.")
+    _, verdict_text = verdict(rows)
     val_n = len(result["val_set"])
     train_n = len(result["train_set"]) if result.get("train_set") is not None else 0
     lines = [
@@ -274,7 +294,7 @@ def render_report(args: argparse.Namespace, data_desc: str, topo_lines: list[str
         "longest side of the person box, over labelled keypoints. All models use flip test + DARK decoding; "
         "'untrained' is the same network with the trained run's initial weights; 'mean pose' places the mean "
         "normalised training pose in each held-out box.", "",
-        table, "", verdict, "",
+        table, "", verdict_text, "",
         "## Physical topology", "", "```", *topo_lines, "```", "",
         "## Files", "",
         "- `topology_mpii.png`, `topology_coco.png`, `mi_*.png`: topology figures",
