@@ -132,7 +132,7 @@ def test_structural_errors_name_file_and_record(tmp_path, coco_json, fixture_dir
 
 def test_malformed_files(tmp_path, fixture_dir):
     (tmp_path / "ann.json").write_text('{"images": [')
-    with pytest.raises(ValueError, match="ann.json is not valid JSON"):
+    with pytest.raises(ValueError, match="ann.json: malformed JSON"):
         CocoKeypointDataset(tmp_path / "ann.json", fixture_dir)
     with pytest.raises(FileNotFoundError, match="missing.json does not exist"):
         CocoKeypointDataset(tmp_path / "missing.json", fixture_dir)

@@ -11,15 +11,13 @@ Shapes:
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from topology.io import read_json
 from topology.schemas import MPII16, KeypointSchema, get_schema
 
 log = logging.getLogger(__name__)
@@ -40,19 +38,6 @@ class PoseStatistics:
     @property
     def num_persons(self) -> int:
         return int(self.keypoints.shape[0])
-
-
-def read_json(path: str | Path) -> Any:
-    """JSON (optionally gzip-compressed) with clear errors for a missing or malformed file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file {path} does not exist")
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as e:
-        raise ValueError(f"{path}: malformed JSON ({e})") from None
 
 
 def _check_finite(path: Path, name: str, values: np.ndarray, records: list[int]) -> None:
@@ -97,7 +82,7 @@ def load_mpii_statistics(path: str | Path, split: str = "train") -> PoseStatisti
     path = Path(path)
     if split not in ("train", "val", "all"):
         raise ValueError(f"MPII split must be 'train', 'val' or 'all', got {split!r}")
-    data = read_json(path)
+    data = read_json(path, "annotation file")
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a list of person records (MPII json), got {type(data).__name__}")
     k = MPII16.num_keypoints
@@ -132,7 +117,7 @@ def load_coco_statistics(path: str | Path) -> PoseStatistics:
     Person centre is the box centre, scale the longer box side (px).
     """
     path = Path(path)
-    data = read_json(path)
+    data = read_json(path, "annotation file")
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise ValueError(f"{path}: expected a COCO-format object with an 'annotations' list")
     schema = get_schema(path)

@@ -15,7 +15,6 @@ File format (``format_version`` 1)::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from topology.adjacency import physical_adjacency
-from topology.io import atomic_write_json
+from topology.io import atomic_write_json, read_json
 from topology.schemas import KeypointSchema
 
 FORMAT = "dspose-topology"
@@ -120,13 +119,7 @@ def load_topology(name_or_path: str | Path) -> PhysicalTopology:
     """A shipped topology by name (``"mpii"``, ``"coco"``) or a topology JSON file."""
     key = str(name_or_path)
     path = shipped_path(key) if key in SHIPPED else Path(key)
-    if not path.is_file():
-        raise FileNotFoundError(f"topology file {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: malformed JSON ({e})") from None
-    return PhysicalTopology.from_dict(data, source=str(path))
+    return PhysicalTopology.from_dict(read_json(path, "topology file"), source=str(path))
 
 
 def save_topology(topo: PhysicalTopology, path: str | Path) -> Path:

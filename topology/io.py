@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import gzip
 import hashlib
 import json
 import os
@@ -54,6 +55,23 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Parse a JSON file (gzip-compressed when it ends in ``.gz``).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for one that does not parse, both
+    naming ``what`` (e.g. ``"annotation file"``) and the path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as e:
+        raise ValueError(f"{what} {path}: malformed JSON ({e})") from None
 
 
 def sha256_file(path: str | Path) -> str:

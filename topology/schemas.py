@@ -7,12 +7,13 @@ Indices are 0-based everywhere; COCO's 1-based ``skeleton`` is converted on read
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from topology.io import read_json
 
 _SIDE_PREFIXES = (("left_", "right_"), ("l_", "r_"), ("left", "right"))
 
@@ -228,13 +229,7 @@ def get_schema(name_or_path: str | Path) -> KeypointSchema:
     path = Path(key)
     if not path.suffix == ".json":
         raise ValueError(f"unknown schema {key!r}: expected one of {sorted(SCHEMAS)} or a COCO-format .json path")
-    if not path.is_file():
-        raise FileNotFoundError(f"schema file {path} does not exist")
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: malformed JSON ({e})") from None
+    data = read_json(path, "schema file")
     cats = [c for c in data.get("categories", []) if isinstance(c, dict) and c.get("keypoints")]
     if not cats:
         raise ValueError(f"{path}: no entry of 'categories' has a 'keypoints' list")

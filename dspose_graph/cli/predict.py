@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from topology.io import atomic_path, atomic_write_text
+from topology.io import atomic_path, atomic_write_text, read_json
 from topology.schemas import KeypointSchema
 
 HELP = "predict keypoints on images, a folder or a video (COCO-results JSON + drawn skeletons)"
@@ -58,15 +58,6 @@ def list_images(path: Path) -> list[Path]:
     return files
 
 
-def _read_json(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{what} {path}: malformed JSON ({e})") from None
-
-
 def _name_to_id(coco: dict[str, Any], source: Path) -> dict[str, int]:
     images = coco.get("images")
     if not isinstance(images, list):
@@ -98,7 +89,7 @@ def load_boxes(path: Path, det_thr: float = 0.0) -> tuple[dict[Any, list[tuple[l
     Returns ``(boxes, name_to_id, schema)``: ``boxes`` maps an image id (int) or file name (str) to a list
     of ``(box, score)``; ``name_to_id`` is the dataset JSON's file-name mapping (empty for a list).
     """
-    data = _read_json(path, "--boxes")
+    data = read_json(path, "--boxes file")
     boxes: dict[Any, list[tuple[list[float], float]]] = defaultdict(list)
     name_to_id: dict[str, int] = {}
     schema = None
@@ -206,7 +197,7 @@ def predict_images(args: argparse.Namespace) -> int:
     if args.boxes:
         boxes, name_to_id, expected = load_boxes(Path(args.boxes), args.det_thr)
     if args.coco_json:
-        coco = _read_json(Path(args.coco_json), "--coco-json")
+        coco = read_json(args.coco_json, "--coco-json file")
         name_to_id = _name_to_id(coco, Path(args.coco_json))
         expected = coco_schema(coco, Path(args.coco_json)) or expected
     ids = {f: image_id_for(f, name_to_id, i) for i, f in enumerate(files)}

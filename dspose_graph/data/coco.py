@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
-import json
 import logging
 import math
 from pathlib import Path
@@ -29,27 +28,16 @@ from pycocotools.coco import COCO
 
 from dspose_graph.data.base import PersonRecord, TopDownDataset
 from dspose_graph.data.transforms import box_to_center_scale
+from topology.io import read_json
 from topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
 
 
-def read_json(path: str | Path, what: str) -> Any:
-    """Parse a json file; ``FileNotFoundError``/``ValueError`` naming the file otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file {path} does not exist")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{what} file {path} is not valid JSON ({e})") from None
-
-
 def load_coco(path: str | Path) -> COCO:
     """A ``pycocotools.coco.COCO`` index of a COCO-format file, checked, without pycocotools' prints."""
 
-    data = read_json(path, "annotation")
+    data = read_json(path, "annotation file")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
         raise ValueError(f"annotation file {path} must be a COCO-format object with 'images' and 'annotations' lists")
     for i, img in enumerate(data["images"]):
@@ -192,7 +180,7 @@ class CocoKeypointDataset(TopDownDataset):
         return records
 
     def _det_records(self, path: Path, score_thr: float, k: int) -> list[PersonRecord]:
-        dets = read_json(path, "detection")
+        dets = read_json(path, "detection file")
         if not isinstance(dets, list):
             raise ValueError(f"detection file {path} must be a list of {{image_id, category_id, bbox, score}} (COCO results format)")
         records, categories = [], collections.Counter()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import logging
 import math
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from topology.io import atomic_write_json
+from topology.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -204,32 +203,12 @@ def load_results(path: str | Path, coco_gt: COCO, kind: str = "keypoints", score
     Records scoring below ``score_threshold`` are dropped (the count is logged).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"results file {path} does not exist")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: malformed JSON ({e})") from None
+    results = read_json(path, "results file")
     check_results(results, coco_gt, source=str(path), kind=kind)
     kept = [r for r in results if r["score"] >= score_threshold]
     if len(kept) < len(results):
         log.info("%s: dropped %d of %d records with score < %g", path, len(results) - len(kept), len(results), score_threshold)
     return kept
-
-
-def load_coco(path: str | Path) -> COCO:
-    """Load a COCO-format annotation file with pycocotools, its console output sent to the log."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file {path} does not exist")
-    buf = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buf):
-            coco = COCO(str(path))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: malformed JSON ({e})") from None
-    log.debug("pycocotools: %s", buf.getvalue().strip())
-    return coco
 
 
 def evaluate_coco(

@@ -21,14 +21,13 @@ Shapes: ``N`` persons, 16 joints, ``(x, y)``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.io
 
-from topology.io import shared_data_dir
+from topology.io import read_json, shared_data_dir
 
 NUM_JOINTS = 16
 SC_BIAS = 0.6
@@ -182,10 +181,7 @@ def load_predictions(path: str | Path, key: str = "preds") -> np.ndarray:
         except ValueError as e:
             raise ValueError(f"{path}: not a readable .npy array ({e})") from None
     elif suffix == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: malformed JSON ({e})") from None
+        data = read_json(path, "prediction file")
         if isinstance(data, dict):
             if key not in data:
                 raise ValueError(f"{path}: JSON object has no field {key!r}; fields are {sorted(data)}")

@@ -14,7 +14,6 @@ Shapes:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from torch_geometric.data import Data
 
 from topology.feature import dense_to_edges, edges_to_dense
 from topology.files import PhysicalTopology
-from topology.io import atomic_write_json
+from topology.io import atomic_write_json, read_json
 from topology.schemas import KeypointSchema
 
 FORMAT = "dspose-keypoint-graph"
@@ -136,12 +135,7 @@ class KeypointGraph(Data):
     @classmethod
     def load(cls, path: str | Path) -> "KeypointGraph":
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"graph file {path} does not exist")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: malformed JSON ({e})") from None
+        d = read_json(path, "graph file")
         if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: not a keypoint graph file (expected format {FORMAT!r} version {FORMAT_VERSION})")
         try:

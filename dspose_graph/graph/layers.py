@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
 from torch import Tensor, nn
 
 from dspose_graph.graph.dual_conv import DualSpaceConv
