@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from pycocotools.cocoeval import COCOeval
 
+from dspose_graph.data.coco import load_coco
 from dspose_graph.eval.coco_eval import (
     STAT_NAMES,
     evaluate_coco,
     format_coco_table,
-    load_coco,
     load_results,
     make_coco_results,
     oks_iou,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dspose_graph.data.transforms import apply_affine, box_to_center_scale, crop_affine
-from dspose_graph.eval.coco_eval import load_coco
+from dspose_graph.data.coco import load_coco
 from dspose_graph.eval.decode import decode_heatmaps, flip_back, gaussian_blur, gaussian_kernel_sigma, heatmaps_to_image
 from topology.schemas import COCO17
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dspose_graph.eval.coco_eval import evaluate_coco, format_coco_table, keypoint_category, load_coco, load_results
+from dspose_graph.data.coco import load_coco
+from dspose_graph.eval.coco_eval import evaluate_coco, format_coco_table, keypoint_category, load_results
 from topology.io import atomic_write_json, provenance
 from topology.schemas import KeypointSchema
 
