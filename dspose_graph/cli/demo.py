@@ -302,6 +302,6 @@ def render_report(args: argparse.Namespace, data_desc: str, topo_lines: list[str
         "- `predictions.png`: predictions on held-out images",
         "- `train/loss_curve.png`, `train/steps.csv`, `train/epochs.csv`: learning curve and logs",
         "- `train/last.pt`: the checkpoint (`dspose train --resume` / `Predictor` load it)", "",
-        f"![loss curve](train/loss_curve.png)", "", "![predictions](predictions.png)", "",
+        "![loss curve](train/loss_curve.png)", "", "![predictions](predictions.png)", "",
     ]
     return "\n".join(lines) + "\n"
