@@ -64,7 +64,7 @@ def predict_dataset(
         heatmaps = model(images).float()
         if flip_test:
             flipped = model(torch.flip(images, dims=[3])).float()
-            heatmaps = 0.5 * (heatmaps + torch.as_tensor(flip_back(flipped, flip_index, shift=True), device=device))
+            heatmaps = 0.5 * (heatmaps + torch.as_tensor(flip_back(flipped, flip_index, shift=not udp), device=device))
         coords, scores = decode_heatmaps(heatmaps.cpu(), method=decode)
         meta = batch["meta"]
         center = meta["center"].numpy().astype(np.float64)
@@ -132,12 +132,19 @@ def pck(pred: dict[str, np.ndarray], threshold: float = 0.2) -> float:
     return float(100.0 * (dist[labelled] < threshold).mean())
 
 
-def coco_results(pred: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """pycocotools keypoint results of a prediction dict (rescored, no NMS: boxes are one per person)."""
+def coco_results(pred: dict[str, np.ndarray], sigmas: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """pycocotools keypoint results of a prediction dict, rescored.
+
+    Ground-truth boxes are one per person, so no NMS; detector boxes (``ann_id == -1``) overlap and get
+    OKS-NMS over the crop areas, as SimpleBaseline/HRNet/TokenPose evaluate COCO val.
+    """
     from dspose_graph.eval.coco_eval import make_coco_results
 
     keypoints = np.concatenate([pred["coords"], pred["scores"][..., None]], axis=-1)
-    return make_coco_results(keypoints, pred["image_id"], pred["box_score"], nms_threshold=None)
+    detector_boxes = bool((pred["ann_id"] < 0).any())
+    return make_coco_results(keypoints, pred["image_id"], pred["box_score"],
+                             areas=pred["scale"].prod(axis=1), sigmas=sigmas,
+                             nms_threshold=0.9 if detector_boxes else None)
 
 
 def compute_metrics(
@@ -152,12 +159,15 @@ def compute_metrics(
     if coco_gt is not None:
         from dspose_graph.eval.coco_eval import evaluate_coco
 
-        stats = evaluate_coco(coco_results(pred), coco_gt, sigmas=sigmas)
+        stats = evaluate_coco(coco_results(pred, sigmas), coco_gt, sigmas=sigmas)
         metrics.update({k: float(v) for k, v in stats.items() if isinstance(v, (int, float, np.floating))})
     if pckh_mat is not None:
         from dspose_graph.eval.pckh import evaluate_pckh
 
-        stats = evaluate_pckh(pred["coords"], pckh_mat)
+        from dspose_graph.data.mpii import MPII_INDEX_BASE
+
+        # MPIIDataset works in 0-based pixels; the toolkit's ground truth is MATLAB's 1-based frame.
+        stats = evaluate_pckh(pred["coords"] + MPII_INDEX_BASE, pckh_mat)
         metrics.update({f"PCKh_{k}" if not str(k).startswith("PCKh") else str(k): float(v)
                         for k, v in stats.items() if isinstance(v, (int, float, np.floating))})
     return metrics
