@@ -14,8 +14,8 @@ from test_train_resume import _env
 
 
 def test_demo_milestones_stay_inside_the_run():
-    assert demo_milestones(1) == [] and demo_milestones(2) == [1]
-    assert demo_milestones(15) == [10, 13]
+    assert demo_milestones(1) == [] and demo_milestones(2) == []
+    assert demo_milestones(15) == [14] and demo_milestones(30) == [27]
 
 
 def test_metric_table_lists_the_three_models():

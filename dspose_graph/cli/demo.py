@@ -128,8 +128,13 @@ def verdict(rows: dict[str, dict[str, float]]) -> tuple[bool, str]:
 
 
 def demo_milestones(epochs: int) -> list[int]:
-    """The paper's decay points (2/3 and 13/15 of training) scaled to a short run; none for 1-2 epochs."""
-    return sorted({m for m in (round(epochs * 2 / 3), round(epochs * 13 / 15)) if 0 < m < epochs})
+    """One x0.1 decay at 90% of a short run (none for 1-2 epochs).
+
+    The paper decays at 2/3 and 13/15 of 300 epochs, when learning has converged. A few-minute run is still
+    early: measured, the loss left its symmetric plateau at epoch 14 of 27 and the 2/3 decay at epoch 20 froze
+    it there, so the demo keeps the full rate for nearly all of its budget.
+    """
+    return sorted({m for m in (round(epochs * 0.9),) if 0 < m < epochs})
 
 
 def topology_section(out: Path) -> list[str]:
