@@ -36,6 +36,10 @@ def test_left_and_right_are_named_by_side_not_by_pair_position():
     assert all(COCO17.keypoints[i].startswith("right_") for i in COCO17.right)
     assert len(COCO17.left) == len(COCO17.right) == 8
 
+    # Names that do not say the side: the pair's order decides, (left, right).
+    unnamed = KeypointSchema(name="u", keypoints=("a", "b", "c"), skeleton=(), flip_pairs=((0, 2),))
+    assert (unnamed.left, unnamed.right) == ((0,), (2,))
+
 
 def test_mpii_order_and_flip_pairs_match_the_dataset_manifest():
     assert MPII16.keypoints[:3] == ("r_ankle", "r_knee", "r_hip") and MPII16.keypoints[9] == "head_top"

@@ -88,14 +88,14 @@ class KeypointSchema:
 
     def _side(self, want_left: bool) -> tuple[int, ...]:
         # Pairs are stored as (lower index, higher index): MPII lists the right joint first, so the side
-        # comes from the name, not from the position in the pair.
+        # comes from the name where it says so, else from the position in the pair.
+        def is_left(i: int) -> bool:
+            return self.keypoints[i].lower().startswith(tuple(left for left, _ in _SIDE_PREFIXES))
+
         out = []
-        for pair in self.flip_pairs:
-            for i in pair:
-                name = self.keypoints[i].lower()
-                if any(name.startswith(left) for left, _ in _SIDE_PREFIXES) == want_left:
-                    out.append(i)
-                    break
+        for i, j in self.flip_pairs:
+            left, right = (j, i) if is_left(j) and not is_left(i) else (i, j)
+            out.append(left if want_left else right)
         return tuple(sorted(out))
 
     @property

@@ -22,17 +22,12 @@ LEFT, RIGHT, CENTRE = (255, 140, 0), (30, 120, 255), (40, 200, 60)
 _FORMATS = {".png": "png", ".pdf": "pdf"}
 
 
-def _is_left(name: str) -> bool:
-    return name.lower().startswith(("left", "l_"))
-
-
 def _side_colours(schema: KeypointSchema) -> list[tuple[int, int, int]]:
-    # Flip pairs are not ordered (left, right) in every schema (MPII lists r_ankle first), so the
-    # side comes from the names where they say it, else from the pair's order.
     colours = [CENTRE] * schema.num_keypoints
-    for i, j in schema.flip_pairs:
-        left, right = (j, i) if _is_left(schema.keypoints[j]) and not _is_left(schema.keypoints[i]) else (i, j)
-        colours[left], colours[right] = LEFT, RIGHT
+    for i in schema.left:
+        colours[i] = LEFT
+    for i in schema.right:
+        colours[i] = RIGHT
     return colours
 
 
