@@ -1,8 +1,8 @@
 """ONNX export of a trained model: images ``(B, 3, H, W)`` -> heatmaps ``(B, K, h, w)``, dynamic batch.
 
 The graph is traced with PyTorch's TorchScript-based exporter (``dynamo=False``), which needs no package
-beyond ``onnx``. The feature-space top-t selection (Eq. 6-7) is exportable because the model ranks by
-counting (``dspose_graph.graph.feature_edges``) instead of a stable sort.
+beyond ``onnx``. The feature-space top-t selection (Eq. 6-7) is exportable because ``topology.feature.topk_mask``
+ranks by counting instead of a stable sort.
 
 The ONNX file carries the preprocessing and the skeleton as metadata (``dspose.schema``,
 ``dspose.input_size``, ``dspose.heatmap_size``, ``dspose.mean``, ``dspose.std``) so that a deployment

@@ -13,11 +13,10 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
-from dspose_graph.graph.feature_edges import feature_adjacency_dense, rank_topk_mask
 from dspose_graph.graph.keypoint_graph import KeypointGraph
 from dspose_graph.graph.layers import CONVS, GraphLayer, create_conv, normalize_adjacency
 from dspose_graph.models.heads import GraphHead
-from topology.feature import feature_adjacency, topk_mask
+from topology.feature import cosine_similarity_matrix, feature_adjacency, topk_mask
 from topology.files import load_topology
 
 K, C_IN, C_OUT = 17, 24, 12
@@ -93,21 +92,29 @@ def test_attention_convs_ignore_edge_weights_and_weighted_ones_do_not(keypoint_f
         assert same == (not getattr(conv, "uses_edge_weight", True)), name
 
 
+def _stable_sort_topk(sim: torch.Tensor, t: int) -> torch.Tensor:
+    """Reference: self first, then a stable descending sort (ties to the lower index), first t kept."""
+    scores = sim.masked_fill(torch.eye(sim.shape[-1], dtype=torch.bool), float("inf"))
+    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :t]
+    return torch.zeros(sim.shape, dtype=torch.bool).scatter_(-1, order, True)
+
+
 def test_rank_topk_equals_stable_sort_including_ties():
     g = torch.Generator().manual_seed(0)
     for sim in (torch.randn(4, K, K, generator=g), torch.randint(0, 3, (4, K, K), generator=g).float()):
         for t in (1, 2, 4, K):
-            mask = rank_topk_mask(sim, t)
-            assert torch.equal(mask, topk_mask(sim, t))
+            mask = topk_mask(sim, t)
+            assert torch.equal(mask, _stable_sort_topk(sim, t))
             assert (mask.sum(-1) == t).all() and mask.diagonal(dim1=1, dim2=2).all()
 
 
 def test_feature_adjacency_rows_keep_t_entries_self_first(keypoint_features):
-    a_f = feature_adjacency_dense(keypoint_features, t=4)
-    torch.testing.assert_close(a_f, feature_adjacency(keypoint_features, t=4))
+    a_f = feature_adjacency(keypoint_features, t=4)
+    torch.testing.assert_close(a_f, cosine_similarity_matrix(keypoint_features) * _stable_sort_topk(
+        cosine_similarity_matrix(keypoint_features), 4))
     assert ((a_f != 0).sum(-1) == 4).all()
     torch.testing.assert_close(a_f.diagonal(dim1=1, dim2=2), torch.ones(a_f.shape[0], K, dtype=a_f.dtype))
-    assert set(feature_adjacency_dense(keypoint_features, t=4, binary=True).unique().tolist()) == {0.0, 1.0}
+    assert set(feature_adjacency(keypoint_features, t=4, binary=True).unique().tolist()) == {0.0, 1.0}
 
 
 def test_normalisations(a_p):

@@ -33,12 +33,17 @@ def topk_mask(similarity: Tensor, t: int) -> Tensor:
     k = similarity.shape[-1]
     if not isinstance(t, int) or isinstance(t, bool) or not 1 <= t <= k:
         raise ValueError(f"top-t must be an integer in [1, K={k}], got {t!r}")
-    eye = torch.eye(k, dtype=torch.bool, device=similarity.device)
-    # Self first: rank the diagonal above everything, then a stable sort keeps index order among ties.
-    scores = similarity.detach().masked_fill(eye, float("inf"))
-    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :t]
-    mask = torch.zeros(similarity.shape, dtype=torch.bool, device=similarity.device)
-    return mask.scatter_(-1, order, True)
+    # The rank of entry j in row i is counted directly, r_ij = #{l: s_il > s_ij} + #{l < j: s_il = s_ij}, with
+    # the diagonal ranked first; r_ij < t is the same set as a stable sort's first t (self first, ties to the
+    # lower index). O(K^3) per sample, nothing for K = 17, and ONNX-exportable, which a stable sort is not.
+    # Index comparisons rather than torch.eye/tril on bools, which onnxruntime lacks kernels for.
+    idx = torch.arange(k, device=similarity.device)
+    eye = idx.unsqueeze(1) == idx.unsqueeze(0)
+    s = similarity.detach().masked_fill(eye, float("inf"))
+    a, b = s.unsqueeze(-1), s.unsqueeze(-2)  # a[.., i, l, 0] = s_il, b[.., i, 0, j] = s_ij
+    before = idx.unsqueeze(1) < idx.unsqueeze(0)  # before[l, j] = l < j
+    rank = ((a > b) | ((a == b) & before)).sum(dim=-2)
+    return rank < t
 
 
 def feature_adjacency(x: Tensor, t: int = 4, binary: bool = False, return_edges: bool = False):
@@ -56,8 +61,7 @@ def feature_adjacency(x: Tensor, t: int = 4, binary: bool = False, return_edges:
     """
     sim = cosine_similarity_matrix(x)
     mask = topk_mask(sim, t)
-    values = torch.ones_like(sim) if binary else sim
-    a_f = values * mask
+    a_f = torch.where(mask, torch.ones_like(sim) if binary else sim, torch.zeros_like(sim))
     if not return_edges:
         return a_f
     edge_index, edge_weight = dense_to_edges(a_f, mask)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dspose_graph.graph.feature_edges import feature_adjacency_dense
 from dspose_graph.graph.layers import GraphLayer, check_top_t, normalize_adjacency
+from topology.feature import feature_adjacency
 
 HEADS = ("mlp", "feature", "dual")
 
@@ -128,7 +128,7 @@ class GraphHead(nn.Module):
 
     def mixed_adjacency(self, h: Tensor) -> tuple[Tensor, Tensor]:
         """``(A_f, A_m)`` for features ``h`` ``(B, K, C)`` (Eq. 5-8, then the chosen normalisation)."""
-        a_f = feature_adjacency_dense(h, self.t, binary=self.af_binary)
+        a_f = feature_adjacency(h, self.t, binary=self.af_binary)
         a_m = a_f + self.p * self.a_p if self.mode == "dual" else a_f
         return a_f, normalize_adjacency(a_m, self.normalize)
 
