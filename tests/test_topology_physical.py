@@ -18,7 +18,7 @@ from topology.io import sha256_file
 from topology.mapping import canonical_name, map_clusters
 from topology.physical import (cluster_mi, eigengap, joint_variables, mi_binned, mi_gaussian, mi_ksg, mutual_information,
                                normalize_mi, physical_mi, spectral_clustering)
-from topology.schemas import COCO17, MPII16, KeypointSchema
+from topology.schemas import COCO17, LSP14, MPII16, KeypointSchema, infer_flip_pairs
 
 
 def partition(labels) -> set[frozenset[int]]:
@@ -116,6 +116,17 @@ def test_mapping_rule_turns_the_mpii_clusters_into_cocos_five_groups(mpii_topolo
     assert named(COCO17, partition(map_clusters(MPII16, mpii_topology.labels, COCO17))) == PAPER_COCO
     assert named(COCO17, load_topology("coco").groups) == PAPER_COCO
     assert canonical_name("left_knee") == "l_knee" and canonical_name("Right_Eye") == "r_eye"
+
+
+def test_mapping_rule_gives_lsp_its_four_groups(mpii_topology):
+    # LSP lacks MPII's thorax and pelvis: the shoulders stand in for the thorax (joining head top and neck),
+    # the hips for the pelvis; mirror clusters merge. The LSP14 schema's groups are exactly this result.
+    expected = {frozenset({"head_top", "upper_neck", "r_shoulder", "l_shoulder"}),
+                frozenset({"r_elbow", "r_wrist", "l_elbow", "l_wrist"}), frozenset({"r_hip", "l_hip"}),
+                frozenset({"r_knee", "r_ankle", "l_knee", "l_ankle"})}
+    assert named(LSP14, partition(map_clusters(MPII16, mpii_topology.labels, LSP14))) == expected
+    assert named(LSP14, LSP14.groups) == expected
+    assert LSP14.flip_pairs == infer_flip_pairs(LSP14.keypoints)
 
 
 def test_mapping_of_a_coarser_source_partition_follows_the_rules():

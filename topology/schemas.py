@@ -1,6 +1,6 @@
 """Keypoint schemas: the one source of truth for names, flip pairs, OKS sigmas, skeleton and groups.
 
-A schema is plain data. COCO-17 and MPII-16 are built in; any COCO-format ``categories`` entry
+A schema is plain data. COCO-17, MPII-16 and LSP-14 are built in; any COCO-format ``categories`` entry
 (CrowdPose, AIC, a user's own skeleton) becomes a schema through :meth:`KeypointSchema.from_coco_category`.
 Indices are 0-based everywhere; COCO's 1-based ``skeleton`` is converted on reading.
 """
@@ -136,14 +136,15 @@ class KeypointSchema:
     def from_coco_category(cls, category: dict[str, Any], source: str = "<category>") -> "KeypointSchema":
         """Schema from a COCO-format ``categories`` entry (``keypoints`` names, 1-based ``skeleton``).
 
-        Known skeletons (COCO-17 names) get their sigmas and groups; others get flip pairs inferred
+        Known skeletons (COCO-17 and LSP-14 names) get their sigmas and groups; others get flip pairs inferred
         from left/right name prefixes and no sigmas.
         """
         names = category.get("keypoints")
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise ValueError(f"{source}: category {category.get('name')!r} field 'keypoints' must be a non-empty list of names")
-        if tuple(names) == COCO17.keypoints:
-            return COCO17
+        for known in (COCO17, LSP14):
+            if tuple(names) == known.keypoints:
+                return known
         k = len(names)
         skeleton = []
         for e in category.get("skeleton", []) or []:
@@ -218,11 +219,39 @@ MPII16 = KeypointSchema(
     upper_body=(7, 8, 9, 10, 11, 12, 13, 14, 15),
 )
 
-SCHEMAS = {"coco": COCO17, "mpii": MPII16}
+# LSP / LSP Extended (Johnson & Everingham). Joint names follow MPII, which extended LSP's 14 joints by
+# pelvis and thorax: LSP's "neck" is MPII's upper_neck, so the MPII -> LSP mapping is by name.
+_LSP_NAMES = (
+    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "r_wrist", "r_elbow", "r_shoulder",
+    "l_shoulder", "l_elbow", "l_wrist", "upper_neck", "head_top",
+)
+
+LSP14 = KeypointSchema(
+    name="lsp",
+    keypoints=_LSP_NAMES,
+    skeleton=(
+        (0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (6, 7), (7, 8), (8, 12), (9, 12), (9, 10), (10, 11),
+        (12, 13), (2, 8), (3, 9),
+    ),
+    flip_pairs=((0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9)),
+    # LSP defines no OKS sigmas: COCO's for the twelve limb joints, CrowdPose's 0.079 for head top and neck.
+    sigmas=(0.089, 0.087, 0.107, 0.107, 0.087, 0.089, 0.062, 0.072, 0.079, 0.079, 0.072, 0.062, 0.079, 0.079),
+    # MPII's six clusters carried over by topology.mapping (tested): head top, neck and shoulders (MPII's
+    # thorax cluster, its stand-ins), elbows + wrists, hips, knees + ankles.
+    groups=(
+        _idx(_LSP_NAMES, "head_top", "upper_neck", "r_shoulder", "l_shoulder"),
+        _idx(_LSP_NAMES, "r_elbow", "r_wrist", "l_elbow", "l_wrist"),
+        _idx(_LSP_NAMES, "r_hip", "l_hip"),
+        _idx(_LSP_NAMES, "r_knee", "r_ankle", "l_knee", "l_ankle"),
+    ),
+    upper_body=(6, 7, 8, 9, 10, 11, 12, 13),
+)
+
+SCHEMAS = {"coco": COCO17, "mpii": MPII16, "lsp": LSP14}
 
 
 def get_schema(name_or_path: str | Path) -> KeypointSchema:
-    """A built-in schema by name (``coco``, ``mpii``) or the first keypoint category of a COCO-format JSON."""
+    """A built-in schema by name (``coco``, ``mpii``, ``lsp``) or the first keypoint category of a COCO-format JSON."""
     key = str(name_or_path)
     if key in SCHEMAS:
         return SCHEMAS[key]

@@ -117,7 +117,7 @@ def subset_coco(coco: Any, image_ids: set[int]) -> Any:
 def build_evaluator(config: TrainConfig, model: torch.nn.Module, val_set: Dataset, device: torch.device,
                     info: DistInfo) -> Callable[[torch.nn.Module], dict[str, float]]:
     """``evaluate(model) -> metrics`` on ``val_set``: OKS AP for COCO-format data, PCKh for full MPII val."""
-    from dspose_graph.train.evaluate import compute_metrics, predict_dataset
+    from dspose_graph.train.evaluate import compute_metrics, oks_sigmas, predict_dataset
 
     base = _base(val_set)
     coco_gt = None
@@ -128,8 +128,7 @@ def build_evaluator(config: TrainConfig, model: torch.nn.Module, val_set: Datase
             coco_gt = subset_coco(coco_gt, {int(base.records[i].image_id) for i in val_set.indices})
     elif config.data.val_gt and not isinstance(val_set, Subset):
         pckh_mat = data_path(config, "val_gt")
-    schema = model.schema  # type: ignore[attr-defined]
-    sigmas = None if schema.num_keypoints == 17 else schema.sigmas
+    sigmas = oks_sigmas(model.schema)  # type: ignore[attr-defined]
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
         pred = predict_dataset(m, val_set, batch_size=config.eval.batch_size, device=device,

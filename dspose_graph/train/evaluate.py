@@ -147,6 +147,11 @@ def coco_results(pred: dict[str, np.ndarray], sigmas: np.ndarray | None = None) 
                              nms_threshold=0.9 if detector_boxes else None)
 
 
+def oks_sigmas(schema: Any) -> np.ndarray | None:
+    """The OKS sigmas to pass to :func:`compute_metrics`: ``None`` (pycocotools' own) for COCO-17."""
+    return None if schema.num_keypoints == 17 else schema.sigmas
+
+
 def compute_metrics(
     pred: dict[str, np.ndarray],
     *,
