@@ -26,6 +26,9 @@ class ModelConfig:
 
     name: str = "dspose_b"
     overrides: dict[str, Any] = field(default_factory=dict)
+    # Start from these weights instead of random ones: a checkpoint path or the name of a shipped weight
+    # file (dspose_graph/weights); keypoints are matched by name across skeletons. "" = random init.
+    init_from: str = ""
 
 
 @dataclass

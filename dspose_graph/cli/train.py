@@ -64,9 +64,19 @@ def data_path(config: TrainConfig, field: str, must_exist: bool = True) -> Path:
 
 
 def build_model(config: TrainConfig) -> torch.nn.Module:
+    """The configured preset, started from ``model.init_from`` weights when given."""
     from dspose_graph.models import create_model
 
-    return create_model(config.model.name, **config.model.overrides)
+    model = create_model(config.model.name, **config.model.overrides)
+    if config.model.init_from:
+        from dspose_graph.models.transfer import init_from_checkpoint
+        from dspose_graph.weights import resolve_weights
+
+        path = resolve_weights(config.model.init_from)
+        report = init_from_checkpoint(model, path)
+        log.info("model initialised from %s (%s skeleton; new keypoints: %s)", path, report["source"],
+                 ", ".join(report["new"]) or "none")
+    return model
 
 
 def _limit(dataset: Dataset, n: int) -> Dataset:

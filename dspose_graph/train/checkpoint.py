@@ -58,6 +58,21 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], keep_previous: bool
     return path
 
 
+WEIGHT_FIELDS = ("format", "format_version", "model", "schema", "state_dict", "epoch", "metrics", "config", "provenance")
+
+
+def export_weights(src: str | Path, dst: str | Path, **provenance: Any) -> Path:
+    """Write the weights of training checkpoint ``src`` to ``dst`` without the resume state.
+
+    Keeps model, schema, weights, epoch, metrics and training config; ``provenance`` entries are added to
+    the checkpoint's own. The result loads with :func:`load_checkpoint` and ``Predictor``.
+    """
+    state = load_checkpoint(src)
+    slim = {k: state[k] for k in WEIGHT_FIELDS if k in state}
+    slim["provenance"] = {**(state.get("provenance") or {}), **provenance}
+    return save_checkpoint(dst, slim, keep_previous=False)
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check a checkpoint written by :func:`save_checkpoint`.
 
