@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import time
 
-import cv2
 import numpy as np
 import torch
 
-from dspose_graph.eval.decode import decode_heatmaps, gaussian_kernel_sigma
+from dspose_graph.eval.decode import dark_reference, decode_heatmaps
 
 GOAL = 20.0
 
@@ -26,32 +25,6 @@ def make_heatmaps(b: int, k: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     d2 = (xs - pts[..., 0, None, None]) ** 2 + (ys - pts[..., 1, None, None]) ** 2
     hm = np.exp(-d2 / 8.0) * rng.uniform(0.3, 1.0, size=(b, k, 1, 1))
     return (hm + rng.normal(0, 0.02, size=hm.shape)).astype(np.float32)
-
-
-def dark_per_joint(hm: np.ndarray, kernel: int = 11) -> np.ndarray:
-    b, k, h, w = hm.shape
-    out = np.zeros((b, k, 2))
-    sigma = gaussian_kernel_sigma(kernel)
-    for i in range(b):
-        for j in range(k):
-            m = hm[i, j].astype(np.float64)
-            y, x = np.unravel_index(np.argmax(m), m.shape)
-            if m[y, x] <= 0:
-                continue
-            blurred = cv2.GaussianBlur(m, (kernel, kernel), sigma)
-            blurred *= m.max() / blurred.max()
-            lg = np.log(np.maximum(blurred, 1e-10))
-            p = np.array([x, y], dtype=np.float64)
-            if 1 < x < w - 2 and 1 < y < h - 2:
-                g = np.array([0.5 * (lg[y, x + 1] - lg[y, x - 1]), 0.5 * (lg[y + 1, x] - lg[y - 1, x])])
-                dxx = 0.25 * (lg[y, x + 2] - 2 * lg[y, x] + lg[y, x - 2])
-                dyy = 0.25 * (lg[y + 2, x] - 2 * lg[y, x] + lg[y - 2, x])
-                dxy = 0.25 * (lg[y + 1, x + 1] - lg[y - 1, x + 1] - lg[y + 1, x - 1] + lg[y - 1, x - 1])
-                hess = np.array([[dxx, dxy], [dxy, dyy]])
-                if np.linalg.det(hess) != 0:
-                    p = p - np.linalg.inv(hess) @ g
-            out[i, j] = p
-    return out
 
 
 def best_times(fns, repeat: int) -> list[float]:
@@ -75,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     hm = make_heatmaps(*args.shape)
     hm_t = torch.from_numpy(hm)
 
-    ref = dark_per_joint(hm)
+    ref = dark_reference(hm)
     ours, _ = decode_heatmaps(hm_t)
     max_diff = float(np.abs(ours.numpy() - ref).max())
 
     t_loop, t_torch, t_numpy = best_times(
-        [lambda: dark_per_joint(hm), lambda: decode_heatmaps(hm_t), lambda: decode_heatmaps(hm)], args.repeat)
+        [lambda: dark_reference(hm), lambda: decode_heatmaps(hm_t), lambda: decode_heatmaps(hm)], args.repeat)
     rows = [
         ("per-joint loop (reference)", t_loop, 1.0),
         ("batched, torch input", t_torch, t_loop / t_torch),

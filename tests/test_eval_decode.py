@@ -9,7 +9,7 @@ import torch
 
 from dspose_graph.data.transforms import apply_affine, box_to_center_scale, crop_affine
 from dspose_graph.data.coco import load_coco
-from dspose_graph.eval.decode import decode_heatmaps, flip_back, gaussian_blur, gaussian_kernel_sigma, heatmaps_to_image
+from dspose_graph.eval.decode import dark_reference, decode_heatmaps, flip_back, gaussian_blur, gaussian_kernel_sigma, heatmaps_to_image
 from topology.schemas import COCO17
 
 HM_W, HM_H = 48, 64
@@ -21,32 +21,6 @@ def render(points: np.ndarray, size=(HM_W, HM_H), sigma: float = 2.0) -> np.ndar
     ys, xs = np.mgrid[0:h, 0:w]
     d2 = (xs[None, None] - points[..., 0, None, None]) ** 2 + (ys[None, None] - points[..., 1, None, None]) ** 2
     return np.exp(-d2 / (2 * sigma**2))
-
-
-def dark_reference(hm: np.ndarray, kernel: int = 11) -> np.ndarray:
-    """Straightforward DARK, one heatmap at a time (cv2 blur, explicit Taylor step)."""
-    b, k, h, w = hm.shape
-    out = np.zeros((b, k, 2))
-    for i in range(b):
-        for j in range(k):
-            m = hm[i, j].astype(np.float64)
-            y, x = np.unravel_index(np.argmax(m), m.shape)
-            if m[y, x] <= 0:
-                continue
-            blurred = cv2.GaussianBlur(m, (kernel, kernel), gaussian_kernel_sigma(kernel))
-            blurred *= m.max() / blurred.max()
-            lg = np.log(np.maximum(blurred, 1e-10))
-            px, py = float(x), float(y)
-            if 1 < x < w - 2 and 1 < y < h - 2:
-                grad = np.array([0.5 * (lg[y, x + 1] - lg[y, x - 1]), 0.5 * (lg[y + 1, x] - lg[y - 1, x])])
-                dxx = 0.25 * (lg[y, x + 2] - 2 * lg[y, x] + lg[y, x - 2])
-                dyy = 0.25 * (lg[y + 2, x] - 2 * lg[y, x] + lg[y - 2, x])
-                dxy = 0.25 * (lg[y + 1, x + 1] - lg[y - 1, x + 1] - lg[y + 1, x - 1] + lg[y - 1, x - 1])
-                hess = np.array([[dxx, dxy], [dxy, dyy]])
-                if np.linalg.det(hess) != 0:
-                    px, py = np.array([px, py]) - np.linalg.inv(hess) @ grad
-            out[i, j] = px, py
-    return out
 
 
 def argmax_reference(hm: np.ndarray) -> np.ndarray:

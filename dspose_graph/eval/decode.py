@@ -221,6 +221,37 @@ def _full_log_window(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kerne
     return logm.flatten(2).gather(2, idx).view(1, -1, 5, 5)
 
 
+def dark_reference(heatmaps: np.ndarray, kernel: int = 11) -> np.ndarray:
+    """DARK written the usual way, one heatmap at a time (``cv2.GaussianBlur``, log, Taylor step with an
+    explicit 2x2 inverse): the readable specification that the tests and ``dspose bench dark`` hold
+    :func:`dark_refine` to. Slow; ``(B, K, h, w)`` in, ``(B, K, 2)`` x/y out (0 where a map is <= 0)."""
+    import cv2
+
+    b, k, h, w = heatmaps.shape
+    out = np.zeros((b, k, 2))
+    sigma = gaussian_kernel_sigma(kernel)
+    for i in range(b):
+        for j in range(k):
+            m = heatmaps[i, j].astype(np.float64)
+            y, x = np.unravel_index(np.argmax(m), m.shape)
+            if m[y, x] <= 0:
+                continue
+            blurred = cv2.GaussianBlur(m, (kernel, kernel), sigma)
+            blurred *= m.max() / blurred.max()
+            lg = np.log(np.maximum(blurred, 1e-10))
+            p = np.array([x, y], dtype=np.float64)
+            if 1 < x < w - 2 and 1 < y < h - 2:
+                g = np.array([0.5 * (lg[y, x + 1] - lg[y, x - 1]), 0.5 * (lg[y + 1, x] - lg[y - 1, x])])
+                dxx = 0.25 * (lg[y, x + 2] - 2 * lg[y, x] + lg[y, x - 2])
+                dyy = 0.25 * (lg[y + 2, x] - 2 * lg[y, x] + lg[y - 2, x])
+                dxy = 0.25 * (lg[y + 1, x + 1] - lg[y - 1, x + 1] - lg[y + 1, x - 1] + lg[y - 1, x - 1])
+                hess = np.array([[dxx, dxy], [dxy, dyy]])
+                if np.linalg.det(hess) != 0:
+                    p = p - np.linalg.inv(hess) @ g
+            out[i, j] = p
+    return out
+
+
 def decode_heatmaps(heatmaps: ArrayLike, method: str = "dark", kernel: int = 11) -> tuple[ArrayLike, ArrayLike]:
     """Keypoint locations ``(B, K, 2)`` in heatmap pixels and confidences ``(B, K)`` from ``(B, K, h, w)`` maps.
 
