@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from dspose_graph.cli.demo import demo_milestones, metric_table, verdict
+from dspose_graph.cli.demo import START_ROW, demo_milestones, metric_table, resolve_init, verdict
 from dspose_graph.train.checkpoint import load_checkpoint
 
 from test_train_resume import _env
@@ -24,6 +24,23 @@ def test_metric_table_lists_the_three_models():
     assert table.splitlines()[0].startswith("| model | AP |") and "| trained | 50.0 |" in table
 
 
+def test_metric_table_and_verdict_with_a_pretrained_start():
+    row = {"AP": 0.5, "AP50": 0.6, "AP75": 0.4, "AR": 0.55, "PCK@0.2": 70.0}
+    start = {**row, "AP": 0.2, "PCK@0.2": 61.5}
+    rows = {"mean pose": row, "untrained": row, START_ROW: start, "trained": {**row, "AP": 0.6, "PCK@0.2": 72.0}}
+    names = [line.split("|")[1].strip() for line in metric_table(rows).splitlines()[2:]]
+    assert names == ["mean pose", "untrained", START_ROW, "trained"]
+    ok, text = verdict(rows)
+    assert ok and "changed the pretrained starting point by AP +40.0, PCK@0.2 +10.5" in text
+
+
+def test_init_choice_follows_the_data():
+    assert resolve_init("auto", "dspose_t", real=True) == "dspose_t_synthetic"
+    assert resolve_init("auto", "dspose_t", real=False) == ""
+    assert resolve_init("auto", "tokenpose_t", real=True) == ""  # no shipped weights for it
+    assert resolve_init("random", "dspose_t", real=True) == "" and resolve_init("x.pt", "dspose_t", False) == "x.pt"
+
+
 def test_verdict_needs_both_baselines_beaten_and_reports_ties():
     base = {"untrained": {"AP": 0.0, "PCK@0.2": 5.8}, "mean pose": {"AP": 0.0, "PCK@0.2": 69.5}}
     ok, text = verdict({**base, "trained": {"AP": 0.0, "PCK@0.2": 72.8}})
@@ -35,17 +52,23 @@ def test_verdict_needs_both_baselines_beaten_and_reports_ties():
 
 
 @pytest.mark.slow
-def test_toy_demo_writes_report_figures_and_checkpoint(tmp_path):
+@pytest.mark.parametrize("data", ["lspet", "synthetic"])
+def test_toy_demo_writes_report_figures_and_checkpoint(tmp_path, data, data_root):
     out = tmp_path / "demo"
+    extra = ["--data", "synthetic", "--train-images", "32", "--val-images", "8"] if data == "synthetic" else []
     res = subprocess.run([sys.executable, "-m", "dspose_graph", "demo", "--out", str(out), "--minutes", "0.3",
-                          "--epochs", "1", "--train-images", "32", "--val-images", "8", "--batch-size", "8"],
-                         env=_env(), capture_output=True, text=True)
+                          "--epochs", "1", "--batch-size", "8", *extra],
+                         env={**_env(), "DSPOSE_DATA": str(data_root)}, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     report = (out / "report.md").read_text()
-    for needle in ("| mean pose |", "| untrained |", "| trained |", "synthetic COCO-17", "group 1:"):
+    expected = {"lspet": ("LSP Extended", f"| {START_ROW} |", "starting weights: 'dspose_t_synthetic'", "LSP ("),
+                "synthetic": ("synthetic COCO-17", "asked for with --data synthetic", "starting weights: random")}
+    for needle in ("| mean pose |", "| untrained |", "| trained |", "group 1:", *expected[data]):
         assert needle in report, needle
+    figures = ["topology_lsp.png"] if data == "lspet" else []
     for name in ("report.md", "predictions.png", "adjacency.png", "topology_mpii.png", "topology_coco.png",
-                 "train/loss_curve.png", "train/steps.csv"):
+                 "train/loss_curve.png", "train/steps.csv", *figures):
         assert (out / name).stat().st_size > 0, name
     state = load_checkpoint(out / "train" / "last.pt")
     assert state["model"]["name"] == "dspose_t" and state["model"]["config"]["normalize"] == "row"
+    assert state["schema"]["name"] == ("lsp" if data == "lspet" else "coco")

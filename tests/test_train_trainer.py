@@ -131,3 +131,15 @@ def test_bf16_autocast_trains_on_cpu(coco_mini, tmp_path):
     summary = Trainer(model, _coco_train(coco_mini, model, 4), tmp_path, _settings(amp="bf16"),
                       model_name="dspose_t").fit()
     assert summary["global_step"] == 1 and math.isfinite(summary["history"][0]["train_loss"])
+
+
+def test_best_checkpoint_breaks_ap_ties_by_pck(coco_mini, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("dspose_t")
+    scores = iter([{"AP": 0.0, "PCK@0.2": 30.0}, {"AP": 0.0, "PCK@0.2": 45.0}, {"AP": 0.0, "PCK@0.2": 40.0}])
+    trainer = Trainer(model, _coco_train(coco_mini, model, 4), tmp_path, _settings(epochs=3, eval_every=1),
+                      model_name="dspose_t", evaluate=lambda m: dict(next(scores)))
+    trainer.fit()
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["epoch"] == 2 and best["best_key"] == [0.0, 45.0]
+    assert load_checkpoint(tmp_path / "last.pt")["best_key"] == [0.0, 45.0]

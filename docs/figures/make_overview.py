@@ -1,9 +1,10 @@
-"""Compose README's overview figure from a finished `make demo` run (runs/demo by default).
+"""Compose README's overview figure from a finished synthetic-data demo run (runs/demo by default).
 
-    python docs/figures/make_overview.py [RUN_DIR]
+    dspose demo --data synthetic --out runs/demo && python docs/figures/make_overview.py [RUN_DIR]
 
 Panels: the MPII physical topology (`topology_mpii.png`), the learned adjacency (`adjacency.png`) and the
-predictions on held-out synthetic images (`predictions.png`). Only project-generated images are used.
+predictions on held-out synthetic images (`predictions.png`). Only project-generated images are used: a run
+on LSPET or COCO would put third-party images into the repository.
 """
 
 from __future__ import annotations

@@ -122,6 +122,8 @@ class Trainer:
         self.step_in_epoch = 0
         self.global_step = 0
         self.best: float | None = None
+        # (best_metric, PCK@0.2) of the best epoch: PCK@0.2 breaks ties, e.g. while OKS AP is still 0.
+        self.best_key: list[float] | None = None
         self.history: list[dict[str, Any]] = []
         self._epoch_loss_sum = 0.0
 
@@ -140,6 +142,7 @@ class Trainer:
             "epoch_loss_sum": self._epoch_loss_sum,
             "metrics": dict(metrics or {}),
             "best": self.best,
+            "best_key": self.best_key,
             "history": self.history,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -176,6 +179,7 @@ class Trainer:
         self.global_step = int(state.get("global_step", 0))
         self._epoch_loss_sum = float(state.get("epoch_loss_sum", 0.0))
         self.best = state.get("best")
+        self.best_key = state.get("best_key")
         self.history = list(state.get("history", []))
         set_rng_state(state["rng"])
         log.info("resumed from %s at epoch %d, step %d (global step %d)", path, self.epoch,
@@ -306,10 +310,11 @@ class Trainer:
             writer.add_scalar("train/epoch_loss", train_loss, self.epoch)
         log.info("epoch %d/%d: loss %.4e%s", self.epoch, self.s.epochs, train_loss,
                  "".join(f", {k} {v:.4g}" for k, v in (metrics or {}).items()))
-        is_best = bool(metrics) and self.s.best_metric in metrics and (
-            self.best is None or metrics[self.s.best_metric] > self.best)
+        key = [float(metrics[self.s.best_metric]), float(metrics.get("PCK@0.2", float("-inf")))] \
+            if metrics and self.s.best_metric in metrics else None
+        is_best = key is not None and (self.best_key is None or key > self.best_key)
         if is_best:
-            self.best = float(metrics[self.s.best_metric])
+            self.best, self.best_key = key[0], key
         self.save("last.pt", metrics)
         if is_best:
             self.save("best.pt", metrics)
