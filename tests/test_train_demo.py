@@ -52,16 +52,18 @@ def test_verdict_needs_both_baselines_beaten_and_reports_ties():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("data", ["lspet", "synthetic"])
+@pytest.mark.parametrize("data", ["lspet", "coco_mini", "synthetic"])
 def test_toy_demo_writes_report_figures_and_checkpoint(tmp_path, data, data_root):
     out = tmp_path / "demo"
-    extra = ["--data", "synthetic", "--train-images", "32", "--val-images", "8"] if data == "synthetic" else []
+    extra = {"lspet": [], "coco_mini": ["--data", str(data_root / "coco_mini")],
+             "synthetic": ["--data", "synthetic", "--train-images", "32", "--val-images", "8"]}[data]
     res = subprocess.run([sys.executable, "-m", "dspose_graph", "demo", "--out", str(out), "--minutes", "0.3",
                           "--epochs", "1", "--batch-size", "8", *extra],
                          env={**_env(), "DSPOSE_DATA": str(data_root)}, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     report = (out / "report.md").read_text()
     expected = {"lspet": ("LSP Extended", f"| {START_ROW} |", "starting weights: 'dspose_t_synthetic'", "LSP ("),
+                "coco_mini": ("real COCO-format data from", f"| {START_ROW} |", "augmentation on"),
                 "synthetic": ("synthetic COCO-17", "asked for with --data synthetic", "starting weights: random")}
     for needle in ("| mean pose |", "| untrained |", "| trained |", "group 1:", *expected[data]):
         assert needle in report, needle
@@ -71,4 +73,4 @@ def test_toy_demo_writes_report_figures_and_checkpoint(tmp_path, data, data_root
         assert (out / name).stat().st_size > 0, name
     state = load_checkpoint(out / "train" / "last.pt")
     assert state["model"]["name"] == "dspose_t" and state["model"]["config"]["normalize"] == "row"
-    assert state["schema"]["name"] == ("lsp" if data == "lspet" else "coco")
+    assert state["schema"]["name"] == {"lspet": "lsp"}.get(data, "coco")
