@@ -123,7 +123,7 @@ def test_oks_nms_removes_duplicates(coco_mini):
     """Each real person plus two slightly moved, lower-scored copies: NMS keeps exactly the originals."""
     coco = load_coco(coco_mini / "annotations" / "person_keypoints_val.json")
     anns = [a for a in coco.loadAnns(coco.getAnnIds()) if a["num_keypoints"] >= 5 and not a["iscrowd"]]
-    image_ids, kps, scores, areas = [], [], [], []
+    image_ids, kps, areas = [], [], []
     rng = np.random.default_rng(0)
     for a in anns:
         kp = np.asarray(a["keypoints"], dtype=np.float64).reshape(17, 3)
