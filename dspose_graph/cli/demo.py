@@ -1,12 +1,15 @@
 """``dspose demo --out runs/demo``: the project's main job, end to end on a laptop CPU in minutes.
 
-1. Physical topology: the MPII clusters and COCO groups by name (built from raw MPII annotations when
-   present, else the shipped mutual information), with figures.
-2. A small DSPose (``dspose_t``) trained for a few minutes on a COCO-format dataset: the one given with
-   ``--data``/``$DATA``, else a synthetic one the project generates (see ``docs/decisions/training.md`` for
-   why the default is not the 86-person coco_mini).
-3. Held-out evaluation (OKS AP via pycocotools, PCK@0.2) of the trained model against the same model
-   untrained and a mean-pose baseline; ``report.md`` with the table, figures and the checkpoint.
+1. Data: the COCO-format dataset given with ``--data``/``$DATA``, else LSP Extended from the shared data
+   folder (real images, read in place), else a synthetic set the project generates.
+2. Physical topology: the MPII clusters, the COCO groups and the trained skeleton's groups by name (built
+   from raw MPII annotations when present, else the shipped mutual information), with figures.
+3. A small DSPose (``dspose_t``) trained for a few minutes: on real data fine-tuned from the shipped
+   weights pretrained on the project's synthetic people, on synthetic data from random weights
+   (``docs/decisions/training.md`` says why).
+4. Held-out evaluation (OKS AP via pycocotools, PCK@0.2) of the trained model against the same network with
+   random weights, its pretrained start and a mean-pose baseline; ``report.md`` with the table, figures
+   and the checkpoint.
 """
 
 from __future__ import annotations
@@ -105,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
           f"{torch.get_num_threads()} CPU thread(s), starting from "
           + (f"the weights {init_from!r}" if init_from else "random weights"))
     baselines = {}
-    torch.manual_seed(args.seed)  # run_training seeds the same way: these are its exact starting weights
+    # run_training seeds the same way: the same random draw, and with init_from its exact starting weights.
+    torch.manual_seed(args.seed)
     baselines["untrained"] = build_model(dataclasses.replace(config, model=dataclasses.replace(config.model, init_from="")))
     if init_from:
         torch.manual_seed(args.seed)
