@@ -34,6 +34,13 @@ def _masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
     return torch.nan_to_num(alpha, nan=0.0)
 
 
+def _per_head(name: str, out_channels: int, heads: int) -> int:
+    """Channels per attention head; the heads' outputs are concatenated back to ``out_channels``."""
+    if out_channels % heads:
+        raise ValueError(f"{name}: out_channels {out_channels} not divisible by heads {heads}")
+    return out_channels // heads
+
+
 class _PyGWrapper(nn.Module):
     """Base: ``forward(x, adj)`` runs the subclass's ``dense``, ``forward(x, edge_index=, edge_weight=)`` the PyG
     layer; ``uses_edge_weight`` says whether the PyG layer takes edge weights."""
@@ -91,9 +98,7 @@ class GAT(_PyGWrapper):
     uses_edge_weight = False
 
     def __init__(self, in_channels: int, out_channels: int, heads: int = 1) -> None:
-        if out_channels % heads:
-            raise ValueError(f"GAT: out_channels {out_channels} not divisible by heads {heads}")
-        super().__init__(pyg.GATConv(in_channels, out_channels // heads, heads=heads))
+        super().__init__(pyg.GATConv(in_channels, _per_head("GAT", out_channels, heads), heads=heads))
 
     def dense(self, x: Tensor, adj: Tensor) -> Tensor:
         c = self.conv
@@ -120,9 +125,7 @@ class GATv2(_PyGWrapper):
     uses_edge_weight = False
 
     def __init__(self, in_channels: int, out_channels: int, heads: int = 1) -> None:
-        if out_channels % heads:
-            raise ValueError(f"GATv2: out_channels {out_channels} not divisible by heads {heads}")
-        super().__init__(pyg.GATv2Conv(in_channels, out_channels // heads, heads=heads))
+        super().__init__(pyg.GATv2Conv(in_channels, _per_head("GATv2", out_channels, heads), heads=heads))
 
     def dense(self, x: Tensor, adj: Tensor) -> Tensor:
         c = self.conv
@@ -183,9 +186,7 @@ class GraphTransformer(_PyGWrapper):
     uses_edge_weight = False
 
     def __init__(self, in_channels: int, out_channels: int, heads: int = 1) -> None:
-        if out_channels % heads:
-            raise ValueError(f"TransformerConv: out_channels {out_channels} not divisible by heads {heads}")
-        super().__init__(pyg.TransformerConv(in_channels, out_channels // heads, heads=heads))
+        super().__init__(pyg.TransformerConv(in_channels, _per_head("TransformerConv", out_channels, heads), heads=heads))
 
     def dense(self, x: Tensor, adj: Tensor) -> Tensor:
         c = self.conv
