@@ -23,7 +23,7 @@ from dspose_graph.data import load_image, normalize_image, warp_image
 from dspose_graph.data.transforms import box_to_center_scale
 from dspose_graph.eval.decode import decode_heatmaps, flip_back, heatmaps_to_image
 from dspose_graph.models import create_model_from_config, load_state_dict_checked
-from dspose_graph.train.checkpoint import load_checkpoint
+from dspose_graph.train.checkpoint import checkpoint_schema, load_checkpoint
 from topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,7 @@ def load_model(weights: str | Path, device: str | torch.device = "cpu") -> tuple
     model_info = ckpt["model"]
     if not isinstance(model_info, dict) or "config" not in model_info:
         raise ValueError(f"{weights}: checkpoint field 'model' must be a dict with 'name' and 'config'")
-    try:
-        schema = KeypointSchema.from_dict(ckpt["schema"])
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{weights}: checkpoint field 'schema' is not a keypoint schema ({e})") from None
+    schema = checkpoint_schema(ckpt, weights)
     model = create_model_from_config(dict(model_info["config"]))
     if tuple(model.schema.keypoints) != tuple(schema.keypoints):
         raise ValueError(

@@ -66,13 +66,10 @@ def init_from_checkpoint(model: DSPose, weights: str | Path) -> dict[str, Any]:
     file otherwise). Returns the report of :func:`transfer_state_dict` (all keypoints matched when the
     skeletons are the same).
     """
-    from dspose_graph.train.checkpoint import load_checkpoint
+    from dspose_graph.train.checkpoint import checkpoint_schema, load_checkpoint
 
     ckpt = load_checkpoint(weights, map_location="cpu")
-    try:
-        source = KeypointSchema.from_dict(ckpt["schema"])
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{weights}: checkpoint field 'schema' is not a keypoint schema ({e})") from None
+    source = checkpoint_schema(ckpt, weights)
     try:
         state, report = transfer_state_dict(ckpt["state_dict"], source, model)
     except ValueError as e:

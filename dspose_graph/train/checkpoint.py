@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from topology.io import atomic_path
+from topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if key not in state:
             raise ValueError(f"{path}: checkpoint has no {key!r} field{_hint(path)}")
     return state
+
+
+def checkpoint_schema(state: dict[str, Any], path: str | Path) -> KeypointSchema:
+    """The :class:`KeypointSchema` stored in checkpoint ``state`` (read from ``path``); a clear error if damaged."""
+    try:
+        return KeypointSchema.from_dict(state["schema"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: checkpoint field 'schema' is not a keypoint schema ({e})") from None
 
 
 def _hint(path: Path) -> str:
