@@ -134,10 +134,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def model_overrides(data: DataConfig) -> dict[str, Any]:
-    """Preset overrides: the dataset's keypoint schema (by name when it is a built-in one)."""
+    """Preset overrides: the dataset's keypoint schema (by name when it is a built-in one).
+
+    Read from the held-out file, the smaller of the two (COCO 2017: about 10 MB against 240 MB); the training set is
+    checked against the model's schema when it is loaded.
+    """
     from topology.schemas import SCHEMAS, get_schema
 
-    schema = get_schema(data.train_ann)
+    schema = get_schema(data.val_ann)
     return {"schema": schema.name if SCHEMAS.get(schema.name) == schema else schema.to_dict()}
 
 
