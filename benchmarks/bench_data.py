@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dspose_graph.data import AugmentParams, CropParams, TopDownDataset, build_dataset, load_image
 from dspose_graph.data.transforms import crop_affine
-from topology.io import shared_data_dir
+from dspose_graph.io import shared_data_dir
 
 GOAL = 2.0
 MEAN = (0.485, 0.456, 0.406)

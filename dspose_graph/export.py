@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from dspose_graph.data import IMAGENET_MEAN, IMAGENET_STD
 from topology.feature import cosine_similarity_matrix
-from topology.io import atomic_path
+from dspose_graph.io import atomic_path
 
 log = logging.getLogger(__name__)
 

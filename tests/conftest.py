@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from topology.io import shared_data_dir
+from dspose_graph.io import shared_data_dir
 
 
 @pytest.fixture(scope="session")

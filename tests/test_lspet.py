@@ -12,7 +12,7 @@ import scipy.io
 
 from dspose_graph.data.coco import CocoKeypointDataset, load_coco
 from dspose_graph.data.lspet import coco_keypoints, joints_box, load_lspet_joints, lspet_to_coco
-from topology.io import read_json
+from dspose_graph.io import read_json
 from topology.schemas import LSP14, get_schema
 
 

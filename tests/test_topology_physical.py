@@ -14,7 +14,7 @@ import pytest
 from topology.annotations import load_coco_statistics, load_mpii_statistics
 from topology.build import build_mpii, build_topology, compare_with_shipped
 from topology.files import PhysicalTopology, load_topology, save_topology
-from topology.io import sha256_file
+from dspose_graph.io import sha256_file
 from topology.mapping import canonical_name, map_clusters
 from topology.physical import (cluster_mi, eigengap, joint_variables, mi_binned, mi_gaussian, mi_ksg, mutual_information,
                                normalize_mi, physical_mi, spectral_clustering)

@@ -13,7 +13,7 @@ from dspose_graph.predict import load_model
 from dspose_graph.train.checkpoint import export_weights, load_checkpoint, save_checkpoint
 from dspose_graph.weights import SHIPPED, WEIGHTS_DIR, resolve_weights, shipped_path
 from helpers_use import make_checkpoint
-from topology.io import read_json, sha256_file
+from dspose_graph.io import read_json, sha256_file
 from topology.schemas import COCO17, LSP14
 
 

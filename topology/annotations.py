@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from topology.io import read_json
+from dspose_graph.io import read_json
 from topology.schemas import MPII16, KeypointSchema, get_schema
 
 log = logging.getLogger(__name__)

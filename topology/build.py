@@ -16,7 +16,7 @@ import numpy as np
 
 from topology.annotations import load_coco_statistics, load_mpii_statistics
 from topology.files import PhysicalTopology, load_topology, shipped_path
-from topology.io import provenance, shared_data_dir
+from dspose_graph.io import provenance, shared_data_dir
 from topology.mapping import map_clusters
 from topology.physical import DEFAULT_ESTIMATOR, DEFAULT_VARIABLE, cluster_mi, default_bins, physical_mi
 from topology.schemas import COCO17, MPII16

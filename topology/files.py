@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from topology.adjacency import physical_adjacency
-from topology.io import atomic_write_json, read_json
+from dspose_graph.io import atomic_write_json, read_json
 from topology.schemas import KeypointSchema
 
 FORMAT = "dspose-topology"

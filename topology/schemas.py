@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from topology.io import read_json
+from dspose_graph.io import read_json
 
 _SIDE_PREFIXES = (("left_", "right_"), ("l_", "r_"), ("left", "right"))
 

@@ -27,7 +27,7 @@ import torch
 
 from dspose_graph.cli.config import DataConfig, EvalConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from dspose_graph.cli.train import build_model, run_training
-from topology.io import atomic_write_text, shared_data_dir
+from dspose_graph.io import atomic_write_text, shared_data_dir
 
 log = logging.getLogger(__name__)
 

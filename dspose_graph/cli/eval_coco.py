@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dspose_graph.data.coco import load_coco
 from dspose_graph.eval.coco_eval import evaluate_coco, format_coco_table, keypoint_category, load_results
-from topology.io import atomic_write_json, provenance
+from dspose_graph.io import atomic_write_json, provenance
 from topology.schemas import KeypointSchema
 
 HELP = "OKS AP/AR of a COCO keypoint results JSON (pycocotools COCOeval)"

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from dspose_graph.eval.pckh import default_gt_path, evaluate_pckh, format_pckh_table, load_predictions
-from topology.io import atomic_write_json, provenance
+from dspose_graph.io import atomic_write_json, provenance
 
 HELP = "PCKh of MPII validation predictions (.mat 'preds' (N,16,2) or (16,2,N), .npy, .json)"
 

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from dspose_graph.cli.config import TrainConfig, apply_override, config_from_dict, config_to_dict, load_config
-from topology.io import atomic_write_text
+from dspose_graph.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 

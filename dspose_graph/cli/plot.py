@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from topology.io import atomic_write_json
+from dspose_graph.io import atomic_write_json
 
 HELP = "figures: learned adjacency heatmaps and graphs (adjacency), physical clusters (topology)"
 log = logging.getLogger("dspose.plot")

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from topology.io import atomic_path, atomic_write_text, read_json
+from dspose_graph.io import atomic_path, atomic_write_text, read_json
 from topology.schemas import KeypointSchema
 
 HELP = "predict keypoints on images, a folder or a video (COCO-results JSON + drawn skeletons)"

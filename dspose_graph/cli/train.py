@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Subset
 from dspose_graph.cli.config import TrainConfig, config_to_dict, config_to_yaml, load_config
 from dspose_graph.train.distributed import DistInfo, cleanup, init_distributed, resolve_device
 from dspose_graph.train.trainer import NonFiniteLossError, Trainer, TrainSettings
-from topology.io import atomic_write_json, atomic_write_text
+from dspose_graph.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from pycocotools.coco import COCO
 
 from dspose_graph.data.base import PersonRecord, TopDownDataset
 from dspose_graph.data.transforms import box_to_center_scale
-from topology.io import read_json
+from dspose_graph.io import read_json
 from topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 
-from topology.io import atomic_write_json, provenance
+from dspose_graph.io import atomic_write_json, provenance
 from topology.schemas import LSP14
 
 JOINTS_FILE = "joints.mat"

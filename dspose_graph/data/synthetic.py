@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from topology.io import provenance
+from dspose_graph.io import provenance
 from topology.schemas import COCO17
 
 from dspose_graph.data.synthetic_render import Person, render_image

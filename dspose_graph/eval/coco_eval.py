@@ -22,7 +22,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from topology.io import atomic_write_json, read_json
+from dspose_graph.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 

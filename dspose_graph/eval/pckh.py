@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import scipy.io
 
-from topology.io import read_json, shared_data_dir
+from dspose_graph.io import read_json, shared_data_dir
 
 NUM_JOINTS = 16
 SC_BIAS = 0.6

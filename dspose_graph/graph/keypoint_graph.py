@@ -25,7 +25,7 @@ from torch_geometric.data import Data
 
 from topology.feature import dense_to_edges, edges_to_dense
 from topology.files import PhysicalTopology
-from topology.io import atomic_write_json, read_json
+from dspose_graph.io import atomic_write_json, read_json
 from topology.schemas import KeypointSchema
 
 FORMAT = "dspose-keypoint-graph"

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from topology.io import atomic_path
+from dspose_graph.io import atomic_path
 from topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)

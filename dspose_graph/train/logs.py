@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from topology.io import atomic_write_text
+from dspose_graph.io import atomic_write_text
 
 STEP_FIELDS = ["global_step", "epoch", "step", "loss", "lr"]
 

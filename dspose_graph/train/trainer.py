@@ -23,7 +23,7 @@ from dspose_graph.train.checkpoint import load_checkpoint, rng_state, save_check
 from dspose_graph.train.distributed import DistInfo, barrier, broadcast_object, mean_across_ranks
 from dspose_graph.train.logs import StepLog, plot_learning_curve, write_epoch_csv
 from dspose_graph.train.sampling import ResumableSampler, SeededDataset
-from topology.io import provenance
+from dspose_graph.io import provenance
 
 log = logging.getLogger(__name__)
 

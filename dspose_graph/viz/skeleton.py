@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
-from topology.io import atomic_path
+from dspose_graph.io import atomic_path
 from topology.schemas import KeypointSchema
 
 LEFT, RIGHT, CENTRE = (255, 140, 0), (30, 120, 255), (40, 200, 60)

@@ -1,4 +1,4 @@
-"""Atomic file writes, provenance records and the location of the raw datasets.
+"""Generic file I/O for every package: atomic writes, JSON reading, provenance records, the raw-data folder.
 
 Shared by every writer in the project (topology files, checkpoints, result tables) so that no
 output is ever left half-written and every derived artifact says where it came from.
