@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dspose_graph.cli.config import (TrainConfig, apply_override, config_from_dict, config_to_dict, config_to_yaml,
+from dspose_graph.train.config import (TrainConfig, apply_override, config_from_dict, config_to_dict, config_to_yaml,
                                      load_config)
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))

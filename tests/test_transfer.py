@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dspose_graph.cli.config import ModelConfig, TrainConfig
+from dspose_graph.train.config import ModelConfig, TrainConfig
 from dspose_graph.cli.train import build_model
 from dspose_graph.models import create_model
 from dspose_graph.models.transfer import init_from_checkpoint

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dspose_graph.cli.config import DataConfig, EvalConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from dspose_graph.train.config import DataConfig, EvalConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from dspose_graph.cli.train import build_model, run_training
 from dspose_graph.io import atomic_write_text, shared_data_dir
 

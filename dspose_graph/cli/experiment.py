@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from dspose_graph.cli.config import TrainConfig, apply_override, config_from_dict, config_to_dict, load_config
+from dspose_graph.train.config import TrainConfig, apply_override, config_from_dict, config_to_dict, load_config
 from dspose_graph.io import atomic_write_text
 
 log = logging.getLogger(__name__)

@@ -55,7 +55,7 @@ def _outputs(out: Path, stem: str, formats: str) -> list[Path]:
 
 def dataset_from_config(config_path: str | Path, model: Any, split: str = "val"):
     """The evaluation (no augmentation) dataset of a training config, cropped for ``model``."""
-    from dspose_graph.cli.config import load_config
+    from dspose_graph.train.config import load_config
     from dspose_graph.data import build_dataset
 
     cfg = load_config(config_path).data

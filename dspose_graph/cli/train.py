@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import Dataset, Subset
 
-from dspose_graph.cli.config import TrainConfig, config_to_dict, config_to_yaml, load_config
+from dspose_graph.train.config import TrainConfig, config_to_dict, config_to_yaml, load_config
 from dspose_graph.train.distributed import DistInfo, cleanup, init_distributed, resolve_device
 from dspose_graph.train.trainer import NonFiniteLossError, Trainer, TrainSettings
 from dspose_graph.io import atomic_write_json, atomic_write_text

@@ -1,7 +1,7 @@
 """Training configuration: dataclasses loaded from YAML with strict checking, and ``--set`` overrides.
 
-This is the only place a config file is parsed. A config is five sections (``model``, ``data``,
-``optim``, ``eval``, ``run``) plus an optional ``paper`` block that experiment tables read. The defaults
+The one config schema of the project, read by the Python pipeline, the CLI and the experiment runner.
+A config is five sections (``model``, ``data``, ``optim``, ``eval``, ``run``) plus an optional ``paper`` block that experiment tables read. The defaults
 are the paper's schedule (Adam 1e-3, x0.1 at epochs 200 and 260, 300 epochs, batch 32 per GPU).
 
 Every key is checked: an unknown key or a value of the wrong type raises ``ValueError`` naming the key
