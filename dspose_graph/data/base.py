@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dspose_graph.data.augment import AugmentParams, CropParams, sample_crop, transform_keypoints
-from dspose_graph.data.image import crop_matrix, load_image, normalize_image
+from dspose_graph.data.image import crop_matrix, decode_reduction, load_image, normalize_image, reduced_crop_matrix
 from dspose_graph.data.targets import gaussian_heatmaps, joints_to_heatmap
 from topology.schemas import KeypointSchema
 
@@ -119,16 +119,20 @@ class TopDownDataset(Dataset):
             return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
         return np.random.default_rng([self.seed, self.epoch, index])
 
-    def _load(self, index: int) -> tuple[PersonRecord, np.ndarray, bool]:
-        """The record's image; under the replace policy the next readable record's on failure."""
+    def _load(self, index: int, rng: np.random.Generator | None = None
+              ) -> tuple[PersonRecord, np.ndarray, bool, CropParams, int]:
+        """The record's image, decoded only as large as its crop needs (with the crop and the decode
+        reduction); under the replace policy the next readable record's on failure."""
         n = len(self.records)
         for step in range(n):
             i = (index + step) % n
             if i in self._unreadable:
                 continue
             record = self.records[i]
+            crop = self.crop_for(record, rng)
+            reduction = decode_reduction(crop.scale, self.input_size)
             try:
-                return record, load_image(record.image_file), step > 0
+                return record, load_image(record.image_file, reduction), step > 0, crop, reduction
             except (FileNotFoundError, ValueError) as e:
                 if self.on_bad_image == "raise":
                     raise type(e)(f"{self.source}: record {i} (image_id {record.image_id}): {e}") from None
@@ -146,16 +150,17 @@ class TopDownDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self.records):
             raise IndexError(f"{self.source}: index {index} out of range for {len(self.records)} samples")
-        record, image, replaced = self._load(index)
-        crop = self.crop_for(record, self._rng(index) if self.train else None)
-        return self.make_sample(index, record, image, crop, replaced)
+        record, image, replaced, crop, reduction = self._load(index, self._rng(index) if self.train else None)
+        return self.make_sample(index, record, image, crop, replaced, reduction)
 
     def make_sample(
-        self, index: int, record: PersonRecord, image: np.ndarray, crop: CropParams, replaced: bool = False
+        self, index: int, record: PersonRecord, image: np.ndarray, crop: CropParams, replaced: bool = False,
+        reduction: int = 1,
     ) -> dict[str, Any]:
-        """The sample dict for ``record`` cut out of ``image`` with ``crop`` (see the data contract)."""
+        """The sample dict for ``record`` cut out of ``image`` (decoded at ``1/reduction``) with ``crop``."""
         m = crop_matrix(crop.center, crop.scale, crop.rotation, self.input_size, flip=crop.flip, udp=self.udp)
-        patch = cv2.warpAffine(image, m, self.input_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        patch = cv2.warpAffine(image, reduced_crop_matrix(m, reduction), self.input_size, flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT)
         kp = transform_keypoints(record.keypoints, m, self._flip_index if crop.flip else None)
         joints_hm = joints_to_heatmap(kp[:, :2], self.input_size, self.heatmap_size, udp=self.udp)
         heatmap, weight = gaussian_heatmaps(joints_hm, kp[:, 2] > 0, self.heatmap_size, self.sigma, self.unbiased)
