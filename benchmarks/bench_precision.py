@@ -97,8 +97,8 @@ def loss_curve(data_root: Path, options: dict, seed: int, steps: int, batch: int
     model = create_model("dspose_t")
     prepared = prepare_model(model, "cpu", **options)
     dataset = CocoKeypointDataset(data_root / "annotations" / "person_keypoints_train.json",
-                                  data_root / "images" / "train", input_size=model.input_size, heatmap_size=model.heatmap_size, train=True, sigma=3.0,
-                                  seed=seed)
+                                  data_root / "images" / "train", input_size=model.input_size,
+                                  heatmap_size=model.heatmap_size, train=True, sigma=3.0, seed=seed)
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
