@@ -54,12 +54,6 @@ def reduced_crop_matrix(m: np.ndarray, reduction: int) -> np.ndarray:
     return m @ to_full
 
 
-def opencv_single_thread(worker_id: int = 0) -> None:
-    """DataLoader ``worker_init_fn``: one OpenCV thread per worker (its own pool would oversubscribe the cores
-    the other workers use; each warp and decode is small)."""
-    cv2.setNumThreads(1)
-
-
 def load_image(path: str | Path, reduction: int = 1) -> np.ndarray:
     """Decode an image file into an RGB ``uint8 (H, W, 3)`` array, at ``1/reduction`` size (1, 2, 4 or 8).
 
