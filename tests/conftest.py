@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dspose_graph.io import shared_data_dir
+from topology.build import find_annotations
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +23,10 @@ def data_root() -> Path:
 
 @pytest.fixture(scope="session")
 def mpii_annotations(data_root: Path) -> Path:
-    return data_root / "mpii" / "mpii_annotations.json.gz"
+    path = find_annotations("mpii")
+    if path is None:
+        pytest.fail(f"no MPII annotation file in {data_root / 'mpii'}")
+    return path
 
 
 @pytest.fixture(scope="session")
