@@ -15,13 +15,9 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 import pytest
-import torch
 import yaml
 
-from dspose_graph.data.synthetic import generate_dataset
 from dspose_graph.io import shared_data_dir
-from dspose_graph.models import create_model
-from dspose_graph.train.checkpoint import save_checkpoint
 
 # Every skip for missing shared files carries this text; the summary at the end counts them by it.
 MISSING = "needs the shared data folder"
@@ -83,12 +79,14 @@ def paper_tables() -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small generated COCO-17 set in coco_mini's layout: 8 train and 8 val images of 1-3 people, 192x256.
+    """A small generated COCO-17 set in coco_mini's layout: 16 train and 12 val images of 1-3 people, 192x256.
 
     ``annotations/person_keypoints_{train,val}.json`` and ``images/{train,val}/``; a pure function of the seed.
     """
+    from dspose_graph.data.synthetic import generate_dataset
+
     root = tmp_path_factory.mktemp("synthetic") / "coco"
-    generate_dataset(root, 8, 8, image_size=(192, 256), seed=7, persons_per_image=(1, 3))
+    generate_dataset(root, 16, 12, image_size=(192, 256), seed=7, persons_per_image=(1, 3))
     return root
 
 
@@ -130,6 +128,12 @@ def write_config() -> Callable[..., Path]:
 
 def _make_checkpoint(path: Path, preset: str = "dspose_t", seed: int = 0, **overrides) -> Path:
     """Save a seeded, randomly initialised ``preset`` model as a dspose-graph checkpoint at ``path``."""
+    # Imported here: this module is loaded by every pytest run, and most need no torch model.
+    import torch
+
+    from dspose_graph.models import create_model
+    from dspose_graph.train.checkpoint import save_checkpoint
+
     torch.manual_seed(seed)
     model = create_model(preset, **overrides)
     return save_checkpoint(path, {
