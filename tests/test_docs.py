@@ -29,7 +29,6 @@ import pytest
 from PIL import Image
 
 from dspose_graph.cli.main import build_parser
-from helpers_use import make_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -170,7 +169,7 @@ def test_documented_command_parses(parser, where, line, argv):
 
 
 @pytest.fixture
-def example_dir(tmp_path, monkeypatch):
+def example_dir(tmp_path, monkeypatch, make_checkpoint):
     """A folder with the files the examples name: the demo's checkpoint and two photos."""
     make_checkpoint(tmp_path / "runs" / "demo" / "train" / "last.pt", schema="lsp")
     rng = np.random.default_rng(0)
