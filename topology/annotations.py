@@ -145,10 +145,16 @@ def load_coco_statistics(path: str | Path) -> PoseStatistics:
             raise ValueError(f"{path}: annotations[{r}] is not an object")
         if ann.get("iscrowd", 0) or not ann.get("num_keypoints", 1):
             continue
-        kp = np.asarray(ann.get("keypoints", []), dtype=np.float64)
+        try:
+            kp = np.asarray(ann.get("keypoints", []), dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: annotations[{r}] field 'keypoints' is not a list of numbers ({e})") from None
         if kp.size != 3 * k:
             raise ValueError(f"{path}: annotations[{r}] field 'keypoints' has {kp.size} numbers; expected {3 * k} ({k} x [x, y, v])")
-        box = np.asarray(ann.get("bbox", []), dtype=np.float64)
+        try:
+            box = np.asarray(ann.get("bbox", []), dtype=np.float64)
+        except (TypeError, ValueError):
+            box = np.empty(0)
         if box.shape != (4,):
             raise ValueError(f"{path}: annotations[{r}] field 'bbox' must be [x, y, w, h]")
         joints.append(kp.reshape(k, 3))
