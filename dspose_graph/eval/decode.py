@@ -218,7 +218,9 @@ def dark_refine(heatmaps: torch.Tensor, coords: torch.Tensor, kernel: int = 11, 
     local = _window_5x5(heatmaps, x, y, kernel, border)
     # The blurred maximum never exceeds the original one, so the rescale factor is >= 1: a stencil value
     # >= eps before rescaling is never clipped.
-    clipped = (local < eps).flatten(2).any(dim=2)
+    # A map without a positive maximum carries no location (decode_heatmaps zeroes it) and an all-zero one
+    # has no gradient either way: only positive maps take the exact path.
+    clipped = (local < eps).flatten(2).any(dim=2) & (_gather(heatmaps, x, y) > 0)
     logm = torch.log(local.clamp_min(eps))
     if clipped.any():
         sel = clipped.nonzero(as_tuple=True)
