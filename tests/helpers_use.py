@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
 
 from dspose_graph.models import create_model
-from dspose_graph.train.checkpoint import save_checkpoint
+from dspose_graph.models.checkpoint import checkpoint_state, save_checkpoint
 
 
 def make_checkpoint(path: Path, preset: str = "dspose_t", seed: int = 0, **overrides) -> Path:
     """Save a seeded, randomly initialised ``preset`` model as a dspose-graph checkpoint at ``path``."""
     torch.manual_seed(seed)
     model = create_model(preset, **overrides)
-    return save_checkpoint(path, {
-        "model": {"name": preset, "config": dataclasses.asdict(model.config)},
-        "schema": model.schema.to_dict(),
-        "state_dict": model.state_dict(),
-        "epoch": 0,
-        "metrics": {},
-        "provenance": {"test": "random init"},
-    })
+    return save_checkpoint(path, checkpoint_state(model, name=preset, provenance={"test": "random init"}))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dspose_graph.cli.main import main
-from dspose_graph.cli.plot import collect_adjacency
+from dspose_graph.viz.learned import collect_adjacency
 from dspose_graph.data import load_image
 from dspose_graph.predict import Predictor
 from dspose_graph.viz.adjacency import (

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from dspose_graph.train import checkpoint as ckpt
-from dspose_graph.train.checkpoint import load_checkpoint, previous_path, rng_state, save_checkpoint, set_rng_state
+from dspose_graph.models import checkpoint as ckpt
+from dspose_graph.models.checkpoint import load_checkpoint, previous_path, save_checkpoint
+from dspose_graph.train.rng import rng_state, set_rng_state
 
 
 def _state(value: float = 1.0) -> dict:
