@@ -23,6 +23,8 @@ def test_snippet_is_short():
 
 
 def test_readme_train_snippet_runs(tmp_path, monkeypatch, capsys):
+    import dspose_graph.train.evaluate  # noqa: F401  (as in a full test run: the submodule is already loaded)
+
     monkeypatch.chdir(tmp_path)
     generate_dataset(tmp_path / "data" / "synthetic", 8, 4, image_size=(96, 128), seed=1)
     namespace: dict = {}
