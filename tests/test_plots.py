@@ -20,12 +20,11 @@ from dspose_graph.viz.adjacency import (
     plot_learned_graph,
     save_figure,
 )
-from helpers_use import make_checkpoint
 from topology.schemas import COCO17
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
+def ckpt(tmp_path_factory, make_checkpoint):
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "dspose_t.pt", seed=5)
 
 
@@ -154,7 +153,7 @@ def test_cli_plot_topology(tmp_path):
     assert main(["plot", "topology", "--topology", str(tmp_path / "missing.json"), "--out", str(tmp_path)]) == 2
 
 
-def test_cli_plot_adjacency_of_a_model_without_graph_head_is_one_clear_error(tmp_path, capsys):
+def test_cli_plot_adjacency_of_a_model_without_graph_head_is_one_clear_error(tmp_path, capsys, make_checkpoint):
     ckpt = make_checkpoint(tmp_path / "tokenpose_t.pt", "tokenpose_t")
     image = tmp_path / "person.png"
     cv2.imwrite(str(image), np.full((128, 96, 3), 127, np.uint8))

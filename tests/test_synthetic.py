@@ -250,3 +250,15 @@ def test_cli_writes_dataset(tmp_path, capsys):
     assert [(i["width"], i["height"]) for i in coco.loadImgs(coco.getImgIds())] == [(96, 128)] * 2
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", "x", "--size", "96by128"])
+
+
+
+def test_cli_names_its_overwrite_flag(tmp_path, capsys):
+    from dspose_graph.cli.main import main
+
+    argv = ["synth", "--out", str(tmp_path / "cli"), "--train", "2", "--val", "1", "--size", "96x128"]
+    assert main(argv) == 0
+    assert main(argv + ["--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "pass --overwrite" in err and "overwrite=True" not in err
+    assert main(argv + ["--seed", "1", "--overwrite"]) == 0

@@ -10,8 +10,6 @@ import pytest
 from dspose_graph.cli.demo import START_ROW, demo_milestones, metric_table, resolve_init, verdict
 from dspose_graph.models.checkpoint import load_checkpoint
 
-from test_train_resume import _env
-
 
 def test_demo_milestones_stay_inside_the_run():
     assert demo_milestones(1) == [] and demo_milestones(2) == []
@@ -53,13 +51,13 @@ def test_verdict_needs_both_baselines_beaten_and_reports_ties():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("data", ["lspet", "coco_mini", "synthetic"])
-def test_toy_demo_writes_report_figures_and_checkpoint(tmp_path, data, data_root):
+def test_toy_demo_writes_report_figures_and_checkpoint(tmp_path, data, data_root, child_env):
     out = tmp_path / "demo"
     extra = {"lspet": [], "coco_mini": ["--data", str(data_root / "coco_mini")],
              "synthetic": ["--data", "synthetic", "--train-images", "32", "--val-images", "8"]}[data]
     res = subprocess.run([sys.executable, "-m", "dspose_graph", "demo", "--out", str(out), "--minutes", "0.3",
                           "--epochs", "1", "--batch-size", "8", *extra],
-                         env={**_env(), "DSPOSE_DATA": str(data_root)}, capture_output=True, text=True)
+                         env={**child_env(), "DSPOSE_DATA": str(data_root)}, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     report = (out / "report.md").read_text()
     expected = {"lspet": ("LSP Extended", f"| {START_ROW} |", "starting weights: 'dspose_t_synthetic'", "LSP ("),

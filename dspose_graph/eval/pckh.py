@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import scipy.io
 
-from dspose_graph.io import read_json, shared_data_dir
+from dspose_graph.io import read_json
+from topology.annotations import shared_mpii_dir
 
 NUM_JOINTS = 16
 SC_BIAS = 0.6
@@ -50,10 +51,10 @@ GT_KEYS = ("jnt_missing", "pos_gt_src", "headboxes_src")
 
 def default_gt_path() -> Path:
     """``<shared data>/mpii/detections_our_format.mat`` (``$DSPOSE_DATA`` or ``../shared/data``)."""
-    root = shared_data_dir()
-    if root is None:
+    mpii_dir = shared_mpii_dir()
+    if mpii_dir is None:
         raise FileNotFoundError("MPII ground truth not given and no data folder found: pass --gt or set DSPOSE_DATA")
-    return root / "mpii" / "detections_our_format.mat"
+    return mpii_dir / "detections_our_format.mat"
 
 
 def load_mpii_gt(path: str | Path | None = None) -> dict[str, np.ndarray]:
