@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from dspose_graph.cli.demo import START_ROW, demo_milestones, metric_table, resolve_init, verdict
-from dspose_graph.train.checkpoint import load_checkpoint
+from dspose_graph.models.checkpoint import load_checkpoint
 
 
 def test_demo_milestones_stay_inside_the_run():

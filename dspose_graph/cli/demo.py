@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from dspose_graph.train.config import DataConfig, EvalConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
-from dspose_graph.cli.train import build_model, run_training
+from dspose_graph.train.pipeline import TrainResult, build_model, train
 from dspose_graph.io import atomic_write_text, shared_data_dir
 
 log = logging.getLogger(__name__)
@@ -108,14 +108,14 @@ def run(args: argparse.Namespace) -> int:
           f"{torch.get_num_threads()} CPU thread(s), starting from "
           + (f"the weights {init_from!r}" if init_from else "random weights"))
     baselines = {}
-    # run_training seeds the same way: the same random draw, and with init_from its exact starting weights.
+    # train() seeds the same way: the same random draw, and with init_from its exact starting weights.
     torch.manual_seed(args.seed)
     baselines["untrained"] = build_model(dataclasses.replace(config, model=dataclasses.replace(config.model, init_from="")))
     if init_from:
         torch.manual_seed(args.seed)
         baselines[START_ROW] = build_model(config)
     train_started = time.perf_counter()
-    result = run_training(config, source="dspose demo")
+    result = train(config, source="dspose demo")
     train_minutes = (time.perf_counter() - train_started) / 60
 
     print("\n== 4. held-out evaluation (flip test + DARK)")
@@ -284,27 +284,27 @@ def resolve_data(args: argparse.Namespace, out: Path, real: bool) -> tuple[DataC
     return cfg, desc
 
 
-def evaluate_all(config: TrainConfig, result: dict[str, Any], baselines: dict[str, torch.nn.Module]) -> dict[str, dict[str, float]]:
+def evaluate_all(config: TrainConfig, result: TrainResult, baselines: dict[str, torch.nn.Module]) -> dict[str, dict[str, float]]:
     """Trained model, the baseline models (untrained; the pretrained start) and the mean training pose, on
     the held-out set."""
-    from dspose_graph.cli.train import build_evaluator
+    from dspose_graph.train.pipeline import build_evaluator
     from dspose_graph.train.distributed import DistInfo
     from dspose_graph.train.evaluate import (compute_metrics, mean_pose, mean_pose_predictions, oks_sigmas,
                                              predict_dataset)
 
     device = torch.device("cpu")
-    val_set = result["val_set"]
-    evaluate = build_evaluator(config, result["model"], val_set, device, DistInfo())
+    val_set = result.val_set
+    evaluate = build_evaluator(config, result.model, val_set, device, DistInfo())
     base = val_set.dataset if isinstance(val_set, torch.utils.data.Subset) else val_set
-    rows = {"trained": evaluate(result["model"])}
+    rows = {"trained": evaluate(result.model)}
     rows.update({name: evaluate(m) for name, m in baselines.items()})
     untrained = baselines["untrained"]
     # Mean pose from the training set's ground-truth boxes (no augmentation), placed in each held-out box.
     from dspose_graph.data.coco import CocoKeypointDataset
 
     plain_train = CocoKeypointDataset(config.data.train_ann, config.data.train_images, train=False,
-                                      input_size=tuple(result["model"].input_size),
-                                      heatmap_size=tuple(result["model"].heatmap_size), schema=result["model"].schema)
+                                      input_size=tuple(result.model.input_size),
+                                      heatmap_size=tuple(result.model.heatmap_size), schema=result.model.schema)
     pose = mean_pose(plain_train, workers=config.run.workers)
     reference = predict_dataset(untrained, val_set, batch_size=config.eval.batch_size, flip_test=False, info=DistInfo())
     rows["mean pose"] = compute_metrics(mean_pose_predictions(pose, reference), coco_gt=base.coco,
@@ -323,13 +323,13 @@ def metric_table(rows: dict[str, dict[str, float]]) -> str:
 
 
 @torch.no_grad()
-def write_figures(out: Path, result: dict[str, Any]) -> dict[str, Path]:
+def write_figures(out: Path, result: TrainResult) -> dict[str, Path]:
     """Learned adjacency heatmaps and predictions drawn on held-out images."""
     from dspose_graph.data import load_image
     from dspose_graph.train.evaluate import predict_dataset
     from dspose_graph.viz.adjacency import plot_adjacency_heatmaps
 
-    model, val_set = result["model"], result["val_set"]
+    model, val_set = result.model, result.val_set
     model.eval()
     figures: dict[str, Path] = {}
     n = min(16, len(val_set))
@@ -375,16 +375,16 @@ def _grid(tiles: list[np.ndarray], cols: int) -> np.ndarray:
 
 
 def render_report(args: argparse.Namespace, data_desc: str, topo_lines: list[str], table: str,
-                  rows: dict[str, dict[str, float]], result: dict[str, Any], figures: dict[str, Path],
+                  rows: dict[str, dict[str, float]], result: TrainResult, figures: dict[str, Path],
                   train_minutes: float, total_minutes: float, model_cfg: ModelConfig) -> str:
-    history = result.get("history", [])
+    history = result.history
     _, verdict_text = verdict(rows)
-    val_n = len(result["val_set"])
-    train_n = len(result["train_set"]) if result.get("train_set") is not None else 0
+    val_n = len(result.val_set)
+    train_n = len(result.train_set) if result.train_set is not None else 0
     lines = [
         "# dspose demo report", "",
-        f"Model `{args.model}` ({result['params'] / 1e6:.2f} M parameters), trained {len(history)} epochs "
-        f"({result['global_step']} steps of batch {args.batch_size}) in {train_minutes:.1f} min; "
+        f"Model `{args.model}` ({result.params / 1e6:.2f} M parameters), trained {len(history)} epochs "
+        f"({result.global_step} steps of batch {args.batch_size}) in {train_minutes:.1f} min; "
         f"whole demo {total_minutes:.1f} min on {os.cpu_count()} CPU cores "
         f"({args.threads} compute thread(s), {args.workers} data-loading process(es)). "
         f"Model overrides: {model_cfg.overrides}; starting weights: "
