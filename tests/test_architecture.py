@@ -20,6 +20,7 @@ LAYERS = {
     "dspose_graph.train": 5,
     "dspose_graph.predict": 6,
     "dspose_graph.predict_files": 6,
+    "dspose_graph.detect": 6,
     "dspose_graph.export": 6,
     "dspose_graph.viz": 6,
     "dspose_graph.cli": 7,
