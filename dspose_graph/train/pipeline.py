@@ -3,7 +3,9 @@
 ``train(config)`` builds the model (:func:`build_model`), the datasets (:func:`build_datasets`) and the
 held-out evaluator (:func:`build_evaluator`), runs the :class:`~dspose_graph.train.trainer.Trainer` and
 returns a :class:`TrainResult`; ``evaluate(config, weights)`` scores a checkpoint on the config's
-held-out split. The CLI (``dspose train``), the experiment runner and the demo are thin callers of
+held-out split; ``dry_run(config)`` builds everything and stops before training. The config's fidelity keys
+are read here: ``model.pretrained`` (checked before any data is read), ``data.codec`` (datasets and
+evaluation), ``data.augment``, ``data.val_boxes``, the ``eval`` thresholds and ``optim.global_batch``. The CLI (``dspose train``), the experiment runner and the demo are thin callers of
 these functions. Under ``torchrun`` every process calls the same function (see docs/training.md).
 
 Files written to ``config.run.out_dir``: ``config.yaml``, the trainer's checkpoints and logs, and
