@@ -53,6 +53,9 @@ class DataConfig:
     # or false (none); augment_overrides sets AugmentParams fields (scale_factor, rotation_factor, ...).
     augment: bool | str = True
     augment_overrides: dict[str, float] = field(default_factory=dict)
+    # Decode JPEGs at 1/2, 1/4 or 1/8 size when the crop needs fewer pixels: faster, but the input pixels are no
+    # longer official TokenPose's (docs/decisions/data.md, "Reduced JPEG decoding"), so off by default.
+    reduced_decode: bool = False
     keep_unannotated: bool = True  # MPII: keep training persons without annotated joints, as official
     val_boxes: str = ""  # COCO: person detections (COCO results JSON) to evaluate on instead of GT boxes
     det_score_thr: float = 0.0  # keep val_boxes detections scoring at least this (official IMAGE_THRE)

@@ -166,7 +166,8 @@ def build_dataset(config: TrainConfig, model: DSPose, split: str, augment: bool 
     params = augment_of(config) if augment else None
     kwargs: dict[str, Any] = dict(input_size=tuple(d.input_size) if d.input_size else tuple(model.input_size),
                                   heatmap_size=tuple(model.heatmap_size), sigma=d.sigma, codec=codec_of(config),
-                                  schema=model.schema, train=params is not None, augment=params)
+                                  schema=model.schema, train=params is not None, augment=params,
+                                  reduced_decode=d.reduced_decode)
     if d.kind == "mpii":
         kwargs["keep_unannotated"] = d.keep_unannotated
     if d.val_boxes and split == "val":
