@@ -207,9 +207,11 @@ def staged_output(out: Path) -> Iterator[Path]:
     """A temporary folder inside ``out`` to write a run into; on success its entries replace those of ``out``.
 
     On any error (Ctrl-C included) the temporary folder is removed and ``out`` keeps the previous run's
-    files, so it never mixes two runs. A replaced folder (``images/``) is swapped whole.
+    files (a folder created for the run is removed again), so it never mixes two runs. A replaced folder
+    (``images/``) is swapped whole.
     """
-    check_output_dir(out).mkdir(parents=True, exist_ok=True)
+    created = not check_output_dir(out).exists()
+    out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".dspose-predict-", dir=out))
     try:
         yield stage
@@ -218,8 +220,12 @@ def staged_output(out: Path) -> Iterator[Path]:
             if target.is_dir() and not target.is_symlink():
                 os.replace(target, stage / f".old-{entry.name}")
             os.replace(entry, target)
-    finally:
+    except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
 
 
 class BoxSource:
