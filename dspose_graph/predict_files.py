@@ -68,7 +68,7 @@ def _name_to_id(coco: dict[str, Any], source: Path) -> dict[str, int]:
     for i, im in enumerate(images):
         if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
             raise ValueError(f"{source}: images[{i}] needs 'id' and 'file_name', got {im!r}")
-        out[Path(im["file_name"]).name] = int(im["id"])
+        out[Path(str(im["file_name"])).name] = _image_key({"image_id": im["id"]}, f"{source}: images[{i}]")
     return out
 
 
@@ -100,7 +100,10 @@ def load_boxes(path: Path, det_thr: float = 0.0) -> tuple[dict[Any, list[tuple[l
             raise ValueError(f"--boxes {path}: a JSON object must be a COCO dataset with 'images' and 'annotations'")
         name_to_id = _name_to_id(data, path)
         schema = coco_schema(data, path)
-        entries = [dict(a, score=1.0) for a in data["annotations"] if not a.get("iscrowd", 0)]
+        annotations = data["annotations"]
+        if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+            raise ValueError(f"--boxes {path}: 'annotations' must be a list of objects")
+        entries = [dict(a, score=1.0) for a in annotations if not a.get("iscrowd", 0)]
     elif isinstance(data, list):
         entries = data
     else:
@@ -139,7 +142,8 @@ def _image_key(det: dict[str, Any], where: str) -> int | str:
     if isinstance(value, str) and value.strip().isdigit():
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{where} field 'image_id' = {value!r} is not an integer image id")
+        field = "id" if "images[" in where else "image_id"
+        raise ValueError(f"{where} field {field!r} = {value!r} is not an integer image id")
     return value
 
 

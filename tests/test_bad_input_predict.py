@@ -241,3 +241,17 @@ def test_out_naming_a_file_stops_before_any_work(tmp_path, capsys, images):
     assert code == EXIT_OS and err == f"dspose predict: error: --out {taken}: is an existing file; expected a " \
                                       "folder (or a new name)\n"
     assert taken.read_text() == "mine"
+
+
+@pytest.mark.parametrize("case", ["string_id", "annotations_not_objects"])
+def test_a_bad_coco_json_names_file_record_and_field(tmp_path, capsys, ckpt, images, case):
+    mapping = tmp_path / "coco.json"
+    if case == "string_id":
+        mapping.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}, {"id": "x7", "file_name": "b.jpg"}]}))
+        argv, expected = ["--coco-json", str(mapping)], f"{mapping}: images[1] field 'id' = 'x7' is not an integer"
+    else:
+        mapping.write_text(json.dumps({"images": [], "annotations": [3, 4]}))
+        argv, expected = ["--boxes", str(mapping)], f"--boxes {mapping}: 'annotations' must be a list of objects"
+    code, _, err = _predict(capsys, "--weights", str(ckpt), "--images", str(images), "--out", str(tmp_path / "o"),
+                            *argv)
+    assert code == EXIT_INPUT and expected in err, err
