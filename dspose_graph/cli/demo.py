@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from dspose_graph.io import atomic_write_text, check_output_dir, shared_data_dir
 from dspose_graph.train.config import DataConfig, EvalConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from dspose_graph.train.pipeline import TrainResult, build_model, train
-from dspose_graph.io import atomic_write_text, shared_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    out: Path = args.out
+    out: Path = check_output_dir(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, args.threads))
     print("== 1. data")

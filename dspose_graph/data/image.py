@@ -76,7 +76,32 @@ def load_image(path: str | Path, reduction: int = 1) -> np.ndarray:
     image = cv2.imread(str(path), _REDUCED_FLAGS[reduction] | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None or image.size == 0:
         raise ValueError(f"image file {path} could not be decoded (corrupt or not an image)")
+    if _jpeg_truncated(path):
+        raise ValueError(f"image file {path} is a truncated JPEG (its data ends before the image does)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _jpeg_truncated(path: Path) -> bool:
+    """Whether a JPEG file is cut short: OpenCV decodes those with a grey lower part and only a warning.
+
+    A complete JPEG ends with the end-of-image marker ``FF D9`` (checked on the last bytes: cheap). A file
+    with bytes after the marker (camera trailers) is decoded once more by Pillow, which raises on truncation.
+    """
+    with open(path, "rb") as f:
+        if f.read(2) != b"\xff\xd8":
+            return False
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 64))
+        if f.read().rstrip(b"\x00").endswith(b"\xff\xd9"):
+            return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except OSError:
+        return True
+    return False
 
 
 def flip_matrix(output_size: Sequence[int], udp: bool | None = None, codec: str | Codec | None = None) -> np.ndarray:
