@@ -175,18 +175,40 @@ def top_t_margin(model: nn.Module, images: Tensor) -> float | None:
     return min(margins) if margins else None
 
 
+def check_export_options(precision: str = "fp32", channels_last: bool = False, compile: bool = False) -> None:
+    """Refuse the ``models.runtime`` fast paths that an ONNX file cannot carry, naming the option.
+
+    The exported graph is float32 NCHW: autocast is a PyTorch runtime context (traced, the graph would hold
+    float32 operators anyway), the memory format of the tensors is not part of an ONNX graph (onnxruntime picks
+    its own layouts) and ``torch.compile`` makes Python code faster, not a graph to export.
+    """
+    if precision != "fp32":
+        raise ValueError(f"--precision {precision}: ONNX export writes a float32 graph; export in fp32 and run the "
+                         "file in reduced precision with your runtime's tools (e.g. onnxruntime's float16 "
+                         "conversion), or use Predictor(precision=...) for PyTorch inference")
+    if channels_last:
+        raise ValueError("--channels-last: an ONNX graph has no memory format (onnxruntime chooses its own "
+                         "layouts); export without it")
+    if compile:
+        raise ValueError("--compile: torch.compile speeds up PyTorch execution and produces nothing ONNX can "
+                         "store; export without it")
+
+
 def export_checkpoint(weights: str | Path, path: str | Path, opset: int = DEFAULT_OPSET,
-                      check_image: str | Path | None = None, atol: float | None = 1e-4) -> tuple[Path, float | None, str]:
+                      check_image: str | Path | None = None, atol: float | None = 1e-4, precision: str = "fp32",
+                      channels_last: bool = False, compile: bool = False) -> tuple[Path, float | None, str]:
     """Export checkpoint ``weights`` to ONNX ``path`` and compare onnxruntime with PyTorch on one input.
 
     The input is the whole of ``check_image`` as one person crop, else a seeded random batch of 2.
     Returns ``(path, max |onnxruntime - PyTorch|, what the input was)``; with ``atol=None`` the check is
     skipped (``None`` difference). Above ``atol`` a ``ValueError`` says so, and when near-tied top-t
-    similarities explain it (:func:`top_t_margin`), says that too.
+    similarities explain it (:func:`top_t_margin`), says that too. ``precision``, ``channels_last`` and
+    ``compile`` other than fp32 eager are refused (:func:`check_export_options`).
     """
     from dspose_graph.predict import Predictor
 
     check_opset(opset)
+    check_export_options(precision, channels_last, compile)
     image = None
     if check_image and atol is not None:  # read before anything is written: a bad image fails first
         from dspose_graph.data import load_image

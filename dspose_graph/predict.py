@@ -1,10 +1,12 @@
 """Top-down inference on a user's own images: a checkpoint in, keypoints with scores out.
 
 ``Predictor(weights).predict(image, boxes)`` crops every person box the way the model was trained
-(``box_to_center_scale`` with ``BOX_PADDING`` (1.25) at the model's aspect ratio, ``warp_image`` to the input size),
+(``person_center_scale``: the codec's rule for detected boxes, ``BOX_PADDING`` (1.25), the model's aspect ratio;
+``warp_image`` to the input size),
 runs the persons of one image as a batch, averages with the horizontally flipped crop when ``flip_test``,
 decodes the heatmaps with DARK and maps the coordinates back into the original image. Crop, flip shift and
 decoding follow the codec recorded in the checkpoint (``inference_spec``), i.e. the one the model was trained with.
+``precision``, ``channels_last`` and ``compile`` choose a fast path (``dspose_graph.models.runtime``; docs/speed.md).
 
 Shapes:
     P: persons (boxes) in one image, K: keypoints, (H, W): model input, (h, w): heatmap.
@@ -21,11 +23,12 @@ import torch
 
 from dspose_graph.data import load_image, normalize_image, warp_image
 from dspose_graph.data.codec import get_codec
-from dspose_graph.data.transforms import BOX_PADDING, box_to_center_scale
+from dspose_graph.data.transforms import BOX_PADDING, person_center_scale
 from dspose_graph.eval.coco_eval import rescore
 from dspose_graph.eval.decode import decode_heatmaps, heatmaps_to_image
 from dspose_graph.eval.flip import flip_test_heatmaps
 from dspose_graph.models.checkpoint import inference_spec, load_model
+from dspose_graph.models.runtime import prepare_model
 from topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,13 @@ class Predictor:
         batch_size: persons per forward pass.
         decode: ``"dark"`` (default) or ``"argmax"``.
         expected_schema: if given, refuse weights whose keypoints differ (e.g. MPII weights on COCO boxes).
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (CUDA only): autocast of the forward pass.
+        channels_last: run the model in the NHWC memory format.
+        compile: ``torch.compile`` the model (the first calls compile; a sparse graph head becomes dense).
+
+    Attributes:
+        model: the loaded model (the uncompiled module: for state dicts and export).
+        runner: the :class:`~dspose_graph.models.runtime.PreparedModel` that runs it.
     """
 
     def __init__(
@@ -114,12 +124,17 @@ class Predictor:
         batch_size: int = 32,
         decode: str = "dark",
         expected_schema: KeypointSchema | None = None,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.weights = Path(weights)
         self.device = torch.device(device)
         self.model, checkpoint = load_model(weights, self.device)
+        self.runner = prepare_model(self.model, self.device, precision=precision, channels_last=channels_last,
+                                    compile=compile)
         self.schema: KeypointSchema = self.model.schema
         if expected_schema is not None:
             check_schema(self.schema, expected_schema, str(weights))
@@ -135,9 +150,13 @@ class Predictor:
     def crop(self, image: np.ndarray, boxes: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """Normalised person crops ``(P, 3, H, W)`` with their centres and scales ``(P, 2)``."""
         aspect = self.input_size[0] / self.input_size[1]
+        size = (image.shape[1], image.shape[0])
         centers, scales, crops = [], [], []
-        for box in boxes:
-            center, scale = box_to_center_scale(box, aspect, padding=BOX_PADDING)
+        for i, box in enumerate(boxes):
+            center_scale = person_center_scale(box, self.codec, size, aspect, BOX_PADDING, detection=True)
+            if center_scale is None:
+                raise ValueError(f"box {i} = {list(box)} has no area inside the {size[0]}x{size[1]} image")
+            center, scale = center_scale
             crops.append(normalize_image(warp_image(image, center, scale, 0.0, self.input_size, codec=self.codec)))
             centers.append(center)
             scales.append(scale)
@@ -150,9 +169,9 @@ class Predictor:
         for start in range(0, images.shape[0], self.batch_size):
             batch = images[start:start + self.batch_size]
             if self.flip_test:
-                out.append(flip_test_heatmaps(self.model, batch, self.flip_index, shift=self.codec.flip_shift))
+                out.append(flip_test_heatmaps(self.runner, batch, self.flip_index, shift=self.codec.flip_shift))
             else:
-                out.append(self.model(batch).float())
+                out.append(self.runner(batch))
         return torch.cat(out)
 
     def predict(

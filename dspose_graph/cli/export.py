@@ -17,6 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--check-image", help="an image used for the onnxruntime-vs-PyTorch check (whole image = person)")
     o.add_argument("--atol", type=float, default=1e-4, help="largest allowed |onnxruntime - PyTorch| (default 1e-4)")
     o.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")
+    o.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="only fp32: the ONNX graph is float32 (the others are refused with the reason)")
+    o.add_argument("--channels-last", action="store_true", help="refused: an ONNX graph has no memory format")
+    o.add_argument("--compile", action="store_true", help="refused: torch.compile has no ONNX counterpart")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--atol must be a number >= 0, got {args.atol}")
 
     path, diff, what = export_checkpoint(args.weights, Path(args.out), args.opset, args.check_image,
-                                         None if args.no_check else args.atol)
+                                         None if args.no_check else args.atol, precision=args.precision,
+                                         channels_last=args.channels_last, compile=args.compile)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, opset {args.opset}, dynamic batch)")
     if diff is not None:
         print(f"max |onnxruntime - PyTorch| on {what}: {diff:.3e} (tolerance {args.atol:g})")

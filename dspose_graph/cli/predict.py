@@ -32,12 +32,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--batch-size", type=int, default=32, help="persons per forward pass")
     p.add_argument("--no-flip", action="store_true", help="disable flip-test averaging (faster)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="autocast precision of the model (default fp32; fp16 needs a CUDA --device; docs/speed.md)")
+    p.add_argument("--channels-last", action="store_true", help="run the model in the NHWC memory format")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (faster per image; compiling takes minutes on a CPU)")
     p.add_argument("--kpt-thr", type=float, default=0.3, help="draw keypoints with at least this score")
     p.add_argument("--max-frames", type=int, default=0, help="video: stop after N frames (0 = all)")
 
 
 def check_options(args: argparse.Namespace) -> None:
     """Refuse impossible option values, naming the option, before anything is read or written."""
+    from dspose_graph.models.runtime import autocast_dtype
+
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_frames < 0:
@@ -52,6 +59,10 @@ def check_options(args: argparse.Namespace) -> None:
             raise ValueError(f"--det-threshold must be in [0, 1] for --detector, got {args.det_thr}")
         if args.max_persons is not None and args.max_persons < 1:
             raise ValueError(f"--max-persons must be >= 1, got {args.max_persons}")
+    try:
+        autocast_dtype(args.precision, args.device)
+    except ValueError as e:
+        raise ValueError(f"--precision {args.precision}: {e}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     det_thr = args.det_thr if args.det_thr is not None else DEFAULT_DET_THRESHOLD if args.detector else 0.0
     common = dict(boxes=args.boxes, det_thr=det_thr, kpt_thr=args.kpt_thr, device=args.device,
                   flip_test=not args.no_flip, batch_size=args.batch_size, detector=args.detector,
-                  max_persons=args.max_persons or DEFAULT_MAX_PERSONS)
+                  max_persons=args.max_persons or DEFAULT_MAX_PERSONS, precision=args.precision,
+                  channels_last=args.channels_last, compile=args.compile)
     if args.images:
         done = predict_images(args.weights, args.images, args.out, coco_json=args.coco_json,
                               ignore_missing=args.ignore_missing, **common)

@@ -33,7 +33,7 @@ from pycocotools.coco import COCO
 
 from dspose_graph.data.base import PersonRecord, TopDownDataset
 from dspose_graph.data.codec import get_codec
-from dspose_graph.data.transforms import BOX_PADDING, box_to_center_scale
+from dspose_graph.data.transforms import BOX_PADDING, person_center_scale
 from dspose_graph.io import read_json
 from topology.schemas import KeypointSchema
 
@@ -57,18 +57,6 @@ def load_coco(path: str | Path) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
-
-
-def clip_box(box: Sequence[float], width: float | None, height: float | None) -> list[float] | None:
-    """Clip ``[x, y, w, h]`` to the image as HRNet does; ``None`` when nothing of positive area is left."""
-    x, y, w, h = (float(v) for v in box)
-    x1, y1 = max(0.0, x), max(0.0, y)
-    x2, y2 = x1 + max(0.0, w - 1.0), y1 + max(0.0, h - 1.0)
-    if width is not None and height is not None:
-        x2, y2 = min(float(width) - 1.0, x2), min(float(height) - 1.0, y2)
-    if w <= 0 or h <= 0 or x2 <= x1 or y2 <= y1:
-        return None
-    return [x1, y1, x2 - x1, y2 - y1]
 
 
 def _finite(values: Sequence[Any]) -> bool:
@@ -158,20 +146,12 @@ class CocoKeypointDataset(TopDownDataset):
 
     def _record(self, image_id: int, ann_id: int, box: Sequence[float], score: float, keypoints: np.ndarray) -> PersonRecord | None:
         img = self.coco.imgs[image_id]
-        detection = ann_id < 0
-        if detection and not self._codec.clip_detections:
-            x, y, w, h = (float(v) for v in box)
-            # TokenPose's _xywh2cs on a raw detection: centre x + (w - 1) / 2, size w.
-            clipped = [x - 0.5, y - 0.5, w, h] if w > 0 and h > 0 else None
-        else:
-            clipped = clip_box(box, img.get("width"), img.get("height"))
-            if clipped is not None and self._codec.box_last_pixel:
-                # Same centre, one pixel larger: the box spans pixel edges, not pixel centres.
-                clipped = [clipped[0] - 0.5, clipped[1] - 0.5, clipped[2] + 1.0, clipped[3] + 1.0]
-        if clipped is None:
+        center_scale = person_center_scale(box, self._codec, (img.get("width"), img.get("height")), self._aspect,
+                                           self.padding, detection=ann_id < 0)
+        if center_scale is None:
             self.skipped["zero_area_box"] += 1
             return None
-        center, scale = box_to_center_scale(clipped, self._aspect, self.padding)
+        center, scale = center_scale
         return PersonRecord(
             image_file=str(self.image_dir / img["file_name"]), image_id=int(image_id), ann_id=int(ann_id),
             center=center, scale=scale, score=float(score), keypoints=keypoints,

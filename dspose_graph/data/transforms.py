@@ -86,3 +86,44 @@ def box_to_center_scale(box: Sequence[float], aspect_ratio: float, padding: floa
     else:
         w = h * aspect_ratio
     return center, np.array([w, h], dtype=np.float64) * padding
+
+
+def clip_box(box: Sequence[float], width: float | None, height: float | None) -> list[float] | None:
+    """Clip ``[x, y, w, h]`` to the image as HRNet does; ``None`` when nothing of positive area is left."""
+    x, y, w, h = (float(v) for v in box)
+    x1, y1 = max(0.0, x), max(0.0, y)
+    x2, y2 = x1 + max(0.0, w - 1.0), y1 + max(0.0, h - 1.0)
+    if width is not None and height is not None:
+        x2, y2 = min(float(width) - 1.0, x2), min(float(height) - 1.0, y2)
+    if w <= 0 or h <= 0 or x2 <= x1 or y2 <= y1:
+        return None
+    return [x1, y1, x2 - x1, y2 - y1]
+
+
+def person_center_scale(
+    box: Sequence[float],
+    codec: str | Codec | None,
+    image_size: tuple[float, float] | None,
+    aspect_ratio: float,
+    padding: float = BOX_PADDING,
+    detection: bool = True,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Centre ``(2,)`` and padded scale ``(2,)`` of a person box ``[x, y, w, h]`` under ``codec``'s box rule.
+
+    The one home of the rule for datasets (ground-truth and detected boxes) and :class:`~dspose_graph.predict.Predictor`
+    (user and detector boxes, ``detection=True``). A detection under a codec that does not clip detections
+    (TokenPose's ``_xywh2cs``) is centred at ``x + (w - 1) / 2`` with size ``w``, unclipped; other boxes are
+    clipped to the image (``image_size`` = (width, height); ``None`` = no clipping) and, with
+    ``codec.box_last_pixel``, grown by one pixel about the same centre (the box spans pixel edges).
+    Returns ``None`` when no box of positive area is left.
+    """
+    codec = get_codec(codec)
+    width, height = image_size if image_size is not None else (None, None)
+    if detection and not codec.clip_detections:
+        x, y, w, h = (float(v) for v in box)
+        edges = [x - 0.5, y - 0.5, w, h] if w > 0 and h > 0 else None
+    else:
+        edges = clip_box(box, width, height)
+        if edges is not None and codec.box_last_pixel:
+            edges = [edges[0] - 0.5, edges[1] - 0.5, edges[2] + 1.0, edges[3] + 1.0]
+    return None if edges is None else box_to_center_scale(edges, aspect_ratio, padding)

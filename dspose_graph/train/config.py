@@ -93,6 +93,11 @@ class EvalConfig:
     batch_size: int = 32
     oks_nms_threshold: float = 0.9  # COCO: OKS-NMS per image, with ground-truth and detected boxes alike
     rescore_threshold: float = 0.2  # COCO: person score = box score x mean keypoint score above this
+    # Fast paths of the evaluation forward pass (dspose_graph.models.runtime; docs/speed.md): autocast
+    # "fp32", "bf16" or "fp16" (CUDA only), NHWC memory format, torch.compile. Defaults: fp32 eager.
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
 
 
 @dataclass

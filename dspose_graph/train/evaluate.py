@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -46,13 +46,15 @@ def predict_dataset(
     codec: str | Codec | None = None,
     workers: int = 0,
     info: DistInfo | None = None,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, np.ndarray]:
     """Keypoints of every sample of ``dataset`` in original-image pixels, with ground truth beside them.
 
     Returns arrays sorted by dataset index: ``index`` (N,), ``coords`` (N, K, 2), ``scores`` (N, K),
     ``image_id`` (N,), ``ann_id`` (N,), ``center`` (N, 2), ``scale`` (N, 2), ``box_score`` (N,),
     ``gt`` (N, K, 3). Under DDP each rank predicts a strided shard and all ranks get the merged result.
-    ``codec`` defaults to the dataset's own (``dataset.codec``), else the default codec.
+    ``codec`` defaults to the dataset's own (``dataset.codec``), else the default codec. ``forward`` runs the
+    network (e.g. a ``models.runtime.PreparedModel`` of ``model`` for a fast path); default ``model`` itself.
     """
     base = dataset.dataset if isinstance(dataset, Subset) else dataset
     codec = get_codec(codec if codec is not None else getattr(base, "codec", None))
@@ -63,6 +65,7 @@ def predict_dataset(
     schema = getattr(model, "schema", None) or dataset.schema  # type: ignore[attr-defined]
     flip_index = list(schema.flip_index)
     heatmap_size = tuple(model.heatmap_size)  # type: ignore[attr-defined]
+    run = forward if forward is not None else model
     was_training = model.training
     model.eval()
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("coords", "scores", "center", "scale", "box_score",
@@ -70,9 +73,9 @@ def predict_dataset(
     for batch in loader:
         images = batch["image"].to(device)
         if flip_test:
-            heatmaps = flip_test_heatmaps(model, images, flip_index, shift=codec.flip_shift)
+            heatmaps = flip_test_heatmaps(run, images, flip_index, shift=codec.flip_shift)
         else:
-            heatmaps = model(images).float()
+            heatmaps = run(images).float()
         coords, scores = decode_heatmaps(heatmaps.cpu(), method=decode, codec=codec)
         meta = batch["meta"]
         center = meta["center"].numpy().astype(np.float64)

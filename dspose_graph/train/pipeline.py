@@ -29,6 +29,7 @@ from dspose_graph.data.codec import Codec, get_codec
 from dspose_graph.io import FolderLock, atomic_write_json, atomic_write_text
 from dspose_graph.models import DSPose, create_model
 from dspose_graph.models.checkpoint import load_model
+from dspose_graph.models.runtime import PreparedModel, autocast_dtype, prepare_model
 from dspose_graph.train.config import TrainConfig, config_to_yaml
 from dspose_graph.train.distributed import DistInfo, cleanup, init_distributed, resolve_device
 from dspose_graph.train.trainer import Trainer
@@ -221,10 +222,22 @@ def build_evaluator(config: TrainConfig, model: DSPose, val_set: Dataset, device
     sigmas = oks_sigmas(model.schema)
     info = info or DistInfo()
     e = config.eval
+    try:
+        autocast_dtype(e.precision, device)
+    except ValueError as err:
+        raise ValueError(f"config eval.precision: {err}") from None
+
+    prepared: list[PreparedModel] = []  # one per evaluated model, so that compilation happens once
 
     def evaluate_model(m: nn.Module) -> dict[str, float]:
+        if not prepared or prepared[0].original is not m:
+            # In place: NHWC weights leave the maths (and the training of this model) unchanged.
+            prepared[:] = [prepare_model(m, device, precision=e.precision, channels_last=e.channels_last,
+                                         compile=e.compile)]
+        runner = prepared[0]
         pred = predict_dataset(m, val_set, batch_size=e.batch_size, device=torch.device(device),
-                               flip_test=e.flip_test, decode=e.decode, codec=codec_of(config), info=info)
+                               flip_test=e.flip_test, decode=e.decode, codec=codec_of(config), info=info,
+                               forward=runner)
         return compute_metrics(pred, coco_gt=coco_gt, sigmas=sigmas, pckh_mat=pckh_mat,
                                nms_threshold=e.oks_nms_threshold, rescore_threshold=e.rescore_threshold)
 
