@@ -29,7 +29,8 @@ import numpy as np
 from dspose_graph.io import provenance
 from topology.schemas import COCO17
 
-from dspose_graph.data.synthetic_render import OCCLUDER_P, OCCLUDER_SIZE, Person, render_image
+from dspose_graph.data import synthetic_render
+from dspose_graph.data.synthetic_render import Person, render_image
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,7 @@ def describe_distributions() -> list[str]:
     """
     relaxed = ", ".join(f"{k} {lo:g}..{hi:g}" for k, ((lo, hi), _) in ANGLES.items())
     full = ", ".join(f"{k} {lo:g}..{hi:g}" for k, (_, (lo, hi)) in ANGLES.items())
+    lo_occ, hi_occ = synthetic_render.OCCLUDER_SIZE
     return [
         f"pose: each joint angle (degrees) uniform in its relaxed range with p={RELAXED_P:g} ({relaxed}), "
         f"else in its anatomical range ({full}); segment lengths jittered by +-{100 * PROPORTION_JITTER:g}%",
@@ -188,8 +190,8 @@ def describe_distributions() -> list[str]:
         f"in-plane rotation (roll): N(0, {ROLL_SD:g} deg)",
         f"size: person height uniform in {HEIGHT_SINGLE[0]:g}..{HEIGHT_SINGLE[1]:g} of the image height "
         f"({HEIGHT_SEVERAL[0]:g}..{HEIGHT_SEVERAL[1]:g} with several persons); p={EDGE_P:g} pushed towards an edge",
-        f"occluders: p={OCCLUDER_P:g} per person, a textured rectangle with sides of "
-        f"{OCCLUDER_SIZE[0]:g}..{OCCLUDER_SIZE[1]:g} x the person's height "
+        f"occluders: p={synthetic_render.OCCLUDER_P:g} per person, a textured rectangle with sides of "
+        f"{lo_occ:g}..{hi_occ:g} x the person's height "
         "over one random joint",
         "side cue: left limbs warm, right limbs cool; a mirrored image keeps the colours but swaps the labels, "
         "so flip augmentation and flip test are not used on this data",
