@@ -1,7 +1,7 @@
 """Top-down inference on a user's own images: a checkpoint in, keypoints with scores out.
 
 ``Predictor(weights).predict(image, boxes)`` crops every person box the way the model was trained
-(``box_to_center_scale`` with 1.25 padding at the model's aspect ratio, ``warp_image`` to the input size),
+(``box_to_center_scale`` with ``BOX_PADDING`` (1.25) at the model's aspect ratio, ``warp_image`` to the input size),
 runs the persons of one image as a batch, averages with the horizontally flipped crop when ``flip_test``,
 decodes the heatmaps with DARK and maps the coordinates back into the original image.
 
@@ -20,17 +20,15 @@ import torch
 from torch import nn
 
 from dspose_graph.data import load_image, normalize_image, warp_image
-from dspose_graph.data.transforms import box_to_center_scale
-from dspose_graph.eval.decode import decode_heatmaps, flip_back, heatmaps_to_image
+from dspose_graph.data.transforms import BOX_PADDING, box_to_center_scale
+from dspose_graph.eval.coco_eval import rescore
+from dspose_graph.eval.decode import decode_heatmaps, heatmaps_to_image
+from dspose_graph.eval.flip import flip_test_heatmaps
 from dspose_graph.models import create_model_from_config, load_state_dict_checked
 from dspose_graph.train.checkpoint import checkpoint_schema, load_checkpoint
 from topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
-
-BOX_PADDING = 1.25
-# Keypoints below this confidence do not count towards a person's score (HRNet/TokenPose rescoring).
-SCORE_THRESHOLD = 0.2
 
 
 def load_model(weights: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, KeypointSchema, dict[str, Any]]:
@@ -142,12 +140,10 @@ class Predictor:
         out = []
         for start in range(0, images.shape[0], self.batch_size):
             batch = images[start:start + self.batch_size]
-            hm = self.model(batch)
             if self.flip_test:
-                hm_flip = self.model(torch.flip(batch, dims=[3]))
-                # HRNet's one-pixel shift realigns non-UDP flipped maps; UDP crops need none.
-                hm = (hm + flip_back(hm_flip, self.flip_index, shift=not self.udp)) * 0.5
-            out.append(hm.float())
+                out.append(flip_test_heatmaps(self.model, batch, self.flip_index, shift=not self.udp))
+            else:
+                out.append(self.model(batch).float())
         return torch.cat(out)
 
     def predict(
@@ -188,10 +184,7 @@ class Predictor:
         coords = np.asarray(torch.as_tensor(coords).cpu(), dtype=np.float64)
         maxvals = np.asarray(torch.as_tensor(maxvals).cpu(), dtype=np.float64)
         points = np.asarray(heatmaps_to_image(coords, centers, scales, self.heatmap_size, udp=self.udp))
-        results = []
-        for i in range(len(box_arr)):
-            kp = np.concatenate([points[i], maxvals[i][:, None]], axis=1).astype(np.float32)
-            confident = maxvals[i][maxvals[i] > SCORE_THRESHOLD]
-            quality = float(confident.mean()) if confident.size else 0.0
-            results.append({"keypoints": kp, "box": [float(v) for v in box_arr[i]], "score": float(scores[i]) * quality})
-        return results
+        person_scores = rescore(maxvals, scores)
+        keypoints = np.concatenate([points, maxvals[..., None]], axis=2).astype(np.float32)
+        return [{"keypoints": keypoints[i], "box": [float(v) for v in box_arr[i]], "score": float(person_scores[i])}
+                for i in range(len(box_arr))]

@@ -169,9 +169,9 @@ def test_flip_back_twice_is_identity_and_symmetric_map_is_fixed(noisy_heatmaps):
     np.testing.assert_allclose(flip_back(sym, idx, shift=False), sym, atol=1e-12)
 
 
-def test_flip_back_of_flipped_crop_aligns_with_original(coco_mini):
-    """Real COCO keypoints: heatmaps of the mirrored crop, mapped back, decode to the original keypoints."""
-    coco = load_coco(coco_mini / "annotations" / "person_keypoints_val.json")
+def test_flip_back_of_flipped_crop_aligns_with_original(synthetic_coco):
+    """COCO-format keypoints: heatmaps of the mirrored crop, mapped back, decode to the original keypoints."""
+    coco = load_coco(synthetic_coco / "annotations" / "person_keypoints_val.json")
     ann = max(coco.loadAnns(coco.getAnnIds()), key=lambda a: a["num_keypoints"])
     kp = np.asarray(ann["keypoints"], dtype=np.float64).reshape(17, 3)
     center, scale = box_to_center_scale(ann["bbox"], HM_W / HM_H)
@@ -202,8 +202,8 @@ def test_flip_back_rejects_bad_flip_index():
 # --- back-projection -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("udp", [False, True])
-def test_back_projection_round_trip_on_real_keypoints(coco_mini, udp):
-    coco = load_coco(coco_mini / "annotations" / "person_keypoints_val.json")
+def test_back_projection_round_trip_on_person_keypoints(synthetic_coco, udp):
+    coco = load_coco(synthetic_coco / "annotations" / "person_keypoints_val.json")
     anns = [a for a in coco.loadAnns(coco.getAnnIds()) if a["num_keypoints"] >= 8 and not a["iscrowd"]][:6]
     kps = np.stack([np.asarray(a["keypoints"], dtype=np.float64).reshape(17, 3) for a in anns])
     cs = [box_to_center_scale(a["bbox"], HM_W / HM_H) for a in anns]

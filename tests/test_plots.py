@@ -20,12 +20,11 @@ from dspose_graph.viz.adjacency import (
     plot_learned_graph,
     save_figure,
 )
-from helpers_use import make_checkpoint
 from topology.schemas import COCO17
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
+def ckpt(tmp_path_factory, make_checkpoint):
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "dspose_t.pt", seed=5)
 
 

@@ -14,17 +14,16 @@ import torch
 from dspose_graph.cli.main import main
 from dspose_graph.data import load_image
 from dspose_graph.predict import Predictor
-from helpers_use import make_checkpoint
 from topology.schemas import COCO17
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
+def ckpt(tmp_path_factory, make_checkpoint) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "dspose_t.pt")
 
 
 @pytest.fixture(scope="module")
-def mpii_ckpt(tmp_path_factory) -> Path:
+def mpii_ckpt(tmp_path_factory, make_checkpoint) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "dspose_t_mpii.pt", schema="mpii")
 
 

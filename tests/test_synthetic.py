@@ -261,3 +261,14 @@ def test_distribution_description_follows_the_generator_constants(monkeypatch):
     monkeypatch.setattr(synthetic_render, "OCCLUDER_P", 0.5)
     changed = synthetic.describe_distributions()
     assert any("N(0, 25 deg)" in line for line in changed) and any("p=0.5 per person" in line for line in changed)
+
+
+def test_cli_names_its_overwrite_flag(tmp_path, capsys):
+    from dspose_graph.cli.main import main
+
+    argv = ["synth", "--out", str(tmp_path / "cli"), "--train", "2", "--val", "1", "--size", "96x128"]
+    assert main(argv) == 0
+    assert main(argv + ["--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "pass --overwrite" in err and "overwrite=True" not in err
+    assert main(argv + ["--seed", "1", "--overwrite"]) == 0

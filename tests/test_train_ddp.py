@@ -13,8 +13,6 @@ import yaml
 from dspose_graph.train.checkpoint import load_checkpoint
 from dspose_graph.train.logs import read_csv
 
-from test_train_resume import _env, write_config
-
 
 def _torchrun(nproc: int, *args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
@@ -22,7 +20,7 @@ def _torchrun(nproc: int, *args: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_two_process_gloo_run_matches_one_process(coco_mini, tmp_path):
+def test_two_process_gloo_run_matches_one_process(coco_mini, tmp_path, child_env, write_config):
     cfg = write_config(tmp_path / "c.yaml", coco_mini, tmp_path / "one", workers=0, checkpoint_every=0)
     raw = yaml.safe_load(cfg.read_text())
     raw["optim"]["epochs"] = 1
@@ -30,16 +28,16 @@ def test_two_process_gloo_run_matches_one_process(coco_mini, tmp_path):
     raw["data"]["limit_val"] = 12
     cfg.write_text(yaml.safe_dump(raw))
     # Train once (1 process), then evaluate those weights with 1 and with 2 processes.
-    subprocess.run([sys.executable, "-m", "dspose_graph", "train", str(cfg)], check=True, env=_env(),
+    subprocess.run([sys.executable, "-m", "dspose_graph", "train", str(cfg)], check=True, env=child_env(),
                    capture_output=True)
     ckpt = tmp_path / "one" / "last.pt"
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())["metrics"]
     subprocess.run([sys.executable, "-m", "dspose_graph", "train", str(cfg), "--eval-only", "--resume", str(ckpt)],
-                   check=True, env=_env(), capture_output=True)
+                   check=True, env=child_env(), capture_output=True)
     one_eval = json.loads((tmp_path / "one" / "metrics_eval.json").read_text())
     res = subprocess.run(_torchrun(2, "train", str(cfg), "--eval-only", "--resume", str(ckpt),
                                    "--set", f"run.out_dir={tmp_path / 'two'}"),
-                         env=_env(), capture_output=True, text=True)
+                         env=child_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     two_eval = json.loads((tmp_path / "two" / "metrics_eval.json").read_text())
     assert two_eval["world_size"] == 2 and one_eval["world_size"] == 1
@@ -52,7 +50,7 @@ def test_two_process_gloo_run_matches_one_process(coco_mini, tmp_path):
 
     # Training itself under DDP: 2 ranks x batch 4 over 16 samples = 2 steps, loss averaged over ranks.
     res = subprocess.run(_torchrun(2, "train", str(cfg), "--set", f"run.out_dir={tmp_path / 'ddp'}"),
-                         env=_env(), capture_output=True, text=True)
+                         env=child_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     steps = read_csv(tmp_path / "ddp" / "steps.csv")
     assert len(steps) == 2 and all(math.isfinite(float(r["loss"])) for r in steps)

@@ -3,7 +3,6 @@ few generated people (no data folder needed); real data end to end at toy size w
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -115,10 +114,10 @@ def test_every_preset_runs_through_the_demo(tmp_path, model, conv):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("data", ["lspet", "coco_mini"])
-def test_toy_demo_on_real_data_writes_report_figures_and_checkpoint(tmp_path, data, data_root):
+def test_toy_demo_on_real_data_writes_report_figures_and_checkpoint(tmp_path, data, data_root, child_env):
     out = tmp_path / "demo"
     extra = {"lspet": [], "coco_mini": ["--data", str(data_root / "coco_mini")]}[data]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DSPOSE_DATA": str(data_root)}
+    env = {**child_env(), "DSPOSE_DATA": str(data_root)}
     res = subprocess.run([sys.executable, "-m", "dspose_graph", "demo", "--out", str(out), "--minutes", "0.3",
                           "--epochs", "1", "--batch-size", "8", *extra], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -12,12 +12,11 @@ from dspose_graph.models.transfer import init_from_checkpoint
 from dspose_graph.predict import load_model
 from dspose_graph.train.checkpoint import export_weights, load_checkpoint, save_checkpoint
 from dspose_graph.weights import SHIPPED, WEIGHTS_DIR, resolve_weights, shipped_path
-from helpers_use import make_checkpoint
 from dspose_graph.io import read_json, sha256_file
 from topology.schemas import COCO17, LSP14
 
 
-def test_coco_weights_start_an_lsp_model_with_tokens_matched_by_name(tmp_path):
+def test_coco_weights_start_an_lsp_model_with_tokens_matched_by_name(tmp_path, make_checkpoint):
     ckpt = make_checkpoint(tmp_path / "coco.pt", "dspose_t", seed=1)
     source = load_checkpoint(ckpt)["state_dict"]
     torch.manual_seed(2)
@@ -40,7 +39,7 @@ def test_coco_weights_start_an_lsp_model_with_tokens_matched_by_name(tmp_path):
             assert torch.equal(v, source[k]), k
 
 
-def test_same_skeleton_loads_everything_and_p_matrix_is_remapped(tmp_path):
+def test_same_skeleton_loads_everything_and_p_matrix_is_remapped(tmp_path, make_checkpoint):
     ckpt = make_checkpoint(tmp_path / "m.pt", "dspose_t", seed=3, p_mode="matrix")
     model = create_model("dspose_t", p_mode="matrix")
     report = init_from_checkpoint(model, ckpt)
@@ -53,7 +52,7 @@ def test_same_skeleton_loads_everything_and_p_matrix_is_remapped(tmp_path):
     assert lsp.head.p[i, j] == source["head.p"][COCO17.index("left_knee"), COCO17.index("right_hip")]
 
 
-def test_mismatched_weights_name_the_file(tmp_path):
+def test_mismatched_weights_name_the_file(tmp_path, make_checkpoint):
     ckpt = make_checkpoint(tmp_path / "b.pt", "tokenpose_t")
     with pytest.raises(ValueError, match=r"b\.pt.*does not fit"):
         init_from_checkpoint(create_model("dspose_t", schema="lsp"), ckpt)
@@ -66,7 +65,7 @@ def test_mismatched_weights_name_the_file(tmp_path):
         init_from_checkpoint(create_model("tokenpose_t", schema="lsp"), tmp_path / "x.pt")
 
 
-def test_export_weights_drops_resume_state_and_predicts_the_same(tmp_path):
+def test_export_weights_drops_resume_state_and_predicts_the_same(tmp_path, make_checkpoint):
     ckpt = make_checkpoint(tmp_path / "full.pt")
     state = load_checkpoint(ckpt)
     save_checkpoint(ckpt, {**state, "optimizer": {"state": {}, "param_groups": []}, "rng": {"x": 1}})

@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 
 from dspose_graph.data.coco import load_coco
-from dspose_graph.eval.coco_eval import evaluate_coco, format_coco_table, keypoint_category, load_results
+from dspose_graph.eval.coco_eval import (
+    check_ground_truth,
+    evaluate_coco,
+    format_coco_table,
+    keypoint_category,
+    load_results,
+)
 from dspose_graph.io import atomic_write_json, provenance
 from topology.schemas import KeypointSchema
 
@@ -24,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     coco_gt = load_coco(args.annotations)
+    check_ground_truth(coco_gt, str(args.annotations))
     sigmas = None
     if args.sigmas_from_schema:
         schema = KeypointSchema.from_coco_category(keypoint_category(coco_gt, str(args.annotations)), source=str(args.annotations))

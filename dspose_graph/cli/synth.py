@@ -40,8 +40,12 @@ def run(args: argparse.Namespace) -> int:
     from dspose_graph.data.synthetic import generate_dataset
 
     start = time.perf_counter()
-    paths = generate_dataset(args.out, args.train, args.val, image_size=args.size, seed=args.seed,
-                             persons_per_image=args.persons, overwrite=args.overwrite)
+    try:
+        paths = generate_dataset(args.out, args.train, args.val, image_size=args.size, seed=args.seed,
+                                 persons_per_image=args.persons, overwrite=args.overwrite)
+    except ValueError as e:
+        # The library names its keyword argument; on the command line the same switch is a flag.
+        raise ValueError(str(e).replace("pass overwrite=True", "pass --overwrite")) from None
     print(f"synthetic dataset ready in {time.perf_counter() - start:.1f} s:")
     for key, path in paths.items():
         print(f"  {key:13s} {path}")

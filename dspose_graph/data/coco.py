@@ -27,7 +27,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from dspose_graph.data.base import PersonRecord, TopDownDataset
-from dspose_graph.data.transforms import box_to_center_scale
+from dspose_graph.data.transforms import BOX_PADDING, box_to_center_scale
 from dspose_graph.io import read_json
 from topology.schemas import KeypointSchema
 
@@ -78,7 +78,7 @@ class CocoKeypointDataset(TopDownDataset):
         detections: optional detection-results json; its boxes replace the ground-truth ones.
         det_score_thr: keep detections with ``score >= det_score_thr``.
         schema: keypoint schema; default from the json's keypoint category.
-        padding: box padding factor (1.25).
+        padding: box padding factor (``BOX_PADDING``, 1.25).
         min_keypoints: ground-truth annotations with fewer labelled keypoints are skipped.
         **kwargs: :class:`TopDownDataset` knobs (``input_size``, ``heatmap_size``, ``train``, ``sigma``,
             ``udp``, ``unbiased``, ``augment``, ``on_bad_image``, ``seed``).
@@ -97,7 +97,7 @@ class CocoKeypointDataset(TopDownDataset):
         detections: str | Path | None = None,
         det_score_thr: float = 0.0,
         schema: KeypointSchema | None = None,
-        padding: float = 1.25,
+        padding: float = BOX_PADDING,
         min_keypoints: int = 1,
         **kwargs: Any,
     ) -> None:

@@ -15,6 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
+# Person boxes are enlarged by this factor before cropping (SimpleBaseline/HRNet/TokenPose), in training,
+# evaluation and inference alike; PCK undoes it to recover the person box.
+BOX_PADDING = 1.25
+
 
 def crop_affine(
     center: Sequence[float],
@@ -55,7 +59,7 @@ def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return pts @ matrix[:, :2].T + matrix[:, 2]
 
 
-def box_to_center_scale(box: Sequence[float], aspect_ratio: float, padding: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
+def box_to_center_scale(box: Sequence[float], aspect_ratio: float, padding: float = BOX_PADDING) -> tuple[np.ndarray, np.ndarray]:
     """COCO ``[x, y, w, h]`` box -> centre and padded scale (w, h) with ``w / h == aspect_ratio``."""
     x, y, w, h = (float(v) for v in box)
     center = np.array([x + w * 0.5, y + h * 0.5], dtype=np.float64)

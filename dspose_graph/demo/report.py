@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from dspose_graph.io import atomic_path, shared_data_dir
+from dspose_graph.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 def topology_section(out: Path, schema: str | dict[str, Any]) -> list[str]:
     """Build (or load) the MPII and COCO physical topologies and, for another built-in skeleton (LSP), the
     MPII clusters mapped onto it; write their figures under ``out``, return report lines."""
-    from topology.build import build_topology
+    from topology.build import build_topology, find_annotations
     from topology.files import PhysicalTopology, load_topology
     from topology.mapping import map_clusters
     from topology.schemas import SCHEMAS
@@ -27,10 +27,10 @@ def topology_section(out: Path, schema: str | dict[str, Any]) -> list[str]:
 
     lines: list[str] = []
     topos: dict[str, PhysicalTopology] = {}
-    mpii_ann = (shared_data_dir() or Path("/nonexistent")) / "mpii" / "mpii_annotations.json.gz"
+    mpii_ann = find_annotations("mpii")
     extra = [schema] if isinstance(schema, str) and schema not in ("mpii", "coco") else []
     for dataset in ("mpii", "coco", *extra):
-        if dataset == "mpii" and mpii_ann.is_file():
+        if dataset == "mpii" and mpii_ann is not None:
             topo = build_topology("mpii", annotations=mpii_ann, clusters="auto", seed=0)
             how = f"built from {mpii_ann.name} (mutual information + spectral clustering)"
         elif dataset in extra:

@@ -201,18 +201,56 @@ def config_from_dict(raw: Any, source: str = "<dict>") -> TrainConfig:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config, apply ``key.sub=value`` overrides, check every key and type."""
+    """Read a YAML config and its ``base:`` chain, apply ``key.sub=value`` overrides, check every key and type.
+
+    A top-level ``base: RELATIVE/PATH.yaml`` names a file (relative to the one naming it, and possibly with a
+    base of its own) whose settings this file starts from: mappings merge key by key with this file winning,
+    lists and scalars are replaced whole.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
+    raw = _read_with_bases(path, ())
+    for item in overrides or []:
+        raw = apply_override(raw, item, source=f"{path} (--set {item})")
+    return config_from_dict(raw, source=str(path))
+
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The mapping in ``path`` merged over its ``base:`` chain; ``chain`` lists the files that led here."""
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML: {e}") from e
     raw = raw or {}
-    for item in overrides or []:
-        raw = apply_override(raw, item, source=f"{path} (--set {item})")
-    return config_from_dict(raw, source=str(path))
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a config must be a YAML mapping, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    # Each file is checked on its own first, so an unknown key or a bad type names the file that holds it.
+    config_from_dict(raw, source=str(path))
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base.strip():
+        raise ValueError(f"{path}: base must be a path to a YAML file relative to this file, got {base!r}")
+    base_path = path.parent / base
+    here = chain + (path.resolve(),)
+    if base_path.resolve() in here:
+        cycle = " -> ".join(str(p) for p in here[here.index(base_path.resolve()):] + (base_path.resolve(),))
+        raise ValueError(f"{path}: base {base!r} makes a cycle of base files: {cycle}")
+    if not base_path.is_file():
+        raise ValueError(f"{path}: base file {base_path} not found")
+    return _merge(_read_with_bases(base_path, here), raw)
+
+
+def _merge(base: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` over ``base``: mappings merge key by key, anything else in ``row`` replaces ``base``'s value."""
+    out = _deep_copy(base)
+    for key, value in row.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = _deep_copy(value)
+    return out
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:

@@ -7,8 +7,8 @@ Metrics:
 
 - COCO-format data: OKS AP / AR through pycocotools (``dspose_graph.eval.coco_eval.evaluate_coco``).
 - MPII with its official val ``.mat`` and the full val split: PCKh@0.5 (``dspose_graph.eval.pckh``).
-- Always: PCK@0.2, a keypoint being correct when it lies within 0.2 x the longest side of the person box
-  (the crop box without its 1.25 padding), over keypoints labelled in the ground truth.
+- Always: PCK@0.2 (``dspose_graph.eval.pck``), a keypoint being correct when it lies within 0.2 x the longest
+  side of the person box (the crop box without its ``BOX_PADDING``), over keypoints labelled in the ground truth.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from dspose_graph.eval.decode import decode_heatmaps, flip_back, heatmaps_to_image
+from dspose_graph.eval.decode import decode_heatmaps, heatmaps_to_image
+from dspose_graph.eval.flip import flip_test_heatmaps
+from dspose_graph.eval.pck import pck, pck_normalizer
 from dspose_graph.train.distributed import DistInfo, all_gather_objects
 
 log = logging.getLogger(__name__)
-
-BOX_PADDING = 1.25  # box_to_center_scale's default padding, undone for the PCK normaliser
 
 
 @torch.no_grad()
@@ -61,10 +61,10 @@ def predict_dataset(
                                                           "image_id", "ann_id", "gt")}
     for batch in loader:
         images = batch["image"].to(device)
-        heatmaps = model(images).float()
         if flip_test:
-            flipped = model(torch.flip(images, dims=[3])).float()
-            heatmaps = 0.5 * (heatmaps + torch.as_tensor(flip_back(flipped, flip_index, shift=not udp), device=device))
+            heatmaps = flip_test_heatmaps(model, images, flip_index, shift=not udp)
+        else:
+            heatmaps = model(images).float()
         coords, scores = decode_heatmaps(heatmaps.cpu(), method=decode)
         meta = batch["meta"]
         center = meta["center"].numpy().astype(np.float64)
@@ -121,17 +121,6 @@ def mean_pose_predictions(pose: np.ndarray, reference: dict[str, np.ndarray]) ->
     return out
 
 
-def pck(pred: dict[str, np.ndarray], threshold: float = 0.2) -> float:
-    """PCK@threshold in percent, normalised by the longest side of the (unpadded) person box."""
-    gt = pred["gt"]
-    labelled = gt[..., 2] > 0
-    if not labelled.any():
-        raise ValueError("PCK: no labelled keypoint in the evaluation set")
-    size = pred["scale"].max(axis=1) / BOX_PADDING
-    dist = np.linalg.norm(pred["coords"] - gt[..., :2], axis=-1) / size[:, None]
-    return float(100.0 * (dist[labelled] < threshold).mean())
-
-
 def coco_results(pred: dict[str, np.ndarray], sigmas: np.ndarray | None = None) -> list[dict[str, Any]]:
     """pycocotools keypoint results of a prediction dict, rescored.
 
@@ -160,7 +149,7 @@ def compute_metrics(
     pckh_mat: str | Path | None = None,
 ) -> dict[str, float]:
     """OKS AP (when ``coco_gt`` is given), PCKh (when ``pckh_mat`` is given) and PCK@0.2 of a prediction dict."""
-    metrics: dict[str, float] = {"PCK@0.2": pck(pred, 0.2)}
+    metrics: dict[str, float] = {"PCK@0.2": pck(pred["coords"], pred["gt"], pck_normalizer(pred["scale"]), 0.2)}
     if coco_gt is not None:
         from dspose_graph.eval.coco_eval import evaluate_coco
 
