@@ -158,3 +158,41 @@ def top_t_margin(model: nn.Module, images: Tensor) -> float | None:
         ranked = torch.sort(sim.masked_fill(eye, float("inf")), dim=-1, descending=True).values
         margins.append(float((ranked[..., t - 1] - ranked[..., t]).min()))
     return min(margins) if margins else None
+
+
+def export_checkpoint(weights: str | Path, path: str | Path, opset: int = DEFAULT_OPSET,
+                      check_image: str | Path | None = None, atol: float | None = 1e-4) -> tuple[Path, float | None, str]:
+    """Export checkpoint ``weights`` to ONNX ``path`` and compare onnxruntime with PyTorch on one input.
+
+    The input is the whole of ``check_image`` as one person crop, else a seeded random batch of 2.
+    Returns ``(path, max |onnxruntime - PyTorch|, what the input was)``; with ``atol=None`` the check is
+    skipped (``None`` difference). Above ``atol`` a ``ValueError`` says so, and when near-tied top-t
+    similarities explain it (:func:`top_t_margin`), says that too.
+    """
+    from dspose_graph.predict import Predictor
+
+    predictor = Predictor(weights, flip_test=False)
+    model = predictor.model
+    path = export_onnx(model, Path(path), opset=opset)
+    if atol is None:
+        return path, None, ""
+    if check_image:
+        from dspose_graph.data import load_image
+
+        image = load_image(check_image)
+        crops, _, _ = predictor.crop(image, np.array([[0.0, 0.0, image.shape[1], image.shape[0]]]))
+        what = Path(check_image).name
+    else:
+        w, h = model.input_size
+        crops = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))
+        what = "a seeded random batch of 2"
+    diff = compare_onnx(path, model, crops)
+    if diff > atol:
+        margin = top_t_margin(model, crops)
+        hint = ""
+        if margin is not None and margin < 1e-6:
+            hint = (f"; the model's top-t feature edges are decided by float rounding on this input (smallest gap "
+                    f"between the t-th and (t+1)-th similarity: {margin:.1e}), so the two runtimes keep different "
+                    f"edges: typical of an undertrained model whose keypoint tokens are nearly parallel")
+        raise ValueError(f"{path}: onnxruntime output differs from PyTorch by {diff:.3e} > --atol {atol:g}{hint}")
+    return path, diff, what

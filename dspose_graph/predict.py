@@ -17,48 +17,16 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from dspose_graph.data import load_image, normalize_image, warp_image
 from dspose_graph.data.transforms import BOX_PADDING, box_to_center_scale
 from dspose_graph.eval.coco_eval import rescore
 from dspose_graph.eval.decode import decode_heatmaps, heatmaps_to_image
 from dspose_graph.eval.flip import flip_test_heatmaps
-from dspose_graph.models import create_model_from_config, load_state_dict_checked
-from dspose_graph.train.checkpoint import checkpoint_schema, load_checkpoint
+from dspose_graph.models.checkpoint import inference_spec, load_model
 from topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
-
-
-def load_model(weights: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, KeypointSchema, dict[str, Any]]:
-    """Model (eval mode, on ``device``), its keypoint schema and the raw checkpoint dict.
-
-    Raises ``ValueError`` when the checkpoint's schema and its model disagree on the keypoints, or when
-    the weights do not fit the model the checkpoint describes (the message names the file).
-    """
-    ckpt = load_checkpoint(weights, map_location="cpu")
-    model_info = ckpt["model"]
-    if not isinstance(model_info, dict) or "config" not in model_info:
-        raise ValueError(f"{weights}: checkpoint field 'model' must be a dict with 'name' and 'config'")
-    schema = checkpoint_schema(ckpt, weights)
-    model = create_model_from_config(dict(model_info["config"]))
-    if tuple(model.schema.keypoints) != tuple(schema.keypoints):
-        raise ValueError(
-            f"{weights}: checkpoint schema {schema.name!r} ({schema.num_keypoints} keypoints) does not match its "
-            f"model config ({model.schema.name!r}, {model.schema.num_keypoints} keypoints)"
-        )
-    load_state_dict_checked(model, ckpt["state_dict"], source=str(weights))
-    model.eval().to(device)
-    return model, schema, ckpt
-
-
-def _checkpoint_udp(ckpt: dict[str, Any]) -> bool:
-    """Whether the model was trained with UDP crops, from the training config stored in the checkpoint."""
-    config = ckpt.get("config")
-    if isinstance(config, dict) and isinstance(config.get("data"), dict):
-        return bool(config["data"].get("udp", False))
-    return False
 
 
 def check_schema(schema: KeypointSchema, expected: KeypointSchema, source: str) -> None:
@@ -112,15 +80,17 @@ class Predictor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.weights = Path(weights)
         self.device = torch.device(device)
-        self.model, self.schema, checkpoint = load_model(weights, self.device)
+        self.model, checkpoint = load_model(weights, self.device)
+        self.schema: KeypointSchema = self.model.schema
         if expected_schema is not None:
             check_schema(self.schema, expected_schema, str(weights))
         self.flip_test = flip_test
         self.batch_size = batch_size
         self.decode = decode
-        self.udp = _checkpoint_udp(checkpoint)
-        self.input_size = tuple(int(v) for v in self.model.input_size)
-        self.heatmap_size = tuple(int(v) for v in self.model.heatmap_size)
+        spec = inference_spec(checkpoint, self.model)
+        self.udp = spec.udp
+        self.input_size = spec.input_size
+        self.heatmap_size = spec.heatmap_size
         self.flip_index = torch.as_tensor(self.schema.flip_index, dtype=torch.long)
 
     def crop(self, image: np.ndarray, boxes: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:

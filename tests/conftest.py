@@ -9,7 +9,6 @@ Test modules share helpers only through the fixtures below, never by importing o
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Callable, NoReturn
@@ -136,18 +135,11 @@ def _make_checkpoint(path: Path, preset: str = "dspose_t", seed: int = 0, **over
     import torch
 
     from dspose_graph.models import create_model
-    from dspose_graph.train.checkpoint import save_checkpoint
+    from dspose_graph.models.checkpoint import checkpoint_state, save_checkpoint
 
     torch.manual_seed(seed)
     model = create_model(preset, **overrides)
-    return save_checkpoint(path, {
-        "model": {"name": preset, "config": dataclasses.asdict(model.config)},
-        "schema": model.schema.to_dict(),
-        "state_dict": model.state_dict(),
-        "epoch": 0,
-        "metrics": {},
-        "provenance": {"test": "random init"},
-    })
+    return save_checkpoint(path, checkpoint_state(model, name=preset, provenance={"test": "random init"}))
 
 
 @pytest.fixture(scope="session")

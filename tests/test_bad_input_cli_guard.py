@@ -27,8 +27,8 @@ from dspose_graph.cli.main import (
     main,
     run_guarded,
 )
-from dspose_graph.train import checkpoint as ckpt_module
-from dspose_graph.train.checkpoint import load_checkpoint, save_checkpoint
+from dspose_graph.models import checkpoint as ckpt_module
+from dspose_graph.models.checkpoint import load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 WEIGHTS = REPO / "dspose_graph" / "weights" / "dspose_t_synthetic.pt"

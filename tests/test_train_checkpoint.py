@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from dspose_graph.train import checkpoint as ckpt
-from dspose_graph.train.checkpoint import load_checkpoint, previous_path, rng_state, save_checkpoint, set_rng_state
+from dspose_graph.models import checkpoint as ckpt
+from dspose_graph.models.checkpoint import load_checkpoint, previous_path, save_checkpoint
+from dspose_graph.train.rng import rng_state, set_rng_state
 
 
 def _state(value: float = 1.0) -> dict:
@@ -96,3 +97,32 @@ def test_disk_full_mid_write_leaves_the_old_checkpoint_intact(tmp_path, monkeypa
     assert path.read_bytes() == before
     assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.full((64, 64), 1.0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file left behind
+
+
+def test_inference_record_and_old_checkpoints_without_one(tmp_path):
+    from dspose_graph.models import create_model
+    from dspose_graph.models.checkpoint import checkpoint_state, inference_spec, load_model
+    from dspose_graph.weights import shipped_path
+
+    torch.manual_seed(0)
+    model = create_model("dspose_t", schema="lsp")
+    save_checkpoint(tmp_path / "new.pt", checkpoint_state(model, udp=True, epoch=2))
+    loaded, state = load_model(tmp_path / "new.pt")
+    assert state["model"]["name"] == "dspose_t" and loaded.schema.name == "lsp" and not loaded.training
+    assert inference_spec(state, loaded) == ckpt.InferenceSpec((96, 128), (24, 32), True)
+    # Before the record existed, UDP was read from the stored training config.
+    old = {k: v for k, v in state.items() if k != "inference"}
+    assert inference_spec({**old, "config": {"data": {"udp": True}}}, loaded).udp is True
+    assert inference_spec(old, loaded) == ckpt.InferenceSpec((96, 128), (24, 32), False)
+    shipped, shipped_state = load_model(shipped_path("dspose_t_synthetic"))
+    assert "inference" not in shipped_state and inference_spec(shipped_state, shipped).input_size == (96, 128)
+
+
+def test_load_model_refuses_a_checkpoint_whose_config_builds_no_model(tmp_path):
+    from dspose_graph.models.checkpoint import load_model
+
+    save_checkpoint(tmp_path / "bad.pt", {**_state(), "model": {"name": "dspose_t", "config": {"depth_typo": 4}},
+                                          "schema": {"name": "k2", "keypoints": ["a", "b"], "skeleton": [],
+                                                     "flip_pairs": []}})
+    with pytest.raises(ValueError, match=r"bad\.pt: checkpoint field 'model.config'.*depth_typo"):
+        load_model(tmp_path / "bad.pt")

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from dspose_graph.train.checkpoint import load_checkpoint
+from dspose_graph.models.checkpoint import load_checkpoint
 from dspose_graph.train.logs import read_csv
 
 

@@ -13,7 +13,7 @@ from dspose_graph.demo import DemoOptions, run_demo
 from dspose_graph.demo.baselines import START_ROW, goal_lines, metric_table, swap_rate, verdict
 from dspose_graph.demo.data import resolve_data
 from dspose_graph.demo.run import demo_milestones, resolve_init, train_config, with_defaults
-from dspose_graph.train.checkpoint import load_checkpoint
+from dspose_graph.models.checkpoint import load_checkpoint
 from topology.schemas import COCO17, KeypointSchema
 
 ROW = {"AP": 0.5, "AP50": 0.6, "AP75": 0.4, "AR": 0.55, "PCK@0.2": 70.0, "swap": 4.0}

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from dspose_graph.cli.experiment import default_experiments_dir, scale_milestones, table_rows
+from dspose_graph.train.experiment import default_experiments_dir, scale_milestones, table_rows
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,10 @@ from torch.utils.data import Dataset, Subset
 
 from dspose_graph.data.coco import CocoKeypointDataset
 from dspose_graph.models import create_model
-from dspose_graph.train.checkpoint import load_checkpoint
+from dspose_graph.models.checkpoint import load_checkpoint
+from dspose_graph.train.config import EvalConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from dspose_graph.train.logs import read_csv
-from dspose_graph.train.trainer import NonFiniteLossError, Trainer, TrainSettings, heatmap_mse_loss
+from dspose_graph.train.trainer import NonFiniteLossError, Trainer, heatmap_mse_loss
 
 
 def _coco_train(coco_mini, model, n: int, augment: bool = False) -> Dataset:
@@ -21,11 +22,15 @@ def _coco_train(coco_mini, model, n: int, augment: bool = False) -> Dataset:
     return Subset(ds, list(range(n)))
 
 
-def _settings(**kw) -> TrainSettings:
-    base = dict(epochs=1, batch_size=4, lr=1e-3, milestones=(), seed=0, deterministic=True, workers=0,
-                log_every=1, eval_every=0, progress=False, tensorboard=False)
-    base.update(kw)
-    return TrainSettings(**base)
+def _config(out_dir, model: str = "dspose_t", eval_every: int = 0, **kw) -> TrainConfig:
+    """A small deterministic run; ``kw`` are OptimConfig or RunConfig fields."""
+    optim = dict(epochs=1, batch_size=4, lr=1e-3, milestones=[])
+    run = dict(out_dir=str(out_dir), seed=0, deterministic=True, workers=0, log_every=1, progress=False,
+               tensorboard=False)
+    for key, value in kw.items():
+        (optim if key in OptimConfig.__dataclass_fields__ else run)[key] = value
+    return TrainConfig(model=ModelConfig(name=model), optim=OptimConfig(**optim), run=RunConfig(**run),
+                       eval=EvalConfig(every=eval_every))
 
 
 def test_heatmap_loss_ignores_zero_weight_keypoints():
@@ -40,10 +45,10 @@ def test_few_iterations_on_real_images_lower_the_loss(coco_mini, tmp_path):
     torch.manual_seed(0)
     model = create_model("dspose_t")
     data = _coco_train(coco_mini, model, 8)
-    trainer = Trainer(model, data, tmp_path, _settings(epochs=6, batch_size=8, lr=2e-3), model_name="dspose_t")
+    trainer = Trainer(model, data, _config(tmp_path, epochs=6, batch_size=8, lr=2e-3))
     summary = trainer.fit()
     losses = [float(r["loss"]) for r in read_csv(tmp_path / "steps.csv")]
-    assert len(losses) == 6 and summary["global_step"] == 6
+    assert len(losses) == 6 and summary.global_step == 6
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < 0.5 * losses[0], losses
     assert (tmp_path / "loss_curve.png").stat().st_size > 0
@@ -80,12 +85,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(coco_mini, tmp_path):
     model = create_model("dspose_t")
     # A good checkpoint from clean data, then training resumed on data whose targets turned NaN.
     clean = _coco_train(coco_mini, model, 8)
-    Trainer(model, clean, tmp_path, _settings(epochs=1, checkpoint_every=1), model_name="dspose_t").fit()
+    Trainer(model, clean, _config(tmp_path, epochs=1, checkpoint_every=1)).fit()
     good = load_checkpoint(tmp_path / "last.pt")
     assert good["global_step"] == 2
     poisoned = _PoisonedTargets(clean, start=0)
-    trainer = Trainer(create_model("dspose_t"), poisoned, tmp_path, _settings(epochs=2, checkpoint_every=1),
-                      model_name="dspose_t")
+    trainer = Trainer(create_model("dspose_t"), poisoned, _config(tmp_path, epochs=2, checkpoint_every=1))
     with pytest.raises(NonFiniteLossError, match=r"loss became nan.*last\.pt"):
         trainer.fit(resume=tmp_path / "last.pt")
     after = load_checkpoint(tmp_path / "last.pt")
@@ -97,9 +101,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(coco_mini, tmp_path):
 def test_resume_refuses_checkpoint_of_another_keypoint_count(coco_mini, tmp_path):
     torch.manual_seed(0)
     model = create_model("dspose_t")
-    Trainer(model, _coco_train(coco_mini, model, 4), tmp_path, _settings(), model_name="dspose_t").fit()
+    Trainer(model, _coco_train(coco_mini, model, 4), _config(tmp_path)).fit()
     mpii_model = create_model("dspose_t", schema="mpii")
-    trainer = Trainer(mpii_model, _coco_train(coco_mini, model, 4), tmp_path / "b", _settings(), model_name="dspose_t")
+    trainer = Trainer(mpii_model, _coco_train(coco_mini, model, 4), _config(tmp_path / "b"))
     with pytest.raises(ValueError, match=r"last\.pt.*K=17.*K=16"):
         trainer.resume(tmp_path / "last.pt")
 
@@ -107,9 +111,9 @@ def test_resume_refuses_checkpoint_of_another_keypoint_count(coco_mini, tmp_path
 def test_resume_refuses_checkpoint_of_another_model(coco_mini, tmp_path):
     torch.manual_seed(0)
     model = create_model("dspose_t")
-    Trainer(model, _coco_train(coco_mini, model, 4), tmp_path, _settings(), model_name="dspose_t").fit()
+    Trainer(model, _coco_train(coco_mini, model, 4), _config(tmp_path)).fit()
     other = create_model("tokenpose_t")
-    trainer = Trainer(other, _coco_train(coco_mini, other, 4), tmp_path / "b", _settings(), model_name="tokenpose_t")
+    trainer = Trainer(other, _coco_train(coco_mini, other, 4), _config(tmp_path / "b", model="tokenpose_t"))
     with pytest.raises(ValueError, match=r"last\.pt.*'dspose_t'.*'tokenpose_t'"):
         trainer.resume(tmp_path / "last.pt")
 
@@ -118,27 +122,26 @@ def test_bad_settings_are_refused(coco_mini, tmp_path):
     model = create_model("dspose_t")
     data = _coco_train(coco_mini, model, 4)
     with pytest.raises(ValueError, match="amp"):
-        Trainer(model, data, tmp_path, _settings(amp="fp32"), model_name="dspose_t")
+        Trainer(model, data, _config(tmp_path, amp="fp32"))
     with pytest.raises(ValueError, match="fp16.*CUDA"):
-        Trainer(model, data, tmp_path, _settings(amp="fp16"), model_name="dspose_t", device="cpu")
+        Trainer(model, data, _config(tmp_path, amp="fp16"), device="cpu")
     with pytest.raises(ValueError, match="no full batch"):
-        Trainer(model, data, tmp_path, _settings(batch_size=8), model_name="dspose_t")
+        Trainer(model, data, _config(tmp_path, batch_size=8))
 
 
 def test_bf16_autocast_trains_on_cpu(coco_mini, tmp_path):
     torch.manual_seed(0)
     model = create_model("dspose_t")
-    summary = Trainer(model, _coco_train(coco_mini, model, 4), tmp_path, _settings(amp="bf16"),
-                      model_name="dspose_t").fit()
-    assert summary["global_step"] == 1 and math.isfinite(summary["history"][0]["train_loss"])
+    summary = Trainer(model, _coco_train(coco_mini, model, 4), _config(tmp_path, amp="bf16")).fit()
+    assert summary.global_step == 1 and math.isfinite(summary.history[0]["train_loss"])
 
 
 def test_best_checkpoint_breaks_ap_ties_by_pck(coco_mini, tmp_path):
     torch.manual_seed(0)
     model = create_model("dspose_t")
     scores = iter([{"AP": 0.0, "PCK@0.2": 30.0}, {"AP": 0.0, "PCK@0.2": 45.0}, {"AP": 0.0, "PCK@0.2": 40.0}])
-    trainer = Trainer(model, _coco_train(coco_mini, model, 4), tmp_path, _settings(epochs=3, eval_every=1),
-                      model_name="dspose_t", evaluate=lambda m: dict(next(scores)))
+    trainer = Trainer(model, _coco_train(coco_mini, model, 4), _config(tmp_path, epochs=3, eval_every=1),
+                      evaluate=lambda m: dict(next(scores)))
     trainer.fit()
     best = load_checkpoint(tmp_path / "best.pt")
     assert best["epoch"] == 2 and best["best_key"] == [0.0, 45.0]

@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from dspose_graph.train.config import ModelConfig, TrainConfig
-from dspose_graph.cli.train import build_model
 from dspose_graph.models import create_model
 from dspose_graph.models.transfer import init_from_checkpoint
-from dspose_graph.predict import load_model
-from dspose_graph.train.checkpoint import export_weights, load_checkpoint, save_checkpoint
+from dspose_graph.models.checkpoint import export_weights, load_checkpoint, load_model, save_checkpoint
+from dspose_graph.train.pipeline import build_model
 from dspose_graph.weights import SHIPPED, WEIGHTS_DIR, resolve_weights, shipped_path
 from dspose_graph.io import read_json, sha256_file
 from topology.schemas import COCO17, LSP14
@@ -72,8 +71,8 @@ def test_export_weights_drops_resume_state_and_predicts_the_same(tmp_path, make_
     slim = export_weights(ckpt, tmp_path / "slim.pt", recipe="test")
     loaded = load_checkpoint(slim)
     assert "optimizer" not in loaded and "rng" not in loaded and loaded["provenance"]["recipe"] == "test"
-    a, _, _ = load_model(ckpt)
-    b, _, _ = load_model(slim)
+    a, _ = load_model(ckpt)
+    b, _ = load_model(slim)
     x = torch.randn(2, 3, 128, 96)
     with torch.no_grad():
         assert torch.equal(a(x), b(x))

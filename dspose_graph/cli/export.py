@@ -1,16 +1,9 @@
-"""``dspose export onnx``: a checkpoint as an ONNX file with a dynamic batch axis, checked against PyTorch.
-
-After writing, the command runs onnxruntime and PyTorch on the same input (``--check-image``, or a fixed
-random batch) and prints the largest absolute heatmap difference; above ``--atol`` it fails.
-"""
+"""``dspose export onnx``: the CLI of ``dspose_graph.export.export_checkpoint`` (ONNX, dynamic batch, checked)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import numpy as np
-import torch
 
 HELP = "export a checkpoint to ONNX (dynamic batch) and check onnxruntime against PyTorch"
 
@@ -27,33 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dspose_graph.export import compare_onnx, export_onnx, top_t_margin
-    from dspose_graph.predict import Predictor
+    from dspose_graph.export import export_checkpoint
 
-    predictor = Predictor(args.weights, flip_test=False)
-    model = predictor.model
-    path = export_onnx(model, Path(args.out), opset=args.opset)
+    path, diff, what = export_checkpoint(args.weights, Path(args.out), args.opset, args.check_image,
+                                         None if args.no_check else args.atol)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, opset {args.opset}, dynamic batch)")
-    if args.no_check:
-        return 0
-    if args.check_image:
-        from dspose_graph.data import load_image
-
-        image = load_image(args.check_image)
-        crops, _, _ = predictor.crop(image, np.array([[0.0, 0.0, image.shape[1], image.shape[0]]]))
-        what = Path(args.check_image).name
-    else:
-        w, h = model.input_size
-        crops = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))
-        what = "a seeded random batch of 2"
-    diff = compare_onnx(path, model, crops)
-    print(f"max |onnxruntime - PyTorch| on {what}: {diff:.3e} (tolerance {args.atol:g})")
-    if diff > args.atol:
-        margin = top_t_margin(model, crops)
-        hint = ""
-        if margin is not None and margin < 1e-6:
-            hint = (f"; the model's top-t feature edges are decided by float rounding on this input (smallest gap "
-                    f"between the t-th and (t+1)-th similarity: {margin:.1e}), so the two runtimes keep different "
-                    f"edges: typical of an undertrained model whose keypoint tokens are nearly parallel")
-        raise ValueError(f"{path}: onnxruntime output differs from PyTorch by {diff:.3e} > --atol {args.atol:g}{hint}")
+    if diff is not None:
+        print(f"max |onnxruntime - PyTorch| on {what}: {diff:.3e} (tolerance {args.atol:g})")
     return 0

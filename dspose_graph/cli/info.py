@@ -6,8 +6,6 @@ import argparse
 import dataclasses
 import json
 
-from torch import nn
-
 HELP = "show a model preset's configuration and parameter counts"
 
 # Parameter counts the papers report, in millions (DSPose Tab. 1-2; TokenPose Tab. 1).
@@ -41,15 +39,9 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def count_parameters(module: nn.Module) -> tuple[int, int]:
-    """``(trainable, frozen)`` parameter counts."""
-    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
-    return trainable, frozen
-
-
 def run(args: argparse.Namespace) -> int:
     from dspose_graph.models import create_model, list_models
+    from dspose_graph.train.pipeline import count_parameters
 
     if args.list or not args.model:
         for name in list_models():

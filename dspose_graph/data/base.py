@@ -5,6 +5,7 @@ Letters: K keypoints, (H, W) input crop height/width, (h, w) heatmap height/widt
 A dataset is a list of :class:`PersonRecord` (one person box each); :class:`TopDownDataset` turns a
 record into the sample dict of the data contract: decode the image, pick the crop (the box itself, or a
 random one in training), warp image and keypoints with one affine, normalise, and draw Gaussian targets.
+How the crop and the targets are laid out is the dataset's codec (``data.codec``, default ``"tokenpose"``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import torch
 from torch.utils.data import Dataset
 
 from dspose_graph.data.augment import AugmentParams, CropParams, sample_crop, transform_keypoints
+from dspose_graph.data.codec import Codec, get_codec
 from dspose_graph.data.image import crop_matrix, load_image, normalize_image
-from dspose_graph.data.targets import gaussian_heatmaps, joints_to_heatmap
+from dspose_graph.data.targets import gaussian_heatmaps
 from topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,9 @@ class TopDownDataset(Dataset):
         heatmap_size: target heatmap ``(w, h)``.
         train: draw random crops (:class:`AugmentParams`) instead of the box itself.
         sigma: Gaussian sigma in heatmap pixels.
-        udp: unbiased data processing (UDP) crop and stride convention.
-        unbiased: sub-pixel Gaussian centres (DARK targets); implied by ``udp``.
+        codec: crop and target conventions (``data.codec``: ``"tokenpose"`` default, ``"hrnet"``, ``"udp"``).
+        udp: legacy switch: ``True`` is codec ``"udp"``, ``False`` codec ``"hrnet"``.
+        unbiased: sub-pixel Gaussian centres (DARK targets) where the codec would round to the nearest pixel.
         augment: augmentation ranges (default :class:`AugmentParams`).
         on_bad_image: ``"replace"`` a sample whose image is missing or does not decode by the next
             readable one (counted in ``bad_images`` and logged), or ``"raise"``. Default: replace in
@@ -76,7 +79,8 @@ class TopDownDataset(Dataset):
         heatmap_size: Sequence[int] = (48, 64),
         train: bool = False,
         sigma: float = 2.0,
-        udp: bool = False,
+        codec: str | Codec | None = None,
+        udp: bool | None = None,
         unbiased: bool = False,
         augment: AugmentParams | None = None,
         on_bad_image: str | None = None,
@@ -96,8 +100,8 @@ class TopDownDataset(Dataset):
         self.aspect_ratio = self.input_size[0] / self.input_size[1]
         self.train = train
         self.sigma = float(sigma)
-        self.udp = udp
-        self.unbiased = unbiased or udp
+        self.codec = get_codec(codec, udp)
+        self.target = "subpixel" if unbiased and self.codec.target == "nearest" else self.codec.target
         self.augment = augment or AugmentParams()
         self.on_bad_image = on_bad_image
         self.seed = seed
@@ -150,15 +154,23 @@ class TopDownDataset(Dataset):
         crop = self.crop_for(record, self._rng(index) if self.train else None)
         return self.make_sample(index, record, image, crop, replaced)
 
+    def targets(self, record: PersonRecord, crop: CropParams) -> tuple[np.ndarray, np.ndarray]:
+        """Target heatmaps ``(K, h, w)`` and weights ``(K,)`` of ``record`` seen through ``crop`` (no image needed).
+
+        The joints go to the heatmap through the codec's crop of the box onto the heatmap grid (TokenPose's
+        ``trans_heatmap``), which for the plain and UDP codecs equals the input crop followed by the stride.
+        """
+        m = crop_matrix(crop.center, crop.scale, crop.rotation, self.heatmap_size, flip=crop.flip, codec=self.codec)
+        kp = transform_keypoints(record.keypoints, m, self._flip_index if crop.flip else None)
+        return gaussian_heatmaps(kp[:, :2], kp[:, 2] > 0, self.heatmap_size, self.sigma, target=self.target)
+
     def make_sample(
         self, index: int, record: PersonRecord, image: np.ndarray, crop: CropParams, replaced: bool = False
     ) -> dict[str, Any]:
         """The sample dict for ``record`` cut out of ``image`` with ``crop`` (see the data contract)."""
-        m = crop_matrix(crop.center, crop.scale, crop.rotation, self.input_size, flip=crop.flip, udp=self.udp)
+        m = crop_matrix(crop.center, crop.scale, crop.rotation, self.input_size, flip=crop.flip, codec=self.codec)
         patch = cv2.warpAffine(image, m, self.input_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        kp = transform_keypoints(record.keypoints, m, self._flip_index if crop.flip else None)
-        joints_hm = joints_to_heatmap(kp[:, :2], self.input_size, self.heatmap_size, udp=self.udp)
-        heatmap, weight = gaussian_heatmaps(joints_hm, kp[:, 2] > 0, self.heatmap_size, self.sigma, self.unbiased)
+        heatmap, weight = self.targets(record, crop)
         meta = {
             "index": torch.tensor(index, dtype=torch.int64),
             "image_id": torch.tensor(record.image_id, dtype=torch.int64),

@@ -11,6 +11,11 @@ detection file with no detection of the person category. Ordinary data that cann
 skipped, counted in ``skipped`` and logged once: crowd annotations, annotations without labelled
 keypoints (ground-truth boxes only), boxes of zero area after clipping to the image, detections of
 other categories or below the score threshold.
+
+Box geometry follows the codec (``data.codec``). Boxes are clipped to the image as HRNet does
+(``x2 = min(W - 1, x + max(0, w - 1))``); the crop centre is ``x1 + (x2 - x1) / 2`` in every codec. HRNet
+sizes the box ``x2 - x1``; TokenPose ``x2 - x1 + 1`` (its ``clean_bbox``), i.e. the box runs from the
+first pixel's left edge to the last pixel's right edge; and TokenPose uses detector boxes unclipped.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from dspose_graph.data.base import PersonRecord, TopDownDataset
+from dspose_graph.data.codec import get_codec
 from dspose_graph.data.transforms import BOX_PADDING, box_to_center_scale
 from dspose_graph.io import read_json
 from topology.schemas import KeypointSchema
@@ -81,7 +87,7 @@ class CocoKeypointDataset(TopDownDataset):
         padding: box padding factor (``BOX_PADDING``, 1.25).
         min_keypoints: ground-truth annotations with fewer labelled keypoints are skipped.
         **kwargs: :class:`TopDownDataset` knobs (``input_size``, ``heatmap_size``, ``train``, ``sigma``,
-            ``udp``, ``unbiased``, ``augment``, ``on_bad_image``, ``seed``).
+            ``codec``, ``udp``, ``unbiased``, ``augment``, ``on_bad_image``, ``seed``).
 
     Attributes:
         coco: the ``pycocotools`` index of ``ann_file`` (the evaluation ground truth).
@@ -123,6 +129,7 @@ class CocoKeypointDataset(TopDownDataset):
         self.skipped: collections.Counter[str] = collections.Counter()
         aspect = kwargs.get("input_size", (192, 256))
         self._aspect = aspect[0] / aspect[1]
+        self._codec = get_codec(kwargs.get("codec"), kwargs.get("udp"))
         self._check_annotations(schema.num_keypoints)
         if detections is None:
             records = self._gt_records(schema.num_keypoints)
@@ -151,7 +158,16 @@ class CocoKeypointDataset(TopDownDataset):
 
     def _record(self, image_id: int, ann_id: int, box: Sequence[float], score: float, keypoints: np.ndarray) -> PersonRecord | None:
         img = self.coco.imgs[image_id]
-        clipped = clip_box(box, img.get("width"), img.get("height"))
+        detection = ann_id < 0
+        if detection and not self._codec.clip_detections:
+            x, y, w, h = (float(v) for v in box)
+            # TokenPose's _xywh2cs on a raw detection: centre x + (w - 1) / 2, size w.
+            clipped = [x - 0.5, y - 0.5, w, h] if w > 0 and h > 0 else None
+        else:
+            clipped = clip_box(box, img.get("width"), img.get("height"))
+            if clipped is not None and self._codec.box_last_pixel:
+                # Same centre, one pixel larger: the box spans pixel edges, not pixel centres.
+                clipped = [clipped[0] - 0.5, clipped[1] - 0.5, clipped[2] + 1.0, clipped[3] + 1.0]
         if clipped is None:
             self.skipped["zero_area_box"] += 1
             return None

@@ -12,6 +12,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from dspose_graph.data.codec import Codec, get_codec
 from dspose_graph.data.transforms import crop_affine
 
 # torchvision / timm ImageNet statistics, RGB order, for images scaled to [0, 1].
@@ -35,13 +36,15 @@ def load_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def flip_matrix(output_size: Sequence[int], udp: bool = False) -> np.ndarray:
+def flip_matrix(output_size: Sequence[int], udp: bool | None = None, codec: str | Codec | None = None) -> np.ndarray:
     """3x3 mirror about the crop's vertical centre line, in output-grid coordinates.
 
-    The centre line is where :func:`crop_affine` puts the box centre: ``w / 2`` (``(w - 1) / 2`` with
-    UDP). Mirroring there equals HRNet's "flip the whole image, then crop about the flipped centre".
+    The centre line is where :func:`crop_affine` puts the box centre: ``w / 2`` for the plain (HRNet) affine,
+    ``(w - 1) / 2`` for the UDP and TokenPose ones. Mirroring there equals HRNet's "flip the whole image,
+    then crop about the flipped centre".
     """
-    cx = (output_size[0] - 1.0) / 2.0 if udp else output_size[0] / 2.0
+    plain = get_codec(codec, udp).affine == "plain"
+    cx = output_size[0] / 2.0 if plain else (output_size[0] - 1.0) / 2.0
     return np.array([[-1.0, 0.0, 2.0 * cx], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 
 
@@ -51,16 +54,18 @@ def crop_matrix(
     rotation: float,
     output_size: Sequence[int],
     flip: bool = False,
-    udp: bool = False,
+    udp: bool | None = None,
+    codec: str | Codec | None = None,
 ) -> np.ndarray:
     """2x3 affine image -> output grid of a (possibly mirrored) crop; see ``transforms.crop_affine``.
 
     The crop is rotated first and mirrored second, so ``flip`` with ``rotation`` r equals HRNet's
     "mirror the image, then crop with rotation -r".
     """
-    m = crop_affine(center, scale, rotation, output_size, udp=udp)
+    codec = get_codec(codec, udp)
+    m = crop_affine(center, scale, rotation, output_size, codec=codec)
     if flip:
-        m = (flip_matrix(output_size, udp) @ np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
+        m = (flip_matrix(output_size, codec=codec) @ np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
     return m
 
 
@@ -71,14 +76,15 @@ def warp_image(
     rotation: float,
     output_size: Sequence[int],
     flip: bool = False,
-    udp: bool = False,
+    udp: bool | None = None,
+    codec: str | Codec | None = None,
 ) -> np.ndarray:
     """Cut the box ``center``/``scale`` (px, padded) rotated by ``rotation`` degrees out of ``image``.
 
     Returns an array of ``output_size`` (w, h) with the image's dtype and channels; outside the image
     is black. ``flip`` mirrors the crop (keypoints must then be permuted with ``schema.flip_index``).
     """
-    m = crop_matrix(center, scale, rotation, output_size, flip=flip, udp=udp)
+    m = crop_matrix(center, scale, rotation, output_size, flip=flip, udp=udp, codec=codec)
     return cv2.warpAffine(
         image, m, (int(output_size[0]), int(output_size[1])),
         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0,

@@ -102,10 +102,11 @@ class MPIIDataset(TopDownDataset):
         image_dir: the MPII ``images/`` folder.
         split: ``"train"``, ``"val"`` or ``"trainval"`` (by ``isValidation``).
         schema: must have 16 keypoints (default ``MPII16``).
+        keep_unannotated: keep training persons without any annotated joint (all-zero targets, weight 0),
+            as official TokenPose/HRNet do (default); ``False`` skips them (counted in ``skipped``).
         **kwargs: :class:`TopDownDataset` knobs (``input_size`` defaults to 256x256 here).
 
-    Training splits skip persons without any annotated joint (counted in ``skipped``); ``val`` keeps
-    every person so that it stays aligned with the PCKh ground truth.
+    ``val`` always keeps every person so that it stays aligned with the PCKh ground truth.
     """
 
     def __init__(
@@ -115,6 +116,7 @@ class MPIIDataset(TopDownDataset):
         *,
         split: str = "train",
         schema: KeypointSchema | None = None,
+        keep_unannotated: bool = True,
         **kwargs: Any,
     ) -> None:
         if split not in SPLITS:
@@ -127,6 +129,7 @@ class MPIIDataset(TopDownDataset):
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"MPII image folder {self.image_dir} does not exist")
         self.split = split
+        self.keep_unannotated = keep_unannotated
         kwargs.setdefault("input_size", (256, 256))
         kwargs.setdefault("heatmap_size", (64, 64))
         aspect = kwargs["input_size"][0] / kwargs["input_size"][1]
@@ -163,7 +166,7 @@ class MPIIDataset(TopDownDataset):
         # MATLAB's 1-based pixel frame -> the 0-based frame of decoded images (HRNet does the same).
         keypoints[:, :, :2] -= np.where(keypoints[:, :, 2:] > 0, MPII_INDEX_BASE, 0.0).astype(np.float32)
         objpos = objpos - MPII_INDEX_BASE
-        keep = (keypoints[:, :, 2] > 0).any(axis=1) | (self.split == "val")
+        keep = (keypoints[:, :, 2] > 0).any(axis=1) | (self.split == "val") | self.keep_unannotated
         self.skipped["no_annotated_joint"] += int((~keep).sum())
         centers, scales = mpii_center_scale(objpos, scale, aspect)
         return [

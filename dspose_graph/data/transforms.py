@@ -5,8 +5,14 @@ model's aspect ratio). The crop maps that box, rotated by ``rotation`` degrees a
 output grid of ``output_size`` (w, h): the box centre goes to the grid centre and the box width to the
 grid width. Heatmap coordinates go back to the image with the same function and ``inverse=True``.
 
-``udp=True`` uses the unbiased data processing convention (Huang et al., CVPR 2020): pixel centres
-are the sample points, so sizes are measured as ``size - 1``.
+The scale factor and the grid centre depend on the codec's ``affine`` (``data.codec``):
+
+- ``"plain"`` (HRNet): ``dst / src`` per axis, box centre at ``dst / 2``.
+- ``"udp"`` (unbiased data processing, Huang et al., CVPR 2020): ``(dst - 1) / src`` per axis, centre at
+  ``(dst - 1) / 2``: pixel centres are the sample points.
+- ``"tokenpose"`` (official TokenPose/HRNet code's ``get_affine_transform``): one factor
+  ``(dst_w - 1) / (src_w - 1)`` for both axes, centre at ``((dst_w - 1) / 2, (dst_h - 1) / 2)``. Only the
+  width sets the factor, so the heatmap frame is not the input frame divided by a stride.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+
+from dspose_graph.data.codec import Codec, get_codec
 
 # Person boxes are enlarged by this factor before cropping (SimpleBaseline/HRNet/TokenPose), in training,
 # evaluation and inference alike; PCK undoes it to recover the person box.
@@ -26,15 +34,25 @@ def crop_affine(
     rotation: float,
     output_size: Sequence[int],
     inverse: bool = False,
-    udp: bool = False,
+    udp: bool | None = None,
+    codec: str | Codec | None = None,
 ) -> np.ndarray:
-    """2x3 affine matrix image -> output grid (or output grid -> image with ``inverse=True``)."""
+    """2x3 affine matrix image -> output grid (or output grid -> image with ``inverse=True``).
+
+    ``codec`` (default ``"tokenpose"``) picks the convention; the legacy ``udp`` flag means ``"udp"``/``"hrnet"``.
+    """
     cx, cy = float(center[0]), float(center[1])
     sw, sh = float(scale[0]), float(scale[1])
     ow, oh = float(output_size[0]), float(output_size[1])
     if sw <= 0 or sh <= 0:
         raise ValueError(f"crop scale must be positive, got {tuple(scale)}")
-    if udp:
+    affine = get_codec(codec, udp).affine
+    if affine == "tokenpose":
+        if sw <= 1.0:
+            raise ValueError(f"crop scale width must exceed 1 px for the tokenpose affine, got {tuple(scale)}")
+        sx = sy = (ow - 1.0) / (sw - 1.0)
+        ox, oy = (ow - 1.0) / 2.0, (oh - 1.0) / 2.0
+    elif affine == "udp":
         sx, sy = (ow - 1.0) / sw, (oh - 1.0) / sh
         ox, oy = (ow - 1.0) / 2.0, (oh - 1.0) / 2.0
     else:

@@ -12,7 +12,6 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -21,6 +20,7 @@ from dspose_graph.demo.data import SETTINGS, DemoData, model_overrides, resolve_
 from dspose_graph.demo.report import adjacency_figure, predictions_figure, render_report, topology_section
 from dspose_graph.io import atomic_write_text
 from dspose_graph.train.config import EvalConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from dspose_graph.train.pipeline import TrainResult, build_dataset, build_model, train
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,6 @@ def with_defaults(options: DemoOptions, real: bool) -> DemoOptions:
 
 def run_demo(options: DemoOptions) -> DemoResult:
     """Run the whole demo into ``options.out``; returns the held-out rows and the report."""
-    from dspose_graph.cli.train import build_model, run_training
-    from dspose_graph.data.coco import CocoKeypointDataset
     from dspose_graph.demo.data import is_real
 
     started = time.perf_counter()
@@ -121,7 +119,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
                         lspet_val=options.lspet_val, seed=options.seed)
     topology = topology_section(out, model_overrides(data.config)["schema"])
     config = train_config(options, data)
-    # run_training seeds the same way: the same random draw, and with init_from its exact starting weights.
+    # train() seeds the same way: the same random draw, and with init_from its exact starting weights.
     baselines: dict[str, torch.nn.Module] = {}
     torch.manual_seed(options.seed)
     baselines["untrained"] = build_model(dataclasses.replace(config, model=dataclasses.replace(config.model, init_from="")))
@@ -129,13 +127,10 @@ def run_demo(options: DemoOptions) -> DemoResult:
         torch.manual_seed(options.seed)
         baselines[START_ROW] = build_model(config)
     train_started = time.perf_counter()
-    result = run_training(config, source="dspose demo")
+    result = train(config, source="dspose demo")
     train_minutes = (time.perf_counter() - train_started) / 60
-    model, val_set = result["model"], result["val_set"]
-    plain_train = CocoKeypointDataset(config.data.train_ann, config.data.train_images, train=False,
-                                      input_size=tuple(model.input_size), heatmap_size=tuple(model.heatmap_size),
-                                      schema=model.schema)
-    rows = evaluate_rows(model, baselines, plain_train, val_set, flip_test=data.mirror_safe,
+    model, val_set = result.model, result.val_set
+    rows = evaluate_rows(model, baselines, build_dataset(config, model, "train"), val_set, flip_test=data.mirror_safe,
                          batch_size=config.eval.batch_size, workers=options.workers)
     figures = {"predictions": predictions_figure(model, val_set, out / "predictions.png", flip_test=data.mirror_safe)}
     why_no_adjacency = adjacency_figure(model, val_set, out / "adjacency.png")
@@ -156,12 +151,12 @@ def run_demo(options: DemoOptions) -> DemoResult:
     return DemoResult(rows=rows, report=report, text=text, learned=learned, model=model, figures=figures)
 
 
-def _summary(options: DemoOptions, config: TrainConfig, result: dict[str, Any], train_minutes: float,
+def _summary(options: DemoOptions, config: TrainConfig, result: TrainResult, train_minutes: float,
              total_minutes: float) -> str:
-    epochs = len(result.get("history", []))
+    epochs = len(result.history)
     init = config.model.init_from
-    return (f"Model `{options.model}` ({result['params'] / 1e6:.2f} M parameters), trained {epochs} epochs "
-            f"({result['global_step']} steps of batch {options.batch_size}) in {train_minutes:.1f} min; whole demo "
+    return (f"Model `{options.model}` ({result.params / 1e6:.2f} M parameters), trained {epochs} epochs "
+            f"({result.global_step} steps of batch {options.batch_size}) in {train_minutes:.1f} min; whole demo "
             f"{total_minutes:.1f} min on {os.cpu_count()} CPU cores ({options.threads} compute thread(s), "
             f"{options.workers} data-loading process(es)). Model overrides: {config.model.overrides}; starting "
             f"weights: {repr(init) + ' (see dspose_graph/weights)' if init else 'random'}; target sigma "

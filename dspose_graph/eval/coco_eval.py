@@ -3,7 +3,9 @@
 Top-down evaluation with detector boxes follows SimpleBaseline/HRNet/TokenPose: each person crop's score is
 rescored as ``box score x mean confidence of its keypoints above a threshold``, then OKS-NMS per image removes
 duplicate poses of one person found from overlapping boxes, then ``COCOeval`` (iouType ``keypoints``) scores
-the rest. For skeletons other than COCO-17, the schema's OKS sigmas are set on ``params.kpt_oks_sigmas``.
+the rest. OKS-NMS runs with ground-truth boxes too, as official TokenPose's ``evaluate`` always applies it.
+For skeletons other than COCO-17, the schema's OKS sigmas are set on ``params.kpt_oks_sigmas``; OKS-NMS
+without explicit sigmas uses COCO-17's (``topology.schemas.COCO17``) for 17 keypoints, as HRNet's does.
 
 Shapes: ``N`` persons, ``K`` keypoints; keypoints ``(N, K, 3)`` are image-pixel ``x, y`` and a confidence.
 """
@@ -23,6 +25,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from dspose_graph.io import atomic_write_json, read_json
+from topology.schemas import COCO17
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ def oks_nms(
     """Greedy OKS non-maximum suppression of one image's poses; indices kept, best score first.
 
     A pose is dropped when its OKS with an already kept, higher-scored pose exceeds ``threshold``.
+    ``sigmas`` default to COCO-17's for 17 keypoints and are required otherwise.
     """
     kp = np.asarray(keypoints, dtype=np.float64)
     sc = np.asarray(scores, dtype=np.float64)
@@ -80,8 +84,11 @@ def oks_nms(
     n = kp.shape[0]
     if kp.ndim != 3 or kp.shape[2] != 3 or sc.shape != (n,) or ar.shape != (n,):
         raise ValueError(f"oks_nms expects keypoints (N, K, 3), scores (N,), areas (N,); got {kp.shape}, {sc.shape}, {ar.shape}")
+    if sigmas is None and kp.shape[1] == COCO17.num_keypoints:
+        sigmas = COCO17.sigmas
     if sigmas is None:
-        raise ValueError("oks_nms needs the schema's OKS sigmas (schema.sigmas is None for this skeleton)")
+        raise ValueError(f"oks_nms needs OKS sigmas for a {kp.shape[1]}-keypoint skeleton (its schema defines "
+                         f"none); pass sigmas=")
     if len(sigmas) != kp.shape[1]:
         raise ValueError(f"{len(sigmas)} OKS sigmas for {kp.shape[1]} keypoints")
     order = np.argsort(-sc, kind="stable")
@@ -120,8 +127,8 @@ def make_coco_results(
 
     ``keypoints (N, K, 3)`` image-pixel x, y and confidence; ``image_ids (N,)``; ``box_scores (N,)`` (1 for
     ground-truth boxes); ``areas (N,)`` the crop areas used by OKS-NMS (e.g. ``scale_w * scale_h``).
-    Scores are rescored (:func:`rescore`); with ``nms_threshold`` OKS-NMS runs per image (needs ``areas``
-    and ``sigmas``).
+    Scores are rescored (:func:`rescore`); with ``nms_threshold`` OKS-NMS runs per image (needs ``areas``,
+    and ``sigmas`` unless K = 17). Official TokenPose applies both with detector and ground-truth boxes.
     """
     kp = np.asarray(keypoints, dtype=np.float64)
     ids = np.asarray(image_ids, dtype=np.int64)

@@ -112,6 +112,14 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
 
+    @property
+    def best_metric(self) -> str:
+        """The metric that selects ``best.pt``: OKS AP on COCO-format data, PCKh with the MPII ground-truth
+        file, PCK@0.2 otherwise."""
+        if self.data.kind == "coco":
+            return "AP"
+        return "PCKh_Mean" if self.data.val_gt else "PCK@0.2"
+
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")

@@ -122,18 +122,15 @@ def mean_pose_predictions(pose: np.ndarray, reference: dict[str, np.ndarray]) ->
 
 
 def coco_results(pred: dict[str, np.ndarray], sigmas: np.ndarray | None = None) -> list[dict[str, Any]]:
-    """pycocotools keypoint results of a prediction dict, rescored.
+    """pycocotools keypoint results of a prediction dict, rescored and OKS-NMSed over the crop areas.
 
-    Ground-truth boxes are one per person, so no NMS; detector boxes (``ann_id == -1``) overlap and get
-    OKS-NMS over the crop areas, as SimpleBaseline/HRNet/TokenPose evaluate COCO val.
+    Official TokenPose applies OKS-NMS (0.9) with detector and ground-truth boxes alike.
     """
     from dspose_graph.eval.coco_eval import make_coco_results
 
     keypoints = np.concatenate([pred["coords"], pred["scores"][..., None]], axis=-1)
-    detector_boxes = bool((pred["ann_id"] < 0).any())
     return make_coco_results(keypoints, pred["image_id"], pred["box_score"],
-                             areas=pred["scale"].prod(axis=1), sigmas=sigmas,
-                             nms_threshold=0.9 if detector_boxes else None)
+                             areas=pred["scale"].prod(axis=1), sigmas=sigmas, nms_threshold=0.9)
 
 
 def oks_sigmas(schema: Any) -> np.ndarray | None:

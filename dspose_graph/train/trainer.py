@@ -19,11 +19,14 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dspose_graph.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dspose_graph.io import provenance
+from dspose_graph.models import DSPose, load_state_dict_checked
+from dspose_graph.models.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
+from dspose_graph.train.config import TrainConfig, config_to_dict
 from dspose_graph.train.distributed import DistInfo, barrier, broadcast_object, mean_across_ranks
 from dspose_graph.train.logs import StepLog, plot_learning_curve, write_epoch_csv
+from dspose_graph.train.rng import rng_state, set_rng_state
 from dspose_graph.train.sampling import ResumableSampler, SeededDataset
-from dspose_graph.io import provenance
 
 log = logging.getLogger(__name__)
 
@@ -52,72 +55,66 @@ def set_deterministic(seed: int, deterministic: bool) -> None:
 
 
 @dataclasses.dataclass
-class TrainSettings:
-    """Plain training knobs (the CLI fills these from its YAML config)."""
+class FitSummary:
+    """What :meth:`Trainer.fit` returns: epochs done, optimiser steps, best value of the selection metric,
+    the last evaluation's metrics and one history row per epoch (loss, lr, seconds, metrics)."""
 
-    epochs: int = 300
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    milestones: tuple[int, ...] = (200, 260)
-    gamma: float = 0.1
-    grad_clip: float = 0.0
-    amp: str = "none"
-    seed: int = 0
-    deterministic: bool = False
-    workers: int = 0
-    checkpoint_every: int = 0
-    log_every: int = 10
-    eval_every: int = 10
-    best_metric: str = "AP"
-    progress: bool = True
-    tensorboard: bool = True
-    max_minutes: float = 0.0  # stop at the first epoch end past this wall-clock budget; 0 = no budget
+    epochs: int
+    global_step: int
+    best: float | None
+    metrics: dict[str, float]
+    history: list[dict[str, Any]]
 
 
 class Trainer:
-    """Trains ``model`` on ``train_set``; ``evaluate(model) -> metrics`` is called every ``eval_every`` epochs."""
+    """Trains ``model`` on ``train_set`` as ``config`` says; ``evaluate(model) -> metrics`` runs every
+    ``config.eval.every`` epochs and at the end.
+
+    The schedule and run knobs are read from ``config.optim``, ``config.run`` and ``config.eval`` (their
+    defaults are the only defaults); outputs go to ``config.run.out_dir``.
+    """
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: DSPose,
         train_set: Dataset,
-        out_dir: str | Path,
-        settings: TrainSettings,
+        config: TrainConfig,
         *,
-        model_name: str,
         evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
         device: torch.device | str = "cpu",
         info: DistInfo | None = None,
-        extra: dict[str, Any] | None = None,
+        provenance: dict[str, Any] | None = None,
     ) -> None:
-        if settings.amp not in AMP_MODES:
-            raise ValueError(f"amp={settings.amp!r}: expected one of {', '.join(AMP_MODES)}")
+        self.optim, self.run = config.optim, config.run
+        if self.optim.amp not in AMP_MODES:
+            raise ValueError(f"optim.amp={self.optim.amp!r}: expected one of {', '.join(AMP_MODES)}")
         self.device = torch.device(device)
-        if settings.amp == "fp16" and self.device.type != "cuda":
-            raise ValueError("amp='fp16' needs CUDA (GradScaler); on CPU use amp='bf16' or 'none'")
-        self.s = settings
+        if self.optim.amp == "fp16" and self.device.type != "cuda":
+            raise ValueError("optim.amp='fp16' needs CUDA (GradScaler); on CPU use amp='bf16' or 'none'")
+        self.config = config
+        self.eval_every = config.eval.every
+        self.best_metric = config.best_metric
         self.info = info or DistInfo()
-        self.out_dir = Path(out_dir)
-        self.model_name = model_name
+        self.out_dir = Path(self.run.out_dir)
         self.evaluate = evaluate
-        self.extra = extra or {}
-        set_deterministic(settings.seed, settings.deterministic)
+        self.provenance = dict(provenance or {})
+        set_deterministic(self.run.seed, self.run.deterministic)
         self.model = model.to(self.device)
         self.net: torch.nn.Module = self.model
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.train_set = SeededDataset(train_set, settings.seed)
-        self.sampler = ResumableSampler(len(train_set), seed=settings.seed, shuffle=True,  # type: ignore[arg-type]
+        self.train_set = SeededDataset(train_set, self.run.seed)
+        self.sampler = ResumableSampler(len(train_set), seed=self.run.seed, shuffle=True,  # type: ignore[arg-type]
                                         rank=self.info.rank, world_size=self.info.world_size)
-        self.steps_per_epoch = len(self.sampler) // settings.batch_size
+        self.steps_per_epoch = len(self.sampler) // self.optim.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(f"training set of {len(train_set)} samples gives no full batch of "  # type: ignore[arg-type]
-                             f"{settings.batch_size} per process (lower optim.batch_size)")
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(settings.milestones), settings.gamma)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=settings.amp == "fp16")
+                             f"{self.optim.batch_size} per process (lower optim.batch_size)")
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(self.optim.milestones),
+                                                              self.optim.gamma)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.optim.amp == "fp16")
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
@@ -129,29 +126,15 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def state(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
-        model_config = getattr(self.model, "config", None)
-        schema = getattr(self.model, "schema", None)
-        return {
-            "model": {"name": self.model_name,
-                      "config": dataclasses.asdict(model_config) if model_config is not None else {}},
-            "schema": schema.to_dict() if schema is not None else {},
-            "state_dict": self.model.state_dict(),
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "global_step": self.global_step,
-            "epoch_loss_sum": self._epoch_loss_sum,
-            "metrics": dict(metrics or {}),
-            "best": self.best,
-            "best_key": self.best_key,
-            "history": self.history,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
-            "world_size": self.info.world_size,
-            "provenance": provenance(None, seed=self.s.seed, **self.extra.get("provenance", {})),
-            **{k: v for k, v in self.extra.items() if k != "provenance"},
-        }
+        """The checkpoint: the model (``models.checkpoint.checkpoint_state``), training config, resume state."""
+        return checkpoint_state(
+            self.model, name=self.config.model.name, epoch=self.epoch, metrics=metrics,
+            provenance=provenance(None, seed=self.run.seed, **self.provenance), udp=self.config.data.udp,
+            config=config_to_dict(self.config),
+            step_in_epoch=self.step_in_epoch, global_step=self.global_step, epoch_loss_sum=self._epoch_loss_sum,
+            best=self.best, best_key=self.best_key, history=self.history,
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(), rng=rng_state(), world_size=self.info.world_size)
 
     def save(self, name: str, metrics: dict[str, float] | None = None) -> Path | None:
         if not self.info.is_main:
@@ -160,12 +143,10 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         """Restore everything from a checkpoint written by this trainer (same model name and keypoints)."""
-        from dspose_graph.models import load_state_dict_checked
-
         state = load_checkpoint(path)
-        if state["model"].get("name") != self.model_name:
+        if state["model"].get("name") != self.config.model.name:
             raise ValueError(f"{path}: checkpoint is for model {state['model'].get('name')!r}, "
-                             f"this run trains {self.model_name!r}")
+                             f"this run trains {self.config.model.name!r}")
         load_state_dict_checked(self.model, state["state_dict"], source=str(path))
         for key in ("optimizer", "scheduler", "scaler", "rng"):
             if key not in state:
@@ -187,9 +168,9 @@ class Trainer:
 
     # ----------------------------------------------------------------- training
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.s.amp == "none":
+        if self.optim.amp == "none":
             return contextlib.nullcontext()
-        dtype = torch.float16 if self.s.amp == "fp16" else torch.bfloat16
+        dtype = torch.float16 if self.optim.amp == "fp16" else torch.bfloat16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def _train_step(self, batch: dict[str, Any]) -> float:
@@ -207,25 +188,25 @@ class Trainer:
                 f"{self.out_dir / 'last.pt'} (lower optim.lr, enable optim.grad_clip, or check the data)")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if self.s.grad_clip > 0:
+        if self.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return value
 
     def _loader(self) -> DataLoader:
         self.train_set.set_epoch(self.epoch)
-        self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * self.s.batch_size)
+        self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * self.optim.batch_size)
         # The loader's own generator (not the global one) draws worker seeds, so creating it mid-epoch
         # on resume does not shift the global torch RNG that dropout uses.
-        g = torch.Generator().manual_seed(self.s.seed * 7919 + self.epoch)
-        return DataLoader(self.train_set, batch_size=self.s.batch_size, sampler=self.sampler, drop_last=True,
-                          num_workers=self.s.workers, generator=g, pin_memory=self.device.type == "cuda",
+        g = torch.Generator().manual_seed(self.run.seed * 7919 + self.epoch)
+        return DataLoader(self.train_set, batch_size=self.optim.batch_size, sampler=self.sampler, drop_last=True,
+                          num_workers=self.run.workers, generator=g, pin_memory=self.device.type == "cuda",
                           persistent_workers=False)
 
-    def fit(self, resume: str | Path | None = None) -> dict[str, Any]:
-        """Train to ``settings.epochs``; returns ``{"epochs", "global_step", "best", "metrics", "history"}``."""
+    def fit(self, resume: str | Path | None = None) -> FitSummary:
+        """Train to ``optim.epochs`` (from the ``resume`` checkpoint when given)."""
         if resume is not None:
             self.resume(resume)
         main = self.info.is_main
@@ -233,18 +214,18 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         steps_log = StepLog(self.out_dir / "steps.csv", resume_step=self.global_step if resume else None) \
             if main else None
-        writer = _tensorboard(self.out_dir / "tb") if main and self.s.tensorboard else None
+        writer = _tensorboard(self.out_dir / "tb") if main and self.run.tensorboard else None
         metrics: dict[str, float] = {}
         started = time.perf_counter()
         try:
-            while self.epoch < self.s.epochs:
+            while self.epoch < self.optim.epochs:
                 metrics = self._run_epoch(steps_log, writer) or metrics
-                over = bool(self.s.max_minutes) and (time.perf_counter() - started) / 60 > self.s.max_minutes
+                over = bool(self.run.max_minutes) and (time.perf_counter() - started) / 60 > self.run.max_minutes
                 # Rank 0 decides, so that all ranks stop at the same epoch.
-                if broadcast_object(over, self.info) and self.epoch < self.s.epochs:
+                if broadcast_object(over, self.info) and self.epoch < self.optim.epochs:
                     log.warning("time budget of %.1f min used up after epoch %d of %d: stopping early",
-                                self.s.max_minutes, self.epoch, self.s.epochs)
-                    if self.evaluate is not None and not (self.history and self.s.best_metric in self.history[-1]):
+                                self.run.max_minutes, self.epoch, self.optim.epochs)
+                    if self.evaluate is not None and not (self.history and self.best_metric in self.history[-1]):
                         metrics = self.evaluate(self.model)
                         self.history[-1].update(metrics)
                     break
@@ -256,10 +237,9 @@ class Trainer:
         if main and self.history:
             write_epoch_csv(self.out_dir / "epochs.csv", self.history)
             plot_learning_curve(self.out_dir / "steps.csv", self.history, self.out_dir / "loss_curve.png",
-                                metric=self.s.best_metric)
+                                metric=self.best_metric)
         barrier(self.info)
-        return {"epochs": self.epoch, "global_step": self.global_step, "best": self.best, "metrics": metrics,
-                "history": self.history}
+        return FitSummary(self.epoch, self.global_step, self.best, metrics, self.history)
 
     def _run_epoch(self, steps_log: StepLog | None, writer: Any) -> dict[str, float] | None:
         from tqdm.auto import tqdm
@@ -267,8 +247,8 @@ class Trainer:
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
         start_time = time.perf_counter()
-        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.s.epochs}",
-                   disable=not (self.s.progress and self.info.is_main), leave=False, dynamic_ncols=True)
+        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.optim.epochs}",
+                   disable=not (self.run.progress and self.info.is_main), leave=False, dynamic_ncols=True)
         seen = 0
         for batch in self._loader():
             value = self._train_step(batch)
@@ -278,7 +258,7 @@ class Trainer:
             seen += batch["image"].shape[0] * self.info.world_size
             if steps_log is not None:
                 steps_log.write(self.global_step, self.epoch, self.step_in_epoch, value, lr)
-            if self.s.log_every and self.global_step % self.s.log_every == 0:
+            if self.run.log_every and self.global_step % self.run.log_every == 0:
                 speed = seen / max(time.perf_counter() - start_time, 1e-9)
                 bar.set_postfix(loss=f"{value:.3e}", lr=f"{lr:.1e}", img_s=f"{speed:.1f}")
                 log.debug("step %d loss %.6e", self.global_step, value)
@@ -286,7 +266,7 @@ class Trainer:
                     writer.add_scalar("train/loss", value, self.global_step)
                     writer.add_scalar("train/lr", lr, self.global_step)
             bar.update(1)
-            if self.s.checkpoint_every and self.global_step % self.s.checkpoint_every == 0 \
+            if self.run.checkpoint_every and self.global_step % self.run.checkpoint_every == 0 \
                     and self.step_in_epoch < self.steps_per_epoch:
                 self.save("last.pt")
         bar.close()
@@ -298,8 +278,8 @@ class Trainer:
         self.step_in_epoch = 0
         self._epoch_loss_sum = 0.0
         metrics = None
-        last_epoch = self.epoch == self.s.epochs
-        if self.evaluate is not None and (last_epoch or (self.s.eval_every and self.epoch % self.s.eval_every == 0)):
+        last_epoch = self.epoch == self.optim.epochs
+        if self.evaluate is not None and (last_epoch or (self.eval_every and self.epoch % self.eval_every == 0)):
             metrics = self.evaluate(self.model)
             row.update(metrics)
             if writer is not None:
@@ -308,10 +288,10 @@ class Trainer:
         self.history.append(row)
         if writer is not None:
             writer.add_scalar("train/epoch_loss", train_loss, self.epoch)
-        log.info("epoch %d/%d: loss %.4e%s", self.epoch, self.s.epochs, train_loss,
+        log.info("epoch %d/%d: loss %.4e%s", self.epoch, self.optim.epochs, train_loss,
                  "".join(f", {k} {v:.4g}" for k, v in (metrics or {}).items()))
-        key = [float(metrics[self.s.best_metric]), float(metrics.get("PCK@0.2", float("-inf")))] \
-            if metrics and self.s.best_metric in metrics else None
+        key = [float(metrics[self.best_metric]), float(metrics.get("PCK@0.2", float("-inf")))] \
+            if metrics and self.best_metric in metrics else None
         is_best = key is not None and (self.best_key is None or key > self.best_key)
         if is_best:
             self.best, self.best_key = key[0], key
