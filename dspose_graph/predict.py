@@ -3,7 +3,8 @@
 ``Predictor(weights).predict(image, boxes)`` crops every person box the way the model was trained
 (``box_to_center_scale`` with ``BOX_PADDING`` (1.25) at the model's aspect ratio, ``warp_image`` to the input size),
 runs the persons of one image as a batch, averages with the horizontally flipped crop when ``flip_test``,
-decodes the heatmaps with DARK and maps the coordinates back into the original image.
+decodes the heatmaps with DARK and maps the coordinates back into the original image. Crop, flip shift and
+decoding follow the codec recorded in the checkpoint (``inference_spec``), i.e. the one the model was trained with.
 
 Shapes:
     P: persons (boxes) in one image, K: keypoints, (H, W): model input, (h, w): heatmap.
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from dspose_graph.data import load_image, normalize_image, warp_image
+from dspose_graph.data.codec import get_codec
 from dspose_graph.data.transforms import BOX_PADDING, box_to_center_scale
 from dspose_graph.eval.coco_eval import rescore
 from dspose_graph.eval.decode import decode_heatmaps, heatmaps_to_image
@@ -88,7 +90,7 @@ class Predictor:
         self.batch_size = batch_size
         self.decode = decode
         spec = inference_spec(checkpoint, self.model)
-        self.udp = spec.udp
+        self.codec = get_codec(spec.codec)  # crop, flip shift and decoding as the model was trained
         self.input_size = spec.input_size
         self.heatmap_size = spec.heatmap_size
         self.flip_index = torch.as_tensor(self.schema.flip_index, dtype=torch.long)
@@ -99,7 +101,7 @@ class Predictor:
         centers, scales, crops = [], [], []
         for box in boxes:
             center, scale = box_to_center_scale(box, aspect, padding=BOX_PADDING)
-            crops.append(normalize_image(warp_image(image, center, scale, 0.0, self.input_size, udp=self.udp)))
+            crops.append(normalize_image(warp_image(image, center, scale, 0.0, self.input_size, codec=self.codec)))
             centers.append(center)
             scales.append(scale)
         return torch.from_numpy(np.stack(crops)).to(self.device), np.stack(centers), np.stack(scales)
@@ -111,7 +113,7 @@ class Predictor:
         for start in range(0, images.shape[0], self.batch_size):
             batch = images[start:start + self.batch_size]
             if self.flip_test:
-                out.append(flip_test_heatmaps(self.model, batch, self.flip_index, shift=not self.udp))
+                out.append(flip_test_heatmaps(self.model, batch, self.flip_index, shift=self.codec.flip_shift))
             else:
                 out.append(self.model(batch).float())
         return torch.cat(out)
@@ -150,10 +152,10 @@ class Predictor:
             return []
         crops, centers, scales = self.crop(image, box_arr)
         hm = self.heatmaps(crops)
-        coords, maxvals = decode_heatmaps(hm, method=self.decode)
+        coords, maxvals = decode_heatmaps(hm, method=self.decode, codec=self.codec)
         coords = np.asarray(torch.as_tensor(coords).cpu(), dtype=np.float64)
         maxvals = np.asarray(torch.as_tensor(maxvals).cpu(), dtype=np.float64)
-        points = np.asarray(heatmaps_to_image(coords, centers, scales, self.heatmap_size, udp=self.udp))
+        points = np.asarray(heatmaps_to_image(coords, centers, scales, self.heatmap_size, codec=self.codec))
         person_scores = rescore(maxvals, scores)
         keypoints = np.concatenate([points, maxvals[..., None]], axis=2).astype(np.float32)
         return [{"keypoints": keypoints[i], "box": [float(v) for v in box_arr[i]], "score": float(person_scores[i])}

@@ -34,5 +34,5 @@ def test_readme_train_snippet_runs(tmp_path, monkeypatch, capsys):
     assert result.params == sum(p.numel() for p in result.model.parameters() if p.requires_grad)
     assert 0.0 <= metrics["AP"] <= 1.0 and set(result.metrics) == set(metrics)
     state = load_checkpoint(result.last)
-    assert state["inference"] == {"input_size": [96, 128], "heatmap_size": [24, 32], "udp": False}
+    assert state["inference"] == {"input_size": [96, 128], "heatmap_size": [24, 32], "codec": "tokenpose"}
     assert capsys.readouterr().out.split()[:2] == [str(result.params), "1"]

@@ -106,16 +106,29 @@ def test_inference_record_and_old_checkpoints_without_one(tmp_path):
 
     torch.manual_seed(0)
     model = create_model("dspose_t", schema="lsp")
-    save_checkpoint(tmp_path / "new.pt", checkpoint_state(model, udp=True, epoch=2))
+    save_checkpoint(tmp_path / "new.pt", checkpoint_state(model, codec="udp", epoch=2))
     loaded, state = load_model(tmp_path / "new.pt")
     assert state["model"]["name"] == "dspose_t" and loaded.schema.name == "lsp" and not loaded.training
-    assert inference_spec(state, loaded) == ckpt.InferenceSpec((96, 128), (24, 32), True)
-    # Before the record existed, UDP was read from the stored training config.
+    assert state["inference"] == {"input_size": [96, 128], "heatmap_size": [24, 32], "codec": "udp"}
+    assert inference_spec(state, loaded) == ckpt.InferenceSpec((96, 128), (24, 32), "udp")
+    # Older checkpoints decode as they were trained: a record with the udp flag, or no record and the stored
+    # training config's data.codec / data.udp; with neither, the pre-codec default (HRNet's conventions).
     old = {k: v for k, v in state.items() if k != "inference"}
-    assert inference_spec({**old, "config": {"data": {"udp": True}}}, loaded).udp is True
-    assert inference_spec(old, loaded) == ckpt.InferenceSpec((96, 128), (24, 32), False)
+    legacy_record = {"input_size": [96, 128], "heatmap_size": [24, 32], "udp": True}
+    assert inference_spec({**old, "inference": legacy_record}, loaded).codec == "udp"
+    assert inference_spec({**old, "inference": {**legacy_record, "udp": False}}, loaded).codec == "hrnet"
+    assert inference_spec({**old, "config": {"data": {"udp": True}}}, loaded).codec == "udp"
+    assert inference_spec({**old, "config": {"data": {"codec": "tokenpose"}}}, loaded).codec == "tokenpose"
+    assert inference_spec(old, loaded) == ckpt.InferenceSpec((96, 128), (24, 32), "hrnet")
     shipped, shipped_state = load_model(shipped_path("dspose_t_synthetic"))
     assert "inference" not in shipped_state and inference_spec(shipped_state, shipped).input_size == (96, 128)
+    assert inference_spec(shipped_state, shipped).codec == "hrnet"
+
+
+def test_checkpoint_default_codec_is_the_data_default():
+    from dspose_graph.data.codec import DEFAULT_CODEC
+
+    assert ckpt.DEFAULT_CODEC == DEFAULT_CODEC
 
 
 def test_load_model_refuses_a_checkpoint_whose_config_builds_no_model(tmp_path):

@@ -1,4 +1,4 @@
-"""``dspose train CONFIG.yaml [--resume CKPT] [--set k=v ...] [--eval-only]``: the CLI of ``dspose_graph.train.pipeline``.
+"""``dspose train CONFIG.yaml [--resume CKPT] [--set k=v ...] [--eval-only | --dry-run]``: the CLI of ``dspose_graph.train.pipeline``.
 
 Under ``torchrun`` every process runs this same command (see docs/training.md); rank 0 prints the metrics.
 """
@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from dspose_graph.train.config import load_config
-from dspose_graph.train.pipeline import evaluate, train
+from dspose_graph.train.pipeline import dry_run, evaluate, train
 from dspose_graph.train.trainer import NonFiniteLossError
 
 log = logging.getLogger(__name__)
@@ -27,12 +27,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config value, e.g. --set optim.lr=5e-4 (repeatable)")
     parser.add_argument("--eval-only", action="store_true",
                         help="only evaluate (the --resume checkpoint's weights) and write metrics_eval.json")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="build the model (with its pretrained backbone), datasets and evaluator, read one sample "
+                             "of each split, print a summary and stop before training; writes nothing")
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     if args.eval_only and args.resume is None:
         raise ValueError("--eval-only needs --resume CHECKPOINT (the weights to evaluate)")
+    if args.dry_run:
+        if args.eval_only or args.resume is not None:
+            raise ValueError("--dry-run checks a training config: it takes neither --eval-only nor --resume")
+        summary = dry_run(config)
+        if os.environ.get("RANK", "0") == "0":
+            print(json.dumps(summary, indent=1))
+        return 0
     try:
         if args.eval_only:
             metrics = evaluate(config, args.resume, source=str(args.config))

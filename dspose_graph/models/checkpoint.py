@@ -5,7 +5,7 @@ A checkpoint is a plain dict saved with ``torch.save``::
     {"format": "dspose-graph", "format_version": 1,
      "model": {"name": str, "config": DSPoseConfig as a dict}, "schema": KeypointSchema.to_dict(),
      "state_dict": ..., "epoch": int, "metrics": dict, "provenance": dict,
-     "inference": {"input_size": [w, h], "heatmap_size": [w, h], "udp": bool},
+     "inference": {"input_size": [w, h], "heatmap_size": [w, h], "codec": str},
      "config": the training config (optional), ...resume state written by the trainer (optional)}
 
 :func:`checkpoint_state` builds the dict, :func:`save_checkpoint` writes it, :func:`load_checkpoint`
@@ -35,6 +35,8 @@ from topology.schemas import KeypointSchema
 FORMAT = "dspose-graph"
 FORMAT_VERSION = 1
 REQUIRED = ("model", "schema", "state_dict", "epoch")
+# data.codec.DEFAULT_CODEC: models/ sits below data/ and does not import it (a test checks they agree).
+DEFAULT_CODEC = "tokenpose"
 # What a slim weight file keeps: everything but the resume state (optimizer, scheduler, RNG...).
 WEIGHT_FIELDS = ("format", "format_version", "model", "schema", "state_dict", "epoch", "metrics", "config",
                  "provenance", "inference")
@@ -44,16 +46,21 @@ WEIGHT_FIELDS = ("format", "format_version", "model", "schema", "state_dict", "e
 class InferenceSpec:
     """How a checkpoint's model expects its input cropped and its heatmaps decoded.
 
-    ``input_size`` and ``heatmap_size`` are ``(w, h)``; ``udp`` says whether crops and decoding use
-    unbiased data processing (then flipped heatmaps need no one-pixel shift).
+    ``input_size`` and ``heatmap_size`` are ``(w, h)``; ``codec`` names the crop, target and decoding
+    conventions the model was trained with (``dspose_graph.data.codec.CODECS``).
     """
 
     input_size: tuple[int, int]
     heatmap_size: tuple[int, int]
-    udp: bool = False
+    codec: str = DEFAULT_CODEC
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input_size": list(self.input_size), "heatmap_size": list(self.heatmap_size), "udp": self.udp}
+        return {"input_size": list(self.input_size), "heatmap_size": list(self.heatmap_size), "codec": self.codec}
+
+
+def _legacy_codec(udp: Any) -> str:
+    # The udp flag written before codecs existed meant these codecs (as data.codec.get_codec(udp=) reads it).
+    return "udp" if bool(udp) else "hrnet"
 
 
 def previous_path(path: str | Path) -> Path:
@@ -64,13 +71,13 @@ def previous_path(path: str | Path) -> Path:
 
 def checkpoint_state(model: DSPose, *, name: str | None = None, epoch: int = 0,
                      metrics: dict[str, float] | None = None, provenance: dict[str, Any] | None = None,
-                     udp: bool = False, **extra: Any) -> dict[str, Any]:
+                     codec: str = DEFAULT_CODEC, **extra: Any) -> dict[str, Any]:
     """The checkpoint dict of ``model``: model name + config, schema, weights, inference record, ``extra``.
 
-    ``name`` defaults to the preset name in ``model.config``; ``extra`` holds the training config and the
-    trainer's resume state.
+    ``name`` defaults to the preset name in ``model.config``; ``codec`` is the training config's ``data.codec``;
+    ``extra`` holds the training config and the trainer's resume state.
     """
-    inference = InferenceSpec(tuple(model.input_size), tuple(model.heatmap_size), bool(udp))  # type: ignore[arg-type]
+    inference = InferenceSpec(tuple(model.input_size), tuple(model.heatmap_size), str(codec))  # type: ignore[arg-type]
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": {"name": name or model.config.name, "config": dataclasses.asdict(model.config)},
@@ -144,17 +151,20 @@ def checkpoint_schema(state: dict[str, Any], path: str | Path) -> KeypointSchema
 def inference_spec(state: dict[str, Any], model: nn.Module) -> InferenceSpec:
     """The checkpoint's :class:`InferenceSpec`.
 
-    Checkpoints written before the ``inference`` record existed (the shipped weights among them) stored
-    only the training config; for them UDP is read from its ``data.udp`` and the sizes from ``model``.
+    Older checkpoints decode as they were trained: a record with a ``udp`` flag instead of a codec (written
+    before codecs existed) means ``"udp"`` or ``"hrnet"``; without a record (the shipped weights among them)
+    the training config's ``data.codec``, else its ``data.udp`` flag, says it, and the sizes come from ``model``.
     """
     record = state.get("inference")
     if isinstance(record, dict):
+        codec = record["codec"] if "codec" in record else _legacy_codec(record.get("udp", False))
         return InferenceSpec(tuple(int(v) for v in record["input_size"]),  # type: ignore[arg-type]
-                             tuple(int(v) for v in record["heatmap_size"]), bool(record.get("udp", False)))
+                             tuple(int(v) for v in record["heatmap_size"]), str(codec))
     data = (state.get("config") or {}).get("data") if isinstance(state.get("config"), dict) else None
-    udp = bool(data.get("udp", False)) if isinstance(data, dict) else False
+    data = data if isinstance(data, dict) else {}
+    codec = data["codec"] if "codec" in data else _legacy_codec(data.get("udp", False))
     return InferenceSpec(tuple(int(v) for v in model.input_size),  # type: ignore[attr-defined]
-                         tuple(int(v) for v in model.heatmap_size), udp)  # type: ignore[attr-defined]
+                         tuple(int(v) for v in model.heatmap_size), str(codec))  # type: ignore[attr-defined]
 
 
 def load_model(weights: str | Path, device: str | torch.device = "cpu") -> tuple[DSPose, dict[str, Any]]:

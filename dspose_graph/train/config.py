@@ -29,6 +29,10 @@ class ModelConfig:
     # Start from these weights instead of random ones: a checkpoint path or the name of a shipped weight
     # file (dspose_graph/weights); keypoints are matched by name across skeletons. "" = random init.
     init_from: str = ""
+    # ImageNet HRNet weights for the backbone's stages 1-3 (timm or official HRNet layout), a path relative
+    # to the working directory as HRNet's models/pytorch/imagenet/ layout; null = random backbone.
+    # The paper configs name the file; training stops before reading data when it is missing.
+    pretrained: str | None = None
 
 
 @dataclass
@@ -44,8 +48,14 @@ class DataConfig:
     val_gt: str = ""  # MPII: the official val ground-truth .mat for PCKh
     input_size: list[int] | None = None  # (w, h); None = the model's own
     sigma: float = 2.0
-    udp: bool = False
-    augment: bool = True
+    codec: str = "tokenpose"  # crop/target/decode conventions: "tokenpose" (official), "hrnet", "udp"
+    # Training augmentation: true = the official preset of data.kind ("coco" or "mpii"), a preset name,
+    # or false (none); augment_overrides sets AugmentParams fields (scale_factor, rotation_factor, ...).
+    augment: bool | str = True
+    augment_overrides: dict[str, float] = field(default_factory=dict)
+    keep_unannotated: bool = True  # MPII: keep training persons without annotated joints, as official
+    val_boxes: str = ""  # COCO: person detections (COCO results JSON) to evaluate on instead of GT boxes
+    det_score_thr: float = 0.0  # keep val_boxes detections scoring at least this (official IMAGE_THRE)
     limit_train: int = 0  # 0 = all samples; > 0 = the first N (smoke runs)
     limit_val: int = 0
 
@@ -60,6 +70,9 @@ class OptimConfig:
     gamma: float = 0.1
     epochs: int = 300
     batch_size: int = 32  # per process (per GPU)
+    # The global batch (processes x batch_size) that lr was set for; 0 = not stated. Training warns when
+    # the actual global batch differs and keeps lr as configured (docs/reproducing.md: the linear rule).
+    global_batch: int = 0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     amp: str = "none"  # "none", "fp16" (CUDA, with GradScaler) or "bf16" (autocast, CPU or CUDA)
 
@@ -72,6 +85,8 @@ class EvalConfig:
     flip_test: bool = True
     decode: str = "dark"  # "dark" or "argmax"
     batch_size: int = 32
+    oks_nms_threshold: float = 0.9  # COCO: OKS-NMS per image, with ground-truth and detected boxes alike
+    rescore_threshold: float = 0.2  # COCO: person score = box score x mean keypoint score above this
 
 
 @dataclass
@@ -119,6 +134,13 @@ class TrainConfig:
         if self.data.kind == "coco":
             return "AP"
         return "PCKh_Mean" if self.data.val_gt else "PCK@0.2"
+
+
+# Keys that were renamed: reading the old name names the new one instead of "unknown key".
+RENAMED = {
+    "data.udp": "data.udp was replaced by data.codec: write codec: udp for udp: true, codec: hrnet for udp: false "
+                "(the old default); the default is now codec: tokenpose (official TokenPose's conventions)",
+}
 
 
 def _type_name(tp: Any) -> str:
@@ -179,6 +201,10 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(raw) - set(names))
+    section = where.rsplit(": ", 1)[-1]
+    for key in unknown:
+        if f"{section}.{key}" in RENAMED:
+            raise ValueError(f"{where}: {RENAMED[f'{section}.{key}']}")
     if unknown:
         raise ValueError(f"{where}: unknown key {unknown[0]!r} (valid keys: {', '.join(names)})")
     kwargs = {}

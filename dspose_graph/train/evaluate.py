@@ -7,8 +7,12 @@ Metrics:
 
 - COCO-format data: OKS AP / AR through pycocotools (``dspose_graph.eval.coco_eval.evaluate_coco``).
 - MPII with its official val ``.mat`` and the full val split: PCKh@0.5 (``dspose_graph.eval.pckh``).
-- Always: PCK@0.2 (``dspose_graph.eval.pck``), a keypoint being correct when it lies within 0.2 x the longest
-  side of the person box (the crop box without its ``BOX_PADDING``), over keypoints labelled in the ground truth.
+- PCK@0.2 (``dspose_graph.eval.pck``), a keypoint being correct when it lies within 0.2 x the longest side of
+  the person box (the crop box without its ``BOX_PADDING``), over keypoints labelled in the ground truth; left
+  out when the boxes are detections (they carry no ground truth).
+
+Heatmaps are decoded with the codec the dataset encoded its targets with (``data.codec``): its flip shift,
+DARK's blur border and its crop geometry back to the image.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from dspose_graph.data.codec import Codec, get_codec
 from dspose_graph.eval.decode import decode_heatmaps, heatmaps_to_image
 from dspose_graph.eval.flip import flip_test_heatmaps
 from dspose_graph.eval.pck import pck, pck_normalizer
@@ -38,7 +43,7 @@ def predict_dataset(
     device: torch.device | str = "cpu",
     flip_test: bool = True,
     decode: str = "dark",
-    udp: bool = False,
+    codec: str | Codec | None = None,
     workers: int = 0,
     info: DistInfo | None = None,
 ) -> dict[str, np.ndarray]:
@@ -47,7 +52,10 @@ def predict_dataset(
     Returns arrays sorted by dataset index: ``index`` (N,), ``coords`` (N, K, 2), ``scores`` (N, K),
     ``image_id`` (N,), ``ann_id`` (N,), ``center`` (N, 2), ``scale`` (N, 2), ``box_score`` (N,),
     ``gt`` (N, K, 3). Under DDP each rank predicts a strided shard and all ranks get the merged result.
+    ``codec`` defaults to the dataset's own (``dataset.codec``), else the default codec.
     """
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    codec = get_codec(codec if codec is not None else getattr(base, "codec", None))
     info = info or DistInfo()
     device = torch.device(device)
     indices = list(range(info.rank, len(dataset), info.world_size))  # type: ignore[arg-type]
@@ -62,14 +70,14 @@ def predict_dataset(
     for batch in loader:
         images = batch["image"].to(device)
         if flip_test:
-            heatmaps = flip_test_heatmaps(model, images, flip_index, shift=not udp)
+            heatmaps = flip_test_heatmaps(model, images, flip_index, shift=codec.flip_shift)
         else:
             heatmaps = model(images).float()
-        coords, scores = decode_heatmaps(heatmaps.cpu(), method=decode)
+        coords, scores = decode_heatmaps(heatmaps.cpu(), method=decode, codec=codec)
         meta = batch["meta"]
         center = meta["center"].numpy().astype(np.float64)
         scale = meta["scale"].numpy().astype(np.float64)
-        coords = heatmaps_to_image(np.asarray(coords, dtype=np.float64), center, scale, heatmap_size, udp=udp)
+        coords = heatmaps_to_image(np.asarray(coords, dtype=np.float64), center, scale, heatmap_size, codec=codec)
         parts["coords"].append(np.asarray(coords, dtype=np.float64))
         parts["scores"].append(np.asarray(scores, dtype=np.float64))
         parts["center"].append(center)
@@ -121,16 +129,18 @@ def mean_pose_predictions(pose: np.ndarray, reference: dict[str, np.ndarray]) ->
     return out
 
 
-def coco_results(pred: dict[str, np.ndarray], sigmas: np.ndarray | None = None) -> list[dict[str, Any]]:
+def coco_results(pred: dict[str, np.ndarray], sigmas: np.ndarray | None = None, nms_threshold: float | None = 0.9,
+                 rescore_threshold: float = 0.2) -> list[dict[str, Any]]:
     """pycocotools keypoint results of a prediction dict, rescored and OKS-NMSed over the crop areas.
 
-    Official TokenPose applies OKS-NMS (0.9) with detector and ground-truth boxes alike.
+    Official TokenPose applies OKS-NMS (``OKS_THRE`` 0.9) with detector and ground-truth boxes alike and
+    rescores with the keypoints above ``IN_VIS_THRE`` (0.2).
     """
     from dspose_graph.eval.coco_eval import make_coco_results
 
     keypoints = np.concatenate([pred["coords"], pred["scores"][..., None]], axis=-1)
-    return make_coco_results(keypoints, pred["image_id"], pred["box_score"],
-                             areas=pred["scale"].prod(axis=1), sigmas=sigmas, nms_threshold=0.9)
+    return make_coco_results(keypoints, pred["image_id"], pred["box_score"], areas=pred["scale"].prod(axis=1),
+                             sigmas=sigmas, nms_threshold=nms_threshold, rescore_threshold=rescore_threshold)
 
 
 def oks_sigmas(schema: Any) -> np.ndarray | None:
@@ -144,13 +154,19 @@ def compute_metrics(
     coco_gt: Any = None,
     sigmas: np.ndarray | None = None,
     pckh_mat: str | Path | None = None,
+    nms_threshold: float | None = 0.9,
+    rescore_threshold: float = 0.2,
 ) -> dict[str, float]:
-    """OKS AP (when ``coco_gt`` is given), PCKh (when ``pckh_mat`` is given) and PCK@0.2 of a prediction dict."""
-    metrics: dict[str, float] = {"PCK@0.2": pck(pred["coords"], pred["gt"], pck_normalizer(pred["scale"]), 0.2)}
+    """OKS AP (when ``coco_gt`` is given), PCKh (when ``pckh_mat`` is given) and PCK@0.2 (when the boxes carry
+    ground-truth keypoints) of a prediction dict; ``nms_threshold`` and ``rescore_threshold`` as :func:`coco_results`."""
+    metrics: dict[str, float] = {}
+    if (pred["gt"][..., 2] > 0).any():
+        metrics["PCK@0.2"] = pck(pred["coords"], pred["gt"], pck_normalizer(pred["scale"]), 0.2)
     if coco_gt is not None:
         from dspose_graph.eval.coco_eval import evaluate_coco
 
-        stats = evaluate_coco(coco_results(pred, sigmas), coco_gt, sigmas=sigmas)
+        results = coco_results(pred, sigmas, nms_threshold=nms_threshold, rescore_threshold=rescore_threshold)
+        stats = evaluate_coco(results, coco_gt, sigmas=sigmas)
         metrics.update({k: float(v) for k, v in stats.items() if isinstance(v, (int, float, np.floating))})
     if pckh_mat is not None:
         from dspose_graph.eval.pckh import evaluate_pckh

@@ -86,6 +86,7 @@ def prepare(config: TrainConfig, out_dir: Path, *, epochs: int | None = None, da
     if tiny:
         base = config.model.name.rsplit("_", 1)[0]
         raw["model"]["name"] = f"{base}_t"
+        raw["model"]["pretrained"] = None  # the ImageNet HRNet file is for the row's W32/W48 backbone
         if config.data.kind == "mpii":
             raw["model"]["overrides"].setdefault("schema", "mpii")
     raw["run"]["out_dir"] = str(out_dir)
@@ -95,14 +96,18 @@ def prepare(config: TrainConfig, out_dir: Path, *, epochs: int | None = None, da
 
 
 def data_paths(kind: str, root: Path) -> dict[str, str]:
-    """The data.* path fields for a dataset root in one of the known layouts."""
-    from dspose_graph.data.layouts import coco_paths, mpii_paths
+    """The data.* path fields for a dataset root in one of the known layouts (COCO: with HRNet's person
+    detections when the root has them, else ground-truth boxes)."""
+    from dspose_graph.data.layouts import COCO_DETECTIONS, coco_paths, mpii_paths
 
     if kind == "coco":
         train_ann, train_images = coco_paths(root, "train")
         val_ann, val_images = coco_paths(root, "val")
+        boxes = root / COCO_DETECTIONS.format(split="val")
+        if not boxes.is_file():
+            log.warning("no person detections at %s: evaluating with ground-truth boxes", boxes)
         return {"root": "", "train_ann": str(train_ann), "train_images": str(train_images),
-                "val_ann": str(val_ann), "val_images": str(val_images)}
+                "val_ann": str(val_ann), "val_images": str(val_images), "val_boxes": str(boxes) if boxes.is_file() else ""}
     ann, images = mpii_paths(root)
     if ann is None:
         raise FileNotFoundError(f"no MPII annotation file under {root}")
@@ -133,7 +138,7 @@ def run_table(table: str, rows: list[tuple[Path, TrainConfig]], out: Path, *, dr
     for path, row in rows:
         config = prepare(row, out / path.stem, **changes)
         if dry_run:
-            params, ours = count_parameters(build_model(config))[0], None
+            params, ours = count_parameters(build_model(config, load_pretrained=False))[0], None
         else:
             log.info("table %s, row %s (%s)", table, row.paper.row, path.name)
             trained = train(config, source=str(path))

@@ -3,7 +3,9 @@
 ``train(config)`` builds the model (:func:`build_model`), the datasets (:func:`build_datasets`) and the
 held-out evaluator (:func:`build_evaluator`), runs the :class:`~dspose_graph.train.trainer.Trainer` and
 returns a :class:`TrainResult`; ``evaluate(config, weights)`` scores a checkpoint on the config's
-held-out split. The CLI (``dspose train``), the experiment runner and the demo are thin callers of
+held-out split; ``dry_run(config)`` builds everything and stops before training. The config's fidelity keys
+are read here: ``model.pretrained`` (checked before any data is read), ``data.codec`` (datasets and
+evaluation), ``data.augment``, ``data.val_boxes``, the ``eval`` thresholds and ``optim.global_batch``. The CLI (``dspose train``), the experiment runner and the demo are thin callers of
 these functions. Under ``torchrun`` every process calls the same function (see docs/training.md).
 
 Files written to ``config.run.out_dir``: ``config.yaml``, the trainer's checkpoints and logs, and
@@ -21,6 +23,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from dspose_graph.data.augment import AugmentParams, augment_preset
+from dspose_graph.data.codec import Codec, get_codec
 from dspose_graph.io import atomic_write_json, atomic_write_text
 from dspose_graph.models import DSPose, create_model
 from dspose_graph.models.checkpoint import load_model
@@ -31,6 +35,12 @@ from dspose_graph.train.trainer import Trainer
 log = logging.getLogger(__name__)
 
 DATA_KINDS = ("coco", "mpii")
+# Where the ImageNet HRNet files named by model.pretrained come from (said when one is missing).
+PRETRAINED_SOURCE = (
+    "the ImageNet HRNet files official HRNet and TokenPose start from (hrnet_w32-36af842e.pth for the -B models, "
+    "hrnet_w48-8ef0771d.pth for -L) are in the model zoo linked from the README of "
+    "github.com/leoxiaobin/deep-high-resolution-net.pytorch (folder imagenet/, placed as models/pytorch/imagenet/); "
+    "timm's hrnet_w32/hrnet_w48 weights load too")
 
 
 @dataclasses.dataclass
@@ -78,9 +88,34 @@ def data_path(config: TrainConfig, field: str, must_exist: bool = True) -> Path:
     return path
 
 
-def build_model(config: TrainConfig) -> DSPose:
-    """The configured preset, started from ``model.init_from`` weights when given."""
-    model = create_model(config.model.name, **config.model.overrides)
+def pretrained_path(config: TrainConfig) -> Path | None:
+    """``model.pretrained`` (relative to the working directory), or ``None`` for a random backbone.
+
+    Raises ``FileNotFoundError`` naming the file, the backbone and where such files come from when it is missing.
+    """
+    value = config.model.pretrained
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError("config model.pretrained is empty: give the ImageNet HRNet file, or null for a random backbone")
+    path = Path(value)
+    if not path.is_file():
+        from dspose_graph.models.presets import resolve_config
+
+        backbone = resolve_config(config.model.name, **config.model.overrides).backbone
+        raise FileNotFoundError(
+            f"config model.pretrained: {path} not found (relative to {Path.cwd()}); it holds the ImageNet weights "
+            f"the {backbone} backbone of {config.model.name} starts from, as in official TokenPose. {PRETRAINED_SOURCE}. "
+            "Or set model.pretrained: null to train from a random backbone (not the paper's recipe); "
+            "see docs/reproducing.md")
+    return path
+
+
+def build_model(config: TrainConfig, load_pretrained: bool = True) -> DSPose:
+    """The configured preset: its backbone from ``model.pretrained`` (unless ``load_pretrained`` is off, e.g.
+    to count parameters), then ``model.init_from`` weights when given."""
+    pretrained = pretrained_path(config) if load_pretrained else None
+    model = create_model(config.model.name, pretrained=pretrained, **config.model.overrides)
     if config.model.init_from:
         from dspose_graph.models.transfer import init_from_checkpoint
         from dspose_graph.weights import resolve_weights
@@ -92,20 +127,52 @@ def build_model(config: TrainConfig) -> DSPose:
     return model
 
 
+def codec_of(config: TrainConfig) -> Codec:
+    """The :class:`~dspose_graph.data.codec.Codec` named by ``data.codec``."""
+    try:
+        return get_codec(config.data.codec)
+    except ValueError as e:
+        raise ValueError(f"config data.codec: {e}") from None
+
+
+def augment_of(config: TrainConfig) -> AugmentParams | None:
+    """The training augmentation of ``data.augment`` (+ ``data.augment_overrides``); ``None`` when it is off."""
+    d = config.data
+    if d.augment is False or d.augment == "none":
+        return None
+    name = d.kind if d.augment is True else d.augment
+    fields = {f.name for f in dataclasses.fields(AugmentParams)}
+    unknown = sorted(set(d.augment_overrides) - fields)
+    if unknown:
+        raise ValueError(f"config data.augment_overrides: unknown field {unknown[0]!r} (valid: {', '.join(sorted(fields))})")
+    try:
+        return augment_preset(name, **d.augment_overrides)
+    except ValueError as e:
+        raise ValueError(f"config data.augment: {e}") from None
+
+
 def build_dataset(config: TrainConfig, model: DSPose, split: str, augment: bool = False) -> Dataset:
     """The ``split`` (``"train"``/``"val"``) dataset of ``config``, cropped for ``model``; no ``limit_*`` applied.
 
     Paths come from ``data.<split>_ann`` / ``data.<split>_images``; when both are empty, from the
-    official folder layout under ``data.root`` (``dspose_graph.data.layouts``).
+    official folder layout under ``data.root`` (``dspose_graph.data.layouts``). ``augment`` applies
+    :func:`augment_of`; the COCO val split takes its person boxes from ``data.val_boxes`` when set.
     """
     from dspose_graph.data import build_dataset as dataset_from_layout
 
     d = config.data
     if d.kind not in DATA_KINDS:
         raise ValueError(f"config data.kind={d.kind!r}: expected one of {', '.join(DATA_KINDS)}")
+    params = augment_of(config) if augment else None
     kwargs: dict[str, Any] = dict(input_size=tuple(d.input_size) if d.input_size else tuple(model.input_size),
-                                  heatmap_size=tuple(model.heatmap_size), sigma=d.sigma, udp=d.udp,
-                                  schema=model.schema, train=augment)
+                                  heatmap_size=tuple(model.heatmap_size), sigma=d.sigma, codec=codec_of(config),
+                                  schema=model.schema, train=params is not None, augment=params)
+    if d.kind == "mpii":
+        kwargs["keep_unannotated"] = d.keep_unannotated
+    if d.val_boxes and split == "val":
+        if d.kind != "coco":
+            raise ValueError(f"config data.val_boxes is for COCO-format data, not data.kind={d.kind!r}")
+        kwargs.update(detections=data_path(config, "val_boxes"), det_score_thr=d.det_score_thr)
     if getattr(d, f"{split}_ann") or getattr(d, f"{split}_images"):
         kwargs.update(ann_file=data_path(config, f"{split}_ann"), image_dir=data_path(config, f"{split}_images"))
     return dataset_from_layout(d.kind, d.root or ".", split, **kwargs)
@@ -151,14 +218,32 @@ def build_evaluator(config: TrainConfig, model: DSPose, val_set: Dataset, device
         pckh_mat = data_path(config, "val_gt")
     sigmas = oks_sigmas(model.schema)
     info = info or DistInfo()
+    e = config.eval
 
     def evaluate_model(m: nn.Module) -> dict[str, float]:
-        pred = predict_dataset(m, val_set, batch_size=config.eval.batch_size, device=torch.device(device),
-                               flip_test=config.eval.flip_test, decode=config.eval.decode, udp=config.data.udp,
-                               info=info)
-        return compute_metrics(pred, coco_gt=coco_gt, sigmas=sigmas, pckh_mat=pckh_mat)
+        pred = predict_dataset(m, val_set, batch_size=e.batch_size, device=torch.device(device),
+                               flip_test=e.flip_test, decode=e.decode, codec=codec_of(config), info=info)
+        return compute_metrics(pred, coco_gt=coco_gt, sigmas=sigmas, pckh_mat=pckh_mat,
+                               nms_threshold=e.oks_nms_threshold, rescore_threshold=e.rescore_threshold)
 
     return evaluate_model
+
+
+def check_global_batch(config: TrainConfig, world_size: int) -> int:
+    """Log processes x per-process batch and the lr; warn when that global batch is not ``optim.global_batch``.
+
+    The lr is never rescaled here: a run on fewer GPUs than the paper's trains with the configured lr unless
+    the user changes it (docs/reproducing.md gives the linear rule). Returns the actual global batch.
+    """
+    o = config.optim
+    actual = world_size * o.batch_size
+    log.info("batch: %d process(es) x %d per process = global batch %d, lr %g", world_size, o.batch_size, actual, o.lr)
+    if o.global_batch and actual != o.global_batch:
+        log.warning("global batch %d (%d process(es) x %d) differs from optim.global_batch %d that lr %g is set for; "
+                    "training with lr %g as configured (the linear rule would give lr %g: --set optim.lr=%g)",
+                    actual, world_size, o.batch_size, o.global_batch, o.lr, o.lr, o.lr * actual / o.global_batch,
+                    o.lr * actual / o.global_batch)
+    return actual
 
 
 def _start(config: TrainConfig) -> tuple[DistInfo, torch.device, Path]:
@@ -187,6 +272,8 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, source: str 
     """
     try:
         info, device, out_dir = _start(config)
+        if info.is_main:
+            check_global_batch(config, info.world_size)
         torch.manual_seed(config.run.seed)
         model = build_model(config)
         train_set, val_set = build_datasets(config, model)
@@ -220,3 +307,33 @@ def evaluate(config: TrainConfig, weights: str | Path, *, source: str = "<config
     finally:
         cleanup()
     return metrics
+
+
+def dry_run(config: TrainConfig) -> dict[str, Any]:
+    """Build what :func:`train` builds and read one sample of each split, then stop before training.
+
+    Checks a config and every file it names (pretrained backbone, annotations, images, detections, MPII ground
+    truth) in minutes on a CPU; nothing is written. Returns a summary: model, trainable parameters, backbone
+    file, codec, augmentation, samples per split, processes, batch and lr.
+    """
+    try:
+        info = init_distributed(resolve_device(config.run.device))
+        device = resolve_device(config.run.device, info)
+        global_batch = check_global_batch(config, info.world_size)
+        model = build_model(config)
+        train_set, val_set = build_datasets(config, model)
+        assert train_set is not None
+        build_evaluator(config, model, val_set, device, info)
+        for name, dataset in (("train", train_set), ("val", val_set)):
+            if len(dataset) == 0:  # type: ignore[arg-type]
+                raise ValueError(f"config data: the {name} split has no samples")
+            dataset[0]
+    finally:
+        cleanup()
+    params = augment_of(config)
+    return {"model": config.model.name, "params": count_parameters(model)[0],
+            "pretrained": config.model.pretrained, "codec": config.data.codec,
+            "augment": dataclasses.asdict(params) if params else None,
+            "train_samples": len(train_set), "val_samples": len(val_set),  # type: ignore[arg-type]
+            "val_boxes": config.data.val_boxes or None, "world_size": info.world_size,
+            "batch_per_process": config.optim.batch_size, "global_batch": global_batch, "lr": config.optim.lr}

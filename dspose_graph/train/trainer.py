@@ -129,7 +129,7 @@ class Trainer:
         """The checkpoint: the model (``models.checkpoint.checkpoint_state``), training config, resume state."""
         return checkpoint_state(
             self.model, name=self.config.model.name, epoch=self.epoch, metrics=metrics,
-            provenance=provenance(None, seed=self.run.seed, **self.provenance), udp=self.config.data.udp,
+            provenance=provenance(None, seed=self.run.seed, **self.provenance), codec=self.config.data.codec,
             config=config_to_dict(self.config),
             step_in_epoch=self.step_in_epoch, global_step=self.global_step, epoch_loss_sum=self._epoch_loss_sum,
             best=self.best, best_key=self.best_key, history=self.history,

@@ -106,7 +106,8 @@ def data_samples(weights: str | Path, config_path: str | Path, split: str = "val
     for s in samples:
         m = s["meta"]
         kp = np.asarray(m["keypoints"], dtype=np.float64)
-        mat = crop_affine(np.asarray(m["center"]), np.asarray(m["scale"]), float(m["rotation"]), model.heatmap_size)
+        mat = crop_affine(np.asarray(m["center"]), np.asarray(m["scale"]), float(m["rotation"]), model.heatmap_size,
+                          codec=dataset.codec)
         gt.append(np.concatenate([apply_affine(kp[:, :2], mat), kp[:, 2:3]], axis=1))
     return Samples(model, crops, np.stack(gt), f"{Path(config_path).name}, {split}")
 
