@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from dspose_graph.demo.baselines import START_ROW, evaluate_rows, goal_lines, metric_table, verdict
-from dspose_graph.demo.data import SETTINGS, DemoData, model_overrides, resolve_data
+from dspose_graph.demo.data import SETTINGS, DemoData, is_real, model_overrides, resolve_data
 from dspose_graph.demo.report import adjacency_figure, predictions_figure, render_report, topology_section
 from dspose_graph.io import atomic_write_text
 from dspose_graph.train.config import EvalConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
@@ -107,8 +107,6 @@ def with_defaults(options: DemoOptions, real: bool) -> DemoOptions:
 
 def run_demo(options: DemoOptions) -> DemoResult:
     """Run the whole demo into ``options.out``; returns the held-out rows and the report."""
-    from dspose_graph.demo.data import is_real
-
     started = time.perf_counter()
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +159,8 @@ def _summary(options: DemoOptions, config: TrainConfig, result: TrainResult, tra
             f"{options.workers} data-loading process(es)). Model overrides: {config.model.overrides}; starting "
             f"weights: {repr(init) + ' (see dspose_graph/weights)' if init else 'random'}; target sigma "
             f"{options.sigma:g}; training augmentation {'on' if config.data.augment else 'off'}; Adam lr "
-            f"{options.lr:g}, batch {options.batch_size}, budget {options.minutes:g} min / {options.epochs} epochs.")
+            f"{options.lr:g}, batch {options.batch_size}, budget {options.minutes:g} min / {options.epochs} epochs; "
+            f"{len(result.train_set)} training and {len(result.val_set)} held-out persons (ground-truth boxes).")
 
 
 def _evaluation_text(config: TrainConfig, data: DemoData) -> str:
