@@ -1,13 +1,17 @@
-"""Model speed: DSPose-B vs TokenPose-B, dense vs sparse graph head, head share of a train step, peak memory.
+"""Model speed: the fast paths (bf16, channels-last, torch.compile) against fp32 eager of the same model, and
+(``--arch``) DSPose-B vs TokenPose-B, dense vs sparse graph head, head share of a train step, peak memory.
 
 Timings alternate between the configurations round by round (medians), so that load changes on a shared
 machine hit all of them alike; peak RSS comes from one short process per configuration (build + one step).
-The table prints ratios against TokenPose-B measured in the same run.
+Each table prints ratios against its reference measured in the same run.
 
-    python benchmarks/bench_model.py                    # batch 8, 2 threads, dspose_b vs tokenpose_b
-    python benchmarks/bench_model.py --tiny             # dspose_t vs tokenpose_t (a quick smoke run)
+    python benchmarks/bench_model.py                    # fast paths of dspose_b, batch 8, 2 threads
+    python benchmarks/bench_model.py --no-compile       # without the compiled paths (minutes of compiling)
+    python benchmarks/bench_model.py --arch [--tiny]    # dspose_b vs tokenpose_b (dspose_t vs tokenpose_t)
 
-Goals (issue 4): graph-head overhead <= 5 % of the train step; dense head >= 3x faster than sparse.
+Goals: fast paths (issue 15): inference >= 2.5x (bf16 + channels_last + compile), train step >= 2.0x
+(bf16 + channels_last). Architecture (issue 4): graph-head overhead <= 5 % of the train step; dense head
+>= 3x faster than sparse. Accuracy of the fast paths: ``benchmarks/bench_precision.py``.
 """
 
 from __future__ import annotations
@@ -77,6 +81,82 @@ def _forward_fn(model, images, backend: str | None = None):
     return forward
 
 
+# name -> prepare_model options; the compiled paths are skipped with --no-compile.
+PATHS = {
+    "fp32": {},
+    "bf16": {"precision": "bf16"},
+    "bf16+channels_last": {"precision": "bf16", "channels_last": True},
+    "fp32+compile": {"compile": True},
+    "bf16+channels_last+compile": {"precision": "bf16", "channels_last": True, "compile": True},
+}
+TRAIN_PATHS = ("fp32", "bf16", "bf16+channels_last")
+
+
+def _fast_forward(prepared, images):
+    import torch
+
+    def forward():
+        prepared.module.eval()
+        with torch.no_grad():
+            prepared(images)
+    return forward
+
+
+def _fast_step(prepared, images, target):
+    import torch
+
+    opt = torch.optim.SGD(prepared.original.parameters(), lr=1e-6)
+    x = prepared.prepare_input(images)
+
+    def step():
+        prepared.module.train()
+        opt.zero_grad(set_to_none=True)
+        with prepared.autocast():
+            pred = prepared.module(x)
+        torch.nn.functional.mse_loss(pred.float(), target).backward()
+        opt.step()
+    return step
+
+
+def _first_call(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def fast_paths(args: argparse.Namespace) -> None:
+    """Forward and train-step time of each fast path against fp32 eager of the same weights (one run)."""
+    import copy
+
+    import torch
+
+    from dspose_graph.models.runtime import prepare_model
+
+    preset = "dspose_t" if args.tiny else "dspose_b"
+    base = _build(preset, "dense")
+    w, h = base.input_size
+    images, target = torch.randn(args.batch, 3, h, w), torch.rand(args.batch, base.num_keypoints, h // 4, w // 4)
+    names = [n for n in PATHS if args.compile or not PATHS[n].get("compile")]
+    fwd_fns, step_fns, first = {}, {}, {}
+    for name in names:
+        fwd_fns[name] = _fast_forward(prepare_model(copy.deepcopy(base), **PATHS[name]), images)
+        first[name] = _first_call(fwd_fns[name])  # compiles the compiled paths
+    for name in TRAIN_PATHS:
+        step_fns[name] = _fast_step(prepare_model(copy.deepcopy(base), **PATHS[name]), images, target)
+    fwd = _round_robin(fwd_fns, args.rounds, args.warmup)
+    stp = _round_robin(step_fns, args.rounds, args.warmup)
+    print(f"fast paths of {preset}: batch {args.batch}, {args.threads} threads, median of {args.rounds} interleaved "
+          f"rounds, reference = fp32 eager (shared machine: absolute times inflated, ratios comparable)")
+    print(f"{'path':<28}{'forward s':>10}{'x fp32':>8}{'step s':>9}{'x fp32':>8}{'compile s':>11}")
+    for name in names:
+        step = f"{stp[name]:>9.3f}{stp['fp32'] / stp[name]:>8.2f}" if name in stp else f"{'-':>9}{'-':>8}"
+        compile_s = f"{first[name] - fwd[name]:>11.1f}" if PATHS[name].get("compile") else f"{'-':>11}"
+        print(f"{name:<28}{fwd[name]:>10.3f}{fwd['fp32'] / fwd[name]:>8.2f}{step}{compile_s}")
+    best = "bf16+channels_last+compile" if args.compile else "bf16+channels_last"
+    print(f"inference {best}: {fwd['fp32'] / fwd[best]:.2f}x (goal >= 2.5x with compile); train step "
+          f"bf16+channels_last: {stp['fp32'] / stp['bf16+channels_last']:.2f}x (goal >= 2.0x)")
+
+
 def memory_worker(preset: str, backend: str, batch: int, threads: int) -> dict:
     """Peak RSS of building ``preset`` and running one train step (own process)."""
     import torch
@@ -103,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--tiny", action="store_true", help="dspose_t/tokenpose_t instead of the B presets")
+    parser.add_argument("--arch", action="store_true", help="DSPose vs TokenPose, dense vs sparse head (issue 4)")
+    parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile paths")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-configuration peak-RSS processes")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="dense", help=argparse.SUPPRESS)
@@ -114,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    if not args.arch:
+        fast_paths(args)
+        return 0
     size = "t" if args.tiny else "b"
     ref_name, dense_name, sparse_name = f"tokenpose_{size} (MLP head)", f"dspose_{size} dense", f"dspose_{size} sparse"
     tp, ds = _build(f"tokenpose_{size}", "dense"), _build(f"dspose_{size}", "dense")

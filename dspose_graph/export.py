@@ -34,8 +34,18 @@ from dspose_graph.io import atomic_path
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
+# Opset 14 brought the fused attention operator (aten::scaled_dot_product_attention) our Transformer exports
+# to; 23 is the newest that torch 2.14's exporter writes (torch.onnx._constants.ONNX_MAX_OPSET).
+MIN_OPSET, MAX_OPSET = 14, 23
 INPUT_NAME = "images"
 OUTPUT_NAME = "heatmaps"
+
+
+def check_opset(opset: int) -> None:
+    """``ValueError`` naming the valid range for an opset this model cannot be exported to."""
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"--opset {opset}: expected an ONNX opset from {MIN_OPSET} (the first with the attention "
+                         f"operator) to {MAX_OPSET} (the newest this torch exports)")
 
 
 def onnx_metadata(model: nn.Module) -> dict[str, str]:
@@ -69,6 +79,7 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
         raise ValueError(f"ONNX output {path}: expected a file name ending in .onnx")
     if example_batch < 1:
         raise ValueError(f"example_batch must be >= 1, got {example_batch}")
+    check_opset(opset)
     model = model.eval()
     w, h = (int(v) for v in model.input_size)
     param = next(model.parameters(), None)
@@ -92,7 +103,11 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
         for key, value in onnx_metadata(model).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
-        onnx.checker.check_model(proto)
+        try:
+            onnx.checker.check_model(proto)
+        except onnx.checker.ValidationError as e:  # its message names the temporary file: name the user's
+            raise ValueError(f"ONNX output {path}: the exported graph fails onnx's checker: "
+                             f"{str(e).replace(str(tmp), str(path))}") from None
         onnx.save(proto, str(tmp))
     log.info("wrote %s (opset %d, dynamic batch)", path, opset)
     return path
@@ -171,15 +186,18 @@ def export_checkpoint(weights: str | Path, path: str | Path, opset: int = DEFAUL
     """
     from dspose_graph.predict import Predictor
 
+    check_opset(opset)
+    image = None
+    if check_image and atol is not None:  # read before anything is written: a bad image fails first
+        from dspose_graph.data import load_image
+
+        image = load_image(check_image)
     predictor = Predictor(weights, flip_test=False)
     model = predictor.model
     path = export_onnx(model, Path(path), opset=opset)
     if atol is None:
         return path, None, ""
-    if check_image:
-        from dspose_graph.data import load_image
-
-        image = load_image(check_image)
+    if image is not None:
         crops, _, _ = predictor.crop(image, np.array([[0.0, 0.0, image.shape[1], image.shape[0]]]))
         what = Path(check_image).name
     else:

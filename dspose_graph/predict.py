@@ -41,6 +41,30 @@ def check_schema(schema: KeypointSchema, expected: KeypointSchema, source: str) 
         )
 
 
+BOX_FIELDS = ("x", "y", "w", "h")
+# No image is a million pixels across (JPEG stops at 65535); a larger box value is a broken detection, and
+# 1e308 would overflow to inf in the crop arithmetic.
+MAX_BOX_VALUE = 1e6
+
+
+def box_problem(box: Sequence[Any]) -> str | None:
+    """Why ``box`` is not a usable ``[x, y, w, h]`` (naming the field), or ``None`` when it is.
+
+    Refused: not 4 numbers, a NaN/inf or beyond :data:`MAX_BOX_VALUE` value, ``w <= 0`` or ``h <= 0``.
+    """
+    if not isinstance(box, (list, tuple, np.ndarray)) or len(box) != 4:
+        return f"must be [x, y, w, h], got {box!r}"
+    for name, value in zip(BOX_FIELDS, box):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            return f"field {name!r} = {value!r} is not a number"
+        if not np.isfinite(value) or abs(value) > MAX_BOX_VALUE:
+            return f"field {name!r} = {value!r} is not a finite pixel value (|value| <= {MAX_BOX_VALUE:g})"
+    for name, value in zip(BOX_FIELDS[2:], box[2:]):
+        if value <= 0:
+            return f"field {name!r} = {value!r} is not positive (an empty box)"
+    return None
+
+
 def _as_boxes(boxes: Any, width: int, height: int) -> np.ndarray:
     if boxes is None:
         return np.array([[0.0, 0.0, float(width), float(height)]])
@@ -51,10 +75,23 @@ def _as_boxes(boxes: Any, width: int, height: int) -> np.ndarray:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ValueError(f"boxes must be a list of [x, y, w, h], got an array of shape {arr.shape}")
-    if not np.isfinite(arr).all() or (arr[:, 2:] <= 0).any():
-        bad = int(np.flatnonzero(~np.isfinite(arr).all(1) | (arr[:, 2:] <= 0).any(1))[0])
-        raise ValueError(f"box {bad} = {arr[bad].tolist()} is not a finite [x, y, w, h] with positive w and h")
+    for i, box in enumerate(arr):
+        problem = box_problem(box)
+        if problem:
+            raise ValueError(f"box {i} {problem} (boxes are [x, y, w, h] with positive w and h)")
     return arr
+
+
+def _as_scores(box_scores: Any, count: int) -> np.ndarray:
+    if box_scores is None:
+        return np.ones(count)
+    scores = np.asarray(box_scores, dtype=np.float64).reshape(-1)
+    if scores.shape[0] != count:
+        raise ValueError(f"{scores.shape[0]} box scores for {count} boxes")
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if len(bad):
+        raise ValueError(f"box score {int(bad[0])} = {scores[bad[0]]} is not a finite number")
+    return scores
 
 
 class Predictor:
@@ -142,12 +179,7 @@ class Predictor:
             raise ValueError(f"image must be an RGB uint8 array (H, W, 3), got dtype {image.dtype} shape {image.shape}")
         height, width = image.shape[:2]
         box_arr = _as_boxes(boxes, width, height)
-        if box_scores is None:
-            scores = np.ones(len(box_arr))
-        else:
-            scores = np.asarray(box_scores, dtype=np.float64).reshape(-1)
-            if scores.shape[0] != box_arr.shape[0]:
-                raise ValueError(f"{scores.shape[0]} box scores for {box_arr.shape[0]} boxes")
+        scores = _as_scores(box_scores, len(box_arr))
         if len(box_arr) == 0:
             return []
         crops, centers, scales = self.crop(image, box_arr)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from topology.annotations import load_coco_statistics
+from dspose_graph.data.image import normalize_image
+from dspose_graph.data.synthetic import generate_image
+from dspose_graph.models.checkpoint import load_model
+from dspose_graph.weights import shipped_path
 from topology.feature import cosine_similarity_matrix, dense_to_edges, edges_to_dense, feature_adjacency, topk_mask
 
 
@@ -89,3 +94,45 @@ def test_gradient_flows_through_the_kept_similarities(keypoint_features):
     x = keypoint_features.clone().requires_grad_(True)
     feature_adjacency(x, t=4).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.fixture(scope="module")
+def shipped_head_inputs() -> tuple[list[torch.Tensor], int]:
+    """The fp32 inputs ``(64, 17, C)`` of each graph layer of the shipped dspose_t on 64 generated images."""
+    model, _ = load_model(shipped_path("dspose_t_synthetic"))
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(np.stack([normalize_image(generate_image(rng, model.input_size)[0]) for _ in range(64)]))
+    inputs: list[torch.Tensor] = []
+    hooks = [layer.register_forward_pre_hook(lambda m, args: inputs.append(args[0].detach()))
+             for layer in model.head.layers]
+    with torch.no_grad():
+        model(images)
+    for h in hooks:
+        h.remove()
+    return inputs, model.config.t
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_top_t_under_autocast_equals_fp32_on_the_shipped_weights(shipped_head_inputs, dtype):
+    inputs, t = shipped_head_inputs
+    for h in inputs:
+        ref = feature_adjacency(h, t)
+        with torch.autocast("cpu", dtype=dtype):
+            amp = feature_adjacency(h, t)
+            amp_from_low = feature_adjacency(h.to(dtype), t)  # features already in the autocast dtype
+        assert amp.dtype == torch.float32
+        assert torch.equal(amp != 0, ref != 0)  # the same top-t set in every one of the 64 x 17 rows
+        torch.testing.assert_close(amp, ref, rtol=0, atol=1e-6)
+        assert cosine_similarity_matrix(h.to(dtype)).dtype == torch.float32
+        assert amp_from_low.dtype == torch.float32
+
+
+def test_low_precision_similarities_would_change_the_graph(shipped_head_inputs):
+    """The old path (S computed in bf16 under autocast) chose other top-t sets: the test above can fail."""
+    inputs, t = shipped_head_inputs
+    changed = 0
+    for h in inputs:
+        xn = F.normalize(h, dim=-1).bfloat16()
+        old = topk_mask((xn @ xn.transpose(1, 2)).float(), t)
+        changed += int((old != (feature_adjacency(h, t) != 0)).any(-1).sum())
+    assert changed > 0

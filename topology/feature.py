@@ -7,6 +7,10 @@ r"""Feature-space adjacency: per-sample top-t cosine kNN edges between keypoint 
 where the top-t set of row i always contains i itself (self included, then the t - 1 most similar
 others). Ties are broken towards the lower keypoint index, so the edges are deterministic.
 
+S and the top-t choice are always computed in float32, autocast or not: the top-t set is a discrete choice
+that bf16/fp16 rounding of S flips on near-ties, and an AMP-trained model must learn on the same graphs
+that fp32 evaluation and inference build (issue 16).
+
 Shapes:
     B: batch size, K: keypoints, C: feature channels, E: number of edges.
     ``x``: ``(B, K, C)``; ``A_f``: ``(B, K, K)``; ``edge_index``: ``(2, E)`` over ``B*K`` nodes;
@@ -21,11 +25,13 @@ from torch import Tensor
 
 
 def cosine_similarity_matrix(x: Tensor, eps: float = 1e-8) -> Tensor:
-    """Batched cosine similarity ``(B, K, C) -> (B, K, K)`` (Eq. 5)."""
+    """Batched cosine similarity ``(B, K, C) -> (B, K, K)`` (Eq. 5), in float32 whatever the autocast."""
     if x.dim() != 3:
         raise ValueError(f"expected keypoint features of shape (B, K, C), got {tuple(x.shape)}")
-    xn = F.normalize(x, dim=-1, eps=eps)
-    return xn @ xn.transpose(1, 2)
+    # Autocast would run the matmul in bf16/fp16 even on float32 inputs, so it is switched off here.
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        xn = F.normalize(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x, dim=-1, eps=eps)
+        return xn @ xn.transpose(1, 2)
 
 
 def topk_mask(similarity: Tensor, t: int) -> Tensor:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from dspose_graph.demo import DemoOptions, run_demo
 from dspose_graph.demo.baselines import metric_table
+from dspose_graph.io import check_output_dir
 
 HELP = "train a small DSPose for a few minutes and report held-out metrics against baselines"
 
@@ -58,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     options = DemoOptions(**{f: getattr(args, f) for f in DemoOptions.__dataclass_fields__})
+    options.out = check_output_dir(args.out)  # before minutes of work, not after
     result = run_demo(options)
     print(metric_table(result.rows))
     print(f"\nwrote {result.report}")

@@ -13,7 +13,7 @@ from dspose_graph.eval.coco_eval import (
     keypoint_category,
     load_results,
 )
-from dspose_graph.io import atomic_write_json, provenance
+from dspose_graph.io import atomic_write_json, check_output_file, provenance
 from topology.schemas import KeypointSchema
 
 HELP = "OKS AP/AR of a COCO keypoint results JSON (pycocotools COCOeval)"
@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        check_output_file(args.out)
     coco_gt = load_coco(args.annotations)
     check_ground_truth(coco_gt, str(args.annotations))
     sigmas = None

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from dspose_graph.eval.pckh import check_threshold, default_gt_path, evaluate_pckh, format_pckh_table, load_predictions
-from dspose_graph.io import atomic_write_json, provenance
+from dspose_graph.io import atomic_write_json, check_output_file, provenance
 
 HELP = "PCKh of MPII validation predictions (.mat 'preds' (N,16,2) or (16,2,N), .npy, .json)"
 
@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        check_output_file(args.out)
     check_threshold(args.threshold, "--threshold")
     check_threshold(args.low_threshold, "--low-threshold")
     preds = load_predictions(args.pred, key=args.key)

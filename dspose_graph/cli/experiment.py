@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dspose_graph.io import check_output_dir
 from dspose_graph.train.experiment import default_experiments_dir, render_markdown, run_table, table_rows
 
 HELP = "run the rows of a paper table (experiments/*.yaml) and write a results table beside the paper's numbers"
@@ -25,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
     tables = table_rows(args.experiments or default_experiments_dir())
     if args.table == "list":
         for name, rows in sorted(tables.items()):

@@ -13,14 +13,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o = sub.add_parser("onnx", help="ONNX with a dynamic batch axis (images -> heatmaps)")
     o.add_argument("--weights", required=True, help="checkpoint (.pt)")
     o.add_argument("--out", required=True, help="output .onnx file")
-    o.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    o.add_argument("--opset", type=int, default=17, help="ONNX opset, 14 to 23 (default 17)")
     o.add_argument("--check-image", help="an image used for the onnxruntime-vs-PyTorch check (whole image = person)")
     o.add_argument("--atol", type=float, default=1e-4, help="largest allowed |onnxruntime - PyTorch| (default 1e-4)")
     o.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")
 
 
 def run(args: argparse.Namespace) -> int:
-    from dspose_graph.export import export_checkpoint
+    from dspose_graph.export import check_opset, export_checkpoint
+    from dspose_graph.io import check_output_file
+
+    check_opset(args.opset)
+    check_output_file(args.out)
+    if args.atol is not None and not args.atol >= 0:
+        raise ValueError(f"--atol must be a number >= 0, got {args.atol}")
 
     path, diff, what = export_checkpoint(args.weights, Path(args.out), args.opset, args.check_image,
                                          None if args.no_check else args.atol)

@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--data", help="a training config YAML; its validation split supplies the samples")
     a.add_argument("--box", type=float, nargs=4, metavar=("X", "Y", "W", "H"), help="person box in --image")
     a.add_argument("--num", type=int, default=16, help="--data: number of samples (default 16)")
-    a.add_argument("--split", default="val", help="--data: which split (default val)")
+    a.add_argument("--split", default="val", choices=("train", "val"),
+                   help="--data: which split of the config (its data.train_* or data.val_* files; default val)")
     a.add_argument("--sample", type=int, default=0, help="which sample the per-sample A_f panel shows")
     a.add_argument("--device", default="cpu")
     for q in (a, sub.add_parser("topology", help="mutual-information matrix and clusters of a physical topology")):
@@ -34,9 +35,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub.choices["topology"].add_argument("--topology", default="mpii", help="'mpii', 'coco' (shipped) or a JSON file")
 
 
+def check_box(box: list[float] | None) -> None:
+    """Refuse a ``--box`` that is not a box inside an image: NaN/inf, negative, empty."""
+    from dspose_graph.predict import BOX_FIELDS, box_problem
+
+    if box is None:
+        return
+    problem = box_problem(box)
+    if problem:
+        raise ValueError(f"--box {' '.join(f'{v:g}' for v in box)}: {problem}")
+    for name, value in zip(BOX_FIELDS, box):
+        if value < 0:
+            raise ValueError(f"--box {' '.join(f'{v:g}' for v in box)}: field {name!r} = {value:g} is negative; "
+                             "X Y is the top-left corner inside the image")
+
+
 def plot_adjacency(args: argparse.Namespace) -> list[Path]:
     from dspose_graph.viz.learned import data_samples, image_samples, output_paths, write_adjacency_figures
 
+    if args.box is not None and not args.image:
+        raise ValueError("--box applies to --image (with --data the samples come with their own boxes)")
+    check_box(args.box)
     output_paths(Path(args.out), "adjacency", args.formats)  # a bad --formats fails before the model runs
     samples = image_samples(args.weights, args.image, args.box, args.device) if args.image else \
         data_samples(args.weights, args.data, args.split, args.num, args.device)
@@ -62,6 +81,9 @@ def plot_topology(args: argparse.Namespace) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dspose_graph.io import check_output_dir
+
+    check_output_dir(args.out)
     for path in plot_adjacency(args) if args.what == "adjacency" else plot_topology(args):
         print(path)
     return 0

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 HELP = "predict keypoints on images, a folder or a video (COCO-results JSON + drawn skeletons)"
+# The names of dspose_graph.detect.DETECTORS, spelled out so that --help does not import torchvision.
+DETECTOR_NAMES = ("fasterrcnn", "retinanet", "fasterrcnn_mobilenet")
+DEFAULT_DET_THRESHOLD, DEFAULT_MAX_PERSONS = 0.5, 20
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -13,9 +17,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="an image file or a folder of images")
     src.add_argument("--video", help="a video file (any format OpenCV reads)")
-    p.add_argument("--boxes", help="person boxes: COCO detection results (list) or a COCO dataset JSON")
+    persons = p.add_mutually_exclusive_group()
+    persons.add_argument("--boxes", help="person boxes: COCO detection results (list) or a COCO dataset JSON")
+    persons.add_argument("--detector", choices=DETECTOR_NAMES,
+                         help="find the persons with this torchvision COCO detector (weights fetched on first use)")
     p.add_argument("--coco-json", help="COCO JSON whose 'images' map file names to the image_id of --boxes")
-    p.add_argument("--det-thr", type=float, default=0.0, help="ignore boxes with a lower score (default 0)")
+    p.add_argument("--det-threshold", "--det-thr", dest="det_thr", type=float, default=None,
+                   help="ignore boxes with a lower score (default: 0 for --boxes, 0.5 for --detector)")
+    p.add_argument("--max-persons", type=int, default=None,
+                   help=f"--detector: keep at most N persons per image, best first (default {DEFAULT_MAX_PERSONS})")
     p.add_argument("--ignore-missing", action="store_true",
                    help="skip boxes whose image is not among the inputs instead of failing")
     p.add_argument("--out", required=True, help="output folder")
@@ -26,13 +36,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=0, help="video: stop after N frames (0 = all)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from dspose_graph.predict_files import predict_images, predict_video
-
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse impossible option values, naming the option, before anything is read or written."""
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    common = dict(boxes=args.boxes, det_thr=args.det_thr, kpt_thr=args.kpt_thr, device=args.device,
-                  flip_test=not args.no_flip, batch_size=args.batch_size)
+    if args.max_frames < 0:
+        raise ValueError(f"--max-frames must be >= 0 (0 = all frames), got {args.max_frames}")
+    for option, value in (("--det-threshold", args.det_thr), ("--kpt-thr", args.kpt_thr)):
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{option} must be a finite number, got {value}")
+    if args.detector is None and args.max_persons is not None:
+        raise ValueError("--max-persons selects the persons of --detector; with --boxes, use --det-threshold")
+    if args.detector is not None:
+        if args.det_thr is not None and not 0.0 <= args.det_thr <= 1.0:
+            raise ValueError(f"--det-threshold must be in [0, 1] for --detector, got {args.det_thr}")
+        if args.max_persons is not None and args.max_persons < 1:
+            raise ValueError(f"--max-persons must be >= 1, got {args.max_persons}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dspose_graph.io import check_output_dir
+    from dspose_graph.predict_files import predict_images, predict_video
+
+    check_options(args)
+    check_output_dir(args.out)
+    det_thr = args.det_thr if args.det_thr is not None else DEFAULT_DET_THRESHOLD if args.detector else 0.0
+    common = dict(boxes=args.boxes, det_thr=det_thr, kpt_thr=args.kpt_thr, device=args.device,
+                  flip_test=not args.no_flip, batch_size=args.batch_size, detector=args.detector,
+                  max_persons=args.max_persons or DEFAULT_MAX_PERSONS)
     if args.images:
         done = predict_images(args.weights, args.images, args.out, coco_json=args.coco_json,
                               ignore_missing=args.ignore_missing, **common)

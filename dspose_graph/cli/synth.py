@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from dspose_graph.io import check_output_dir
+
 HELP = "generate a synthetic COCO-format person-keypoint dataset (images + json)"
 
 
@@ -39,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dspose_graph.data.synthetic import generate_dataset
 
+    check_output_dir(args.out)
     start = time.perf_counter()
     try:
         paths = generate_dataset(args.out, args.train, args.val, image_size=args.size, seed=args.seed,

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from dspose_graph.data.augment import AugmentParams, CropParams, sample_crop, transform_keypoints
 from dspose_graph.data.codec import Codec, get_codec
-from dspose_graph.data.image import crop_matrix, load_image, normalize_image
+from dspose_graph.data.image import crop_matrix, decode_reduction, load_image, normalize_image, reduced_crop_matrix
 from dspose_graph.data.targets import gaussian_heatmaps
 from topology.schemas import KeypointSchema
 
@@ -64,6 +64,8 @@ class TopDownDataset(Dataset):
         seed: ``None`` draws augmentations from torch's generator (seeded per DataLoader worker and
             epoch); an int makes them a function of ``(seed, epoch, index)`` (see :meth:`set_epoch`).
         source: name of the annotation file, for messages.
+        reduced_decode: decode JPEGs at 1/2, 1/4 or 1/8 size when the crop needs fewer pixels (faster;
+            the crop's pixels then differ slightly from a full-size decode, see ``data.image.decode_reduction``).
 
     Attributes:
         bad_images: ``Counter`` image file -> records that could not be read from it (this process; each
@@ -86,6 +88,7 @@ class TopDownDataset(Dataset):
         on_bad_image: str | None = None,
         seed: int | None = None,
         source: str = "<records>",
+        reduced_decode: bool = False,
     ) -> None:
         on_bad_image = on_bad_image or ("replace" if train else "raise")
         if on_bad_image not in BAD_IMAGE_POLICIES:
@@ -110,6 +113,7 @@ class TopDownDataset(Dataset):
         self.bad_images: collections.Counter[str] = collections.Counter()
         self._unreadable: set[int] = set()
         self._flip_index = schema.flip_index
+        self.reduced_decode = bool(reduced_decode)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -123,16 +127,20 @@ class TopDownDataset(Dataset):
             return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
         return np.random.default_rng([self.seed, self.epoch, index])
 
-    def _load(self, index: int) -> tuple[PersonRecord, np.ndarray, bool]:
-        """The record's image; under the replace policy the next readable record's on failure."""
+    def _load(self, index: int, rng: np.random.Generator | None = None
+              ) -> tuple[PersonRecord, np.ndarray, bool, CropParams, int]:
+        """The record's image (with ``reduced_decode``, decoded only as large as its crop needs), the crop and the
+        decode reduction; under the replace policy the next readable record's on failure."""
         n = len(self.records)
         for step in range(n):
             i = (index + step) % n
             if i in self._unreadable:
                 continue
             record = self.records[i]
+            crop = self.crop_for(record, rng)
+            reduction = decode_reduction(crop.scale, self.input_size) if self.reduced_decode else 1
             try:
-                return record, load_image(record.image_file), step > 0
+                return record, load_image(record.image_file, reduction), step > 0, crop, reduction
             except (FileNotFoundError, ValueError) as e:
                 if self.on_bad_image == "raise":
                     raise type(e)(f"{self.source}: record {i} (image_id {record.image_id}): {e}") from None
@@ -150,9 +158,8 @@ class TopDownDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self.records):
             raise IndexError(f"{self.source}: index {index} out of range for {len(self.records)} samples")
-        record, image, replaced = self._load(index)
-        crop = self.crop_for(record, self._rng(index) if self.train else None)
-        return self.make_sample(index, record, image, crop, replaced)
+        record, image, replaced, crop, reduction = self._load(index, self._rng(index) if self.train else None)
+        return self.make_sample(index, record, image, crop, replaced, reduction)
 
     def targets(self, record: PersonRecord, crop: CropParams) -> tuple[np.ndarray, np.ndarray]:
         """Target heatmaps ``(K, h, w)`` and weights ``(K,)`` of ``record`` seen through ``crop`` (no image needed).
@@ -165,11 +172,13 @@ class TopDownDataset(Dataset):
         return gaussian_heatmaps(kp[:, :2], kp[:, 2] > 0, self.heatmap_size, self.sigma, target=self.target)
 
     def make_sample(
-        self, index: int, record: PersonRecord, image: np.ndarray, crop: CropParams, replaced: bool = False
+        self, index: int, record: PersonRecord, image: np.ndarray, crop: CropParams, replaced: bool = False,
+        reduction: int = 1,
     ) -> dict[str, Any]:
-        """The sample dict for ``record`` cut out of ``image`` with ``crop`` (see the data contract)."""
+        """The sample dict for ``record`` cut out of ``image`` (decoded at ``1/reduction``) with ``crop``."""
         m = crop_matrix(crop.center, crop.scale, crop.rotation, self.input_size, flip=crop.flip, codec=self.codec)
-        patch = cv2.warpAffine(image, m, self.input_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        patch = cv2.warpAffine(image, reduced_crop_matrix(m, reduction), self.input_size, flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT)
         heatmap, weight = self.targets(record, crop)
         meta = {
             "index": torch.tensor(index, dtype=torch.int64),

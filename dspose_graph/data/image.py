@@ -2,6 +2,13 @@
 
 Images are RGB ``uint8`` arrays ``(H, W, 3)`` until :func:`normalize_image` turns a crop into the
 ``float32 (3, H, W)`` tensor layout the models take.
+
+Reduced decoding: a person crop of a large photo often needs far fewer pixels than the photo has. libjpeg
+can decode at 1/2, 1/4 or 1/8 size directly in the DCT domain (OpenCV's ``IMREAD_REDUCED_COLOR_*``),
+several times faster than a full decode. :func:`decode_reduction` picks the largest factor that still leaves
+``DECODE_MARGIN`` source pixels per output pixel, and :func:`reduced_crop_matrix` maps the crop onto the
+smaller image (a reduced pixel ``i`` is the average of full pixels ``r*i .. r*i+r-1``, centred at
+``r*i + (r-1)/2``), so keypoints and targets stay in full-image coordinates.
 """
 
 from __future__ import annotations
@@ -20,20 +27,81 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Decode an image file into an RGB ``uint8 (H, W, 3)`` array.
+# Source pixels per output pixel kept after a reduced decode: at 1 the reduced image (a box average, which
+# aliases less than bilinear on the full image) is still as fine as the crop (tests/test_data_decode.py).
+DECODE_MARGIN = 1.0
+_REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                  8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def decode_reduction(scale: Sequence[float], output_size: Sequence[int], margin: float = DECODE_MARGIN) -> int:
+    """Largest factor r in {1, 2, 4, 8} with ``scale / r >= margin * output_size`` on both axes.
+
+    ``scale`` is the crop box ``(w, h)`` in image pixels, ``output_size`` the crop ``(w, h)``; ``margin <= 0``
+    is refused (use 1 = no reduction by calling :func:`load_image` without ``reduction``).
+    """
+    if margin <= 0:
+        raise ValueError(f"decode margin must be > 0, got {margin}")
+    ratio = min(float(scale[0]) / float(output_size[0]), float(scale[1]) / float(output_size[1])) / margin
+    return max((r for r in _REDUCED_FLAGS if r <= ratio), default=1)
+
+
+def reduced_crop_matrix(m: np.ndarray, reduction: int) -> np.ndarray:
+    """The 2x3 crop affine ``m`` (full image -> crop) re-expressed for an image decoded at ``1/reduction``."""
+    if reduction == 1:
+        return m
+    offset = (reduction - 1) / 2.0
+    to_full = np.array([[reduction, 0.0, offset], [0.0, reduction, offset], [0.0, 0.0, 1.0]])
+    return m @ to_full
+
+
+def opencv_single_thread(worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: one OpenCV thread per worker (its own pool would oversubscribe the cores
+    the other workers use; each warp and decode is small)."""
+    cv2.setNumThreads(1)
+
+
+def load_image(path: str | Path, reduction: int = 1) -> np.ndarray:
+    """Decode an image file into an RGB ``uint8 (H, W, 3)`` array, at ``1/reduction`` size (1, 2, 4 or 8).
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for one that does not decode
-    (truncated, not an image). EXIF orientation is ignored, as COCO/MPII annotations are in the stored
-    pixel frame.
+    (truncated, not an image) or a bad ``reduction``. EXIF orientation is ignored, as COCO/MPII annotations
+    are in the stored pixel frame.
     """
     path = Path(path)
+    if reduction not in _REDUCED_FLAGS:
+        raise ValueError(f"{path}: decode reduction must be one of {sorted(_REDUCED_FLAGS)}, got {reduction!r}")
     if not path.is_file():
         raise FileNotFoundError(f"image file {path} does not exist")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    image = cv2.imread(str(path), _REDUCED_FLAGS[reduction] | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None or image.size == 0:
         raise ValueError(f"image file {path} could not be decoded (corrupt or not an image)")
+    if _jpeg_truncated(path):
+        raise ValueError(f"image file {path} is a truncated JPEG (its data ends before the image does)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _jpeg_truncated(path: Path) -> bool:
+    """Whether a JPEG file is cut short: OpenCV decodes those with a grey lower part and only a warning.
+
+    A complete JPEG ends with the end-of-image marker ``FF D9`` (checked on the last bytes: cheap). A file
+    with bytes after the marker (camera trailers) is decoded once more by Pillow, which raises on truncation.
+    """
+    with open(path, "rb") as f:
+        if f.read(2) != b"\xff\xd8":
+            return False
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 64))
+        if f.read().rstrip(b"\x00").endswith(b"\xff\xd9"):
+            return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except OSError:
+        return True
+    return False
 
 
 def flip_matrix(output_size: Sequence[int], udp: bool | None = None, codec: str | Codec | None = None) -> np.ndarray:

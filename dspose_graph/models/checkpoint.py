@@ -14,13 +14,17 @@ reads and checks it, :func:`load_model` rebuilds the model from the checkpoint's
 
 Writes go to a temporary file renamed onto the target only once complete (``dspose_graph.io``), so a
 crash or a full disk never leaves a half-written checkpoint under the real name; the replaced file is
-kept as ``<name>.prev``. Loading uses ``torch.load(weights_only=True)``: no pickled code runs.
+kept as ``<name>.prev`` (linked there before the rename, so the real name never goes missing). Loading uses ``torch.load(weights_only=True)``: no pickled code runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
+import shutil
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +111,20 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], keep_previous: bool
             f.flush()
             os.fsync(f.fileno())
         if keep_previous and path.exists():
-            os.replace(path, previous_path(path))
+            _keep_previous(path)
     return path
+
+
+def _keep_previous(path: Path) -> None:
+    """Make ``<path>.prev`` a copy of ``path`` while ``path`` stays in place (a hard link where the disk allows)."""
+    prev = previous_path(path)
+    staging = prev.with_name(f".{prev.name}.tmp")
+    staging.unlink(missing_ok=True)
+    try:
+        os.link(path, staging)
+    except OSError:  # file systems without hard links
+        shutil.copyfile(path, staging)
+    os.replace(staging, prev)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -119,13 +135,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"checkpoint not found: {path}{_hint(path)}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle draws a protocol warning before the error that names it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError... for damaged files
-        raise ValueError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: {e}){_hint(path)}") from e
+        intact = _intact_foreign_file(path, e)
+        if intact:
+            raise ValueError(f"{path}: not a dspose-graph checkpoint: {intact}{_hint(path)}") from e
+        reason = (str(e).strip().splitlines() or [""])[0][:160]
+        raise ValueError(f"{path}: corrupt or truncated checkpoint, or not a torch.save file ({type(e).__name__}: "
+                         f"{reason}){_hint(path)}") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a dspose-graph checkpoint (expected a dict with format={FORMAT!r}){_hint(path)}")
+        found = f"a dict with keys {', '.join(map(str, list(state)[:8]))}" if isinstance(state, dict) \
+            else f"a {type(state).__name__}"
+        raise ValueError(f"{path}: not a dspose-graph checkpoint (expected a dict with format={FORMAT!r}, found "
+                         f"{found}){_hint(path)}")
     version = state.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(f"{path}: checkpoint format_version {version!r}, this version reads {FORMAT_VERSION}")
@@ -138,6 +164,39 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def _hint(path: Path) -> str:
     prev = previous_path(path)
     return f"; the previous checkpoint is kept at {prev}" if prev.is_file() else ""
+
+
+class _Global(Exception):
+    """A class or function named in a pickle stream (refused, never imported)."""
+
+
+class _NoGlobals(pickle.Unpickler):
+    """Reads plain data only: any class or function in the stream is refused, so nothing runs."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise _Global(f"{module}.{name}")
+
+
+def _intact_foreign_file(path: Path, error: Exception) -> str:
+    """What an undamaged file that ``torch.load(weights_only=True)`` refused holds; "" when it looks damaged."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            if z.testzip() is not None:
+                return ""
+        refused = str(error).split("Unsupported global: GLOBAL ", 1)
+        found = f" (first found: {refused[1].split()[0]})" if len(refused) == 2 else ""
+        return (f"an intact torch.save file holding pickled Python objects{found}, not plain weights: a whole "
+                f"model or another program's state")
+    try:
+        with open(path, "rb") as f:
+            content = _NoGlobals(f).load()
+    except _Global as e:
+        return f"a Python pickle holding Python objects (first found: {e}), not a torch.save checkpoint"
+    except Exception:  # UnpicklingError, EOFError, ValueError... on a cut or foreign stream
+        return ""
+    found = f"a dict with keys {', '.join(map(str, list(content)[:8]))}" if isinstance(content, dict) \
+        else f"a {type(content).__name__}"
+    return f"an intact Python pickle of {found}, not a torch.save checkpoint"
 
 
 def checkpoint_schema(state: dict[str, Any], path: str | Path) -> KeypointSchema:

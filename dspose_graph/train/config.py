@@ -4,13 +4,16 @@ The one config schema of the project, read by the Python pipeline, the CLI and t
 A config is five sections (``model``, ``data``, ``optim``, ``eval``, ``run``) plus an optional ``paper`` block that experiment tables read. The defaults
 are the paper's schedule (Adam 1e-3, x0.1 at epochs 200 and 260, 300 epochs, batch 32 per GPU).
 
-Every key is checked: an unknown key or a value of the wrong type raises ``ValueError`` naming the key
-and the file, so a typo never silently falls back to a default.
+Every key is checked: an unknown key, a value of the wrong type or one outside its range (:data:`LIMITS`:
+negative epochs, batch size 0, ``limit_train: -5``...) raises ``ValueError`` naming the key and the file, so a
+typo never silently falls back to a default. The range check runs whenever a :class:`TrainConfig` is built,
+from YAML or in Python (``dspose demo``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -53,6 +56,9 @@ class DataConfig:
     # or false (none); augment_overrides sets AugmentParams fields (scale_factor, rotation_factor, ...).
     augment: bool | str = True
     augment_overrides: dict[str, float] = field(default_factory=dict)
+    # Decode JPEGs at 1/2, 1/4 or 1/8 size when the crop needs fewer pixels: faster, but the input pixels are no
+    # longer official TokenPose's (docs/decisions/data.md, "Reduced JPEG decoding"), so off by default.
+    reduced_decode: bool = False
     keep_unannotated: bool = True  # MPII: keep training persons without annotated joints, as official
     val_boxes: str = ""  # COCO: person detections (COCO results JSON) to evaluate on instead of GT boxes
     det_score_thr: float = 0.0  # keep val_boxes detections scoring at least this (official IMAGE_THRE)
@@ -116,6 +122,37 @@ class PaperConfig:
     params_m: float | None = None
 
 
+# (section, key) -> (lowest allowed value, whether the lowest value itself is allowed). Whole numbers that mean
+# "off" or "all" at 0 allow 0; sizes and rates must be positive. Every float must also be finite.
+LIMITS: dict[tuple[str, str], tuple[float, bool]] = {
+    ("optim", "epochs"): (1, True), ("optim", "batch_size"): (1, True), ("optim", "lr"): (0, False),
+    ("optim", "weight_decay"): (0, True), ("optim", "gamma"): (0, False), ("optim", "grad_clip"): (0, True),
+    ("optim", "milestones"): (1, True), ("optim", "global_batch"): (0, True),
+    ("data", "det_score_thr"): (0, True),
+    ("eval", "every"): (0, True), ("eval", "batch_size"): (1, True),
+    ("data", "limit_train"): (0, True), ("data", "limit_val"): (0, True), ("data", "sigma"): (0, False),
+    ("data", "input_size"): (1, True),
+    ("run", "workers"): (0, True), ("run", "checkpoint_every"): (0, True), ("run", "log_every"): (0, True),
+    ("run", "max_minutes"): (0, True),
+}
+
+
+def check_ranges(config: "TrainConfig") -> None:
+    """Raise ``ValueError`` ("optim.epochs = -1: must be >= 1") for the first value outside :data:`LIMITS`."""
+    for (section, key), (low, inclusive) in LIMITS.items():
+        value = getattr(getattr(config, section), key)
+        for i, v in enumerate(value if isinstance(value, list) else [] if value is None else [value]):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue  # a wrong type is reported by the type check with its own message
+            name = f"{section}.{key}" + (f"[{i}]" if isinstance(value, list) else "")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{name} = {v}: must be a finite number")
+            if v < low or (v == low and not inclusive):
+                raise ValueError(f"{name} = {v}: must be {'>=' if inclusive else '>'} {low:g}")
+    if config.data.input_size is not None and len(config.data.input_size) != 2:
+        raise ValueError(f"data.input_size = {config.data.input_size}: must be [width, height]")
+
+
 @dataclass
 class TrainConfig:
     """A whole training run."""
@@ -126,6 +163,9 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
     @property
     def best_metric(self) -> str:
@@ -231,7 +271,10 @@ def config_from_dict(raw: Any, source: str = "<dict>") -> TrainConfig:
     if unknown:
         raise ValueError(f"{source}: unknown key {unknown[0]!r} (valid sections: {', '.join(hints)})")
     sections = {name: _build(hints[name], raw.get(name), f"{source}: {name}") for name in hints}
-    return TrainConfig(**sections)
+    try:
+        return TrainConfig(**sections)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:

@@ -1,16 +1,23 @@
-"""Distributed data parallel through ``torchrun``: process-group setup, rank helpers, gathering results.
+"""Distributed data parallel through ``torchrun``: this rank's device, process-group setup, collectives.
 
 ``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; when they are
 absent everything here degrades to a single process. The backend is NCCL on CUDA and Gloo on CPU.
 Multi-node runs are the same code: ``torchrun --nnodes N --node_rank i --rdzv_endpoint HOST:PORT ...``.
+
+One place decides the device: :func:`resolve_device` reads ``LOCAL_RANK`` from the environment, so a rank is on
+``cuda:LOCAL_RANK`` from the first call, before the process group exists. :func:`init_distributed` makes that
+device the current CUDA device and binds the process group to it (``device_id``); :class:`DistInfo` carries it,
+and the object collectives below run on it. NCCL's object collectives stage their bytes on the *current* CUDA
+device, so a rank left on ``cuda:0`` would make every rank talk through GPU 0 (a hang or an NCCL error at the
+first gather).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import torch
 import torch.distributed as dist
@@ -20,11 +27,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DistInfo:
-    """This process's place in the job."""
+    """This process's place in the job and the device it computes and communicates on."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def is_main(self) -> bool:
@@ -35,33 +43,89 @@ class DistInfo:
         return self.world_size > 1
 
 
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer (set by torchrun)") from None
+    if value < 0:
+        raise ValueError(f"environment variable {name}={value} must be >= 0")
+    return value
+
+
+def env_info(env: Mapping[str, str] | None = None) -> DistInfo:
+    """Rank, world size and local rank from ``torchrun``'s variables (one process when unset); CPU device."""
+    env = os.environ if env is None else env
+    world = max(_env_int(env, "WORLD_SIZE", 1), 1)
+    if world == 1:
+        return DistInfo()
+    if "RANK" not in env:
+        raise ValueError(f"WORLD_SIZE={world} but RANK is not set: launch multi-process runs with torchrun")
+    rank, local = _env_int(env, "RANK", 0), _env_int(env, "LOCAL_RANK", 0)
+    if rank >= world:
+        raise ValueError(f"RANK={rank} is not below WORLD_SIZE={world}")
+    return DistInfo(rank=rank, world_size=world, local_rank=local)
+
+
 def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
-    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else CPU; other names are taken as given."""
-    local = info.local_rank if info is not None else 0
+    """The device of this rank: ``"auto"`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else CPU.
+
+    ``"cuda"`` means ``cuda:LOCAL_RANK``; an explicit ``cuda:N`` must equal it in a multi-process run (each rank
+    owns one GPU). ``info`` defaults to :func:`env_info`, so the answer is right before the process group exists.
+    Raises ``ValueError`` when CUDA is asked for but absent, or ``LOCAL_RANK`` has no visible GPU.
+    """
+    info = env_info() if info is None else info
+    local = info.local_rank
     if name == "auto":
-        return torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        name = "cuda"
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available (use run.device=cpu)")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local}")
+    if device.index is None:
+        device = torch.device("cuda", local)
+    elif info.enabled and device.index != local:
+        raise ValueError(f"device {name!r} on rank {info.rank} with LOCAL_RANK={local}: under torchrun each rank "
+                         f"uses cuda:LOCAL_RANK (give run.device=cuda or auto; pick GPUs with CUDA_VISIBLE_DEVICES)")
+    count = torch.cuda.device_count()
+    if device.index >= count:
+        raise ValueError(f"device cuda:{device.index} (LOCAL_RANK={local}) requested but only {count} CUDA "
+                         f"device(s) are visible: start at most {count} processes per node")
     return device
 
 
 def init_distributed(device: torch.device) -> DistInfo:
-    """Join the ``torchrun`` process group if launched by it (NCCL for CUDA, Gloo otherwise)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
+    """Join the ``torchrun`` process group if launched by it (NCCL for CUDA, Gloo otherwise).
+
+    On CUDA the rank's device is made current and given to the process group as ``device_id`` (NCCL binds its
+    communicator to it eagerly); it must be ``cuda:LOCAL_RANK`` (see :func:`resolve_device`).
+    """
+    info = env_info()
+    device = torch.device(device)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", info.local_rank)
+        if info.enabled and device.index != info.local_rank:
+            raise ValueError(f"rank {info.rank} (LOCAL_RANK={info.local_rank}) was given {device}; each rank must "
+                             f"run on cuda:LOCAL_RANK (resolve it with resolve_device)")
+        torch.cuda.set_device(device)
+    info = DistInfo(rank=info.rank, world_size=info.world_size, local_rank=info.local_rank, device=device)
+    if info.enabled and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend)
-        log.info("process group: backend %s, rank %d of %d", backend, rank, world)
-    return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
+        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+        log.info("process group: backend %s, rank %d of %d on %s", backend, info.rank, info.world_size, device)
+    return info
+
+
+def setup_distributed(name: str) -> DistInfo:
+    """The one call a training entry point makes: decide this rank's device from ``name``, join the group."""
+    return init_distributed(resolve_device(name))
 
 
 def cleanup() -> None:
@@ -69,33 +133,42 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
+def _bind(info: DistInfo) -> None:
+    """Make ``info.device`` the current CUDA device, where NCCL's object collectives stage their bytes."""
+    if info.device.type == "cuda":
+        torch.cuda.set_device(info.device)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
-        dist.barrier()
+        _bind(info)
+        dist.barrier(device_ids=[info.device.index] if info.device.type == "cuda" else None)
 
 
 def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
-    """Every rank's ``obj`` in rank order (a one-element list without DDP)."""
+    """Every rank's ``obj`` in rank order (a one-element list without DDP), staged on ``info.device``."""
     if not info.enabled:
         return [obj]
+    _bind(info)
     out: list[Any] = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
 
 
 def broadcast_object(obj: Any, info: DistInfo) -> Any:
-    """Rank 0's ``obj`` on every rank."""
+    """Rank 0's ``obj`` on every rank, staged on ``info.device``."""
     if not info.enabled:
         return obj
+    _bind(info)
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, device=info.device)
     return box[0]
 
 
-def mean_across_ranks(value: float, info: DistInfo, device: torch.device) -> float:
-    """The average of a scalar over all ranks (training loss for logging)."""
+def mean_across_ranks(value: float, info: DistInfo, device: torch.device | None = None) -> float:
+    """The average of a scalar over all ranks (training loss for logging), reduced on ``info.device``."""
     if not info.enabled:
         return float(value)
-    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device or info.device)
     dist.all_reduce(t)
     return float(t.item()) / info.world_size

@@ -9,7 +9,8 @@ evaluation), ``data.augment``, ``data.val_boxes``, the ``eval`` thresholds and `
 these functions. Under ``torchrun`` every process calls the same function (see docs/training.md).
 
 Files written to ``config.run.out_dir``: ``config.yaml``, the trainer's checkpoints and logs, and
-``metrics.json`` (``metrics_eval.json`` for :func:`evaluate`).
+``metrics.json`` (``metrics_eval.json`` for :func:`evaluate`). The folder is locked while a run writes it
+(``dspose_graph.io.FolderLock``), so a second run on it stops before writing anything.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torch.utils.data import Dataset, Subset
 
 from dspose_graph.data.augment import AugmentParams, augment_preset
 from dspose_graph.data.codec import Codec, get_codec
-from dspose_graph.io import atomic_write_json, atomic_write_text
+from dspose_graph.io import FolderLock, atomic_write_json, atomic_write_text
 from dspose_graph.models import DSPose, create_model
 from dspose_graph.models.checkpoint import load_model
 from dspose_graph.train.config import TrainConfig, config_to_yaml
@@ -166,7 +167,8 @@ def build_dataset(config: TrainConfig, model: DSPose, split: str, augment: bool 
     params = augment_of(config) if augment else None
     kwargs: dict[str, Any] = dict(input_size=tuple(d.input_size) if d.input_size else tuple(model.input_size),
                                   heatmap_size=tuple(model.heatmap_size), sigma=d.sigma, codec=codec_of(config),
-                                  schema=model.schema, train=params is not None, augment=params)
+                                  schema=model.schema, train=params is not None, augment=params,
+                                  reduced_decode=d.reduced_decode)
     if d.kind == "mpii":
         kwargs["keep_unannotated"] = d.keep_unannotated
     if d.val_boxes and split == "val":
@@ -246,12 +248,12 @@ def check_global_batch(config: TrainConfig, world_size: int) -> int:
     return actual
 
 
-def _start(config: TrainConfig) -> tuple[DistInfo, torch.device, Path]:
+def _start(config: TrainConfig, lock: FolderLock) -> tuple[DistInfo, torch.device, Path]:
     info = init_distributed(resolve_device(config.run.device))
     device = resolve_device(config.run.device, info)
     out_dir = Path(config.run.out_dir)
     if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()  # before the first write: a second run on this folder stops here
         atomic_write_text(out_dir / "config.yaml", config_to_yaml(config))
     return info, device, out_dir
 
@@ -270,8 +272,9 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, source: str 
     ``source`` names the config in provenance records (e.g. its YAML path). A distributed process group
     started here (under ``torchrun``) is closed before returning.
     """
+    lock = FolderLock(config.run.out_dir, "run.out_dir")
     try:
-        info, device, out_dir = _start(config)
+        info, device, out_dir = _start(config, lock)
         if info.is_main:
             check_global_batch(config, info.world_size)
         torch.manual_seed(config.run.seed)
@@ -284,6 +287,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, source: str 
         summary = trainer.fit(resume=resume)
         _write_metrics(out_dir / "metrics.json", summary.metrics, model, config, source, info)
     finally:
+        lock.release()
         cleanup()
     last, best = out_dir / "last.pt", out_dir / "best.pt"
     return TrainResult(metrics=summary.metrics, out_dir=out_dir, params=trainable, params_frozen=frozen,
@@ -298,13 +302,15 @@ def evaluate(config: TrainConfig, weights: str | Path, *, source: str = "<config
 
     The model is rebuilt from the checkpoint's own model config, so ``config.model`` is not consulted.
     """
+    lock = FolderLock(config.run.out_dir, "run.out_dir")
     try:
-        info, device, out_dir = _start(config)
+        info, device, out_dir = _start(config, lock)
         model, _ = load_model(weights, device)
         _, val_set = build_datasets(config, model, need_train=False)
         metrics = build_evaluator(config, model, val_set, device, info)(model)
         _write_metrics(out_dir / "metrics_eval.json", metrics, model, config, source, info)
     finally:
+        lock.release()
         cleanup()
     return metrics
 

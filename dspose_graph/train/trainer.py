@@ -123,6 +123,7 @@ class Trainer:
         self.best_key: list[float] | None = None
         self.history: list[dict[str, Any]] = []
         self._epoch_loss_sum = 0.0
+        self.resumed_metrics: dict[str, float] = {}  # the last evaluation stored in the resumed checkpoint
 
     # ----------------------------------------------------------------- checkpoints
     def state(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
@@ -162,6 +163,7 @@ class Trainer:
         self.best = state.get("best")
         self.best_key = state.get("best_key")
         self.history = list(state.get("history", []))
+        self.resumed_metrics = dict(state.get("metrics") or {})
         set_rng_state(state["rng"])
         log.info("resumed from %s at epoch %d, step %d (global step %d)", path, self.epoch,
                  self.step_in_epoch, self.global_step)
@@ -215,7 +217,11 @@ class Trainer:
         steps_log = StepLog(self.out_dir / "steps.csv", resume_step=self.global_step if resume else None) \
             if main else None
         writer = _tensorboard(self.out_dir / "tb") if main and self.run.tensorboard else None
-        metrics: dict[str, float] = {}
+        # A finished run resumed again trains nothing: it reports the metrics its checkpoint holds.
+        metrics: dict[str, float] = dict(self.resumed_metrics)
+        if resume is not None and self.epoch >= self.optim.epochs:
+            log.warning("%s: the run already finished its %d epochs; nothing to train (raise optim.epochs to "
+                        "continue it); its metrics are kept", resume, self.optim.epochs)
         started = time.perf_counter()
         try:
             while self.epoch < self.optim.epochs:

@@ -1,0 +1,134 @@
+"""Fast paths for running a model: reduced precision (autocast), channels-last memory format, torch.compile.
+
+:func:`prepare_model` puts a model on its device in the requested form and returns a :class:`PreparedModel`
+whose call runs it under the matching autocast and hands back float32 outputs; ``prepared.autocast()`` is the
+same context for callers that run the module themselves (e.g. a training step).
+
+========================  =====================================================================================
+option                    what it does and costs
+========================  =====================================================================================
+``precision="fp32"``      float32 everywhere (the reference).
+``precision="bf16"``      autocast to bfloat16 (CPU, and CUDA GPUs that support it); no loss scaling needed.
+``precision="fp16"``      autocast to float16, CUDA only (CPU fp16 kernels are slow or missing); training
+                          needs a ``GradScaler``.
+``channels_last=True``    NHWC weights and inputs for the convolutional backbone (faster convolutions with
+                          oneDNN/cuDNN, identical maths).
+``compile=True``          ``torch.compile``; the first calls pay the compilation (tens of seconds on CPU). The
+                          graph head must use its dense backend: the sparse backend's ``nonzero`` has a
+                          data-dependent size that breaks the compiled graph, so compilation switches a sparse
+                          head to dense (same parameters, tested equal).
+========================  =====================================================================================
+
+The feature-space similarities of the graph head stay float32 under every precision
+(:func:`topology.feature.cosine_similarity_matrix`), so the graph a fast path builds is fp32's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any, ContextManager
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device`` (``None`` for fp32).
+
+    Raises ``ValueError`` for an unknown name, fp16 off CUDA, or bf16 on a GPU without bf16 support.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    device = torch.device(device)
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision 'fp16' needs a CUDA device, got {device} (use bf16 on CPU)")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision 'bf16' is not supported by {torch.cuda.get_device_name(device)} (use fp16)")
+    return PRECISIONS[precision]
+
+
+def autocast_context(precision: str, device: str | torch.device) -> ContextManager[Any]:
+    """A fresh autocast context for ``precision`` on ``device`` (a no-op context for fp32)."""
+    dtype = autocast_dtype(precision, device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def _use_dense_head(model: nn.Module) -> None:
+    head = getattr(model, "head", None)
+    layers = getattr(head, "layers", None)
+    if layers is not None and any(getattr(layer, "backend", "dense") == "sparse" for layer in layers):
+        log.info("torch.compile: switching the graph head from the sparse to the dense backend "
+                 "(nonzero has a data-dependent size that breaks the compiled graph; same parameters)")
+        head.set_backend("dense")
+
+
+@dataclass
+class PreparedModel:
+    """A model made ready for a fast path; call it on ``(B, 3, H, W)`` images to get float32 outputs.
+
+    Attributes:
+        module: the model to run (compiled, if asked: then ``original`` holds the uncompiled module).
+        original: the uncompiled model, whose parameters ``module`` shares (for state dicts and checkpoints).
+        device, precision, channels_last, compiled: the choices made.
+    """
+
+    module: nn.Module
+    original: nn.Module
+    device: torch.device
+    precision: str = "fp32"
+    channels_last: bool = False
+    compiled: bool = False
+
+    def autocast(self) -> ContextManager[Any]:
+        """The autocast context to run ``module`` under (a new one per call)."""
+        return autocast_context(self.precision, self.device)
+
+    def prepare_input(self, images: Tensor) -> Tensor:
+        """``images`` on the model's device in its memory format."""
+        images = images.to(self.device, non_blocking=True)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+    def __call__(self, images: Tensor, **kwargs: Any) -> Tensor:
+        with self.autocast():
+            out = self.module(self.prepare_input(images), **kwargs)
+        return out.float() if isinstance(out, Tensor) else out
+
+
+def prepare_model(model: nn.Module, device: str | torch.device = "cpu", precision: str = "fp32",
+                  channels_last: bool = False, compile: bool = False,
+                  compile_mode: str | None = None) -> PreparedModel:
+    """Move ``model`` to ``device`` in the requested form (in place) and return how to run it.
+
+    Args:
+        model: a DSPose/TokenPose model (any ``nn.Module`` taking NCHW images works).
+        device: where it runs.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA only); weights stay float32, autocast casts.
+        channels_last: NHWC memory format for weights and inputs.
+        compile: wrap with ``torch.compile`` (a sparse graph head is switched to dense first).
+        compile_mode: ``torch.compile``'s ``mode`` (e.g. ``"max-autotune"``), default mode when ``None``.
+
+    Raises:
+        ValueError: unknown precision, fp16 off CUDA, bf16 on a GPU without it.
+    """
+    device = torch.device(device)
+    autocast_dtype(precision, device)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    module = model
+    if compile:
+        _use_dense_head(model)
+        module = torch.compile(model, mode=compile_mode)
+    return PreparedModel(module=module, original=model, device=device, precision=precision,
+                         channels_last=channels_last, compiled=compile)
+
+
+__all__ = ["PRECISIONS", "autocast_dtype", "autocast_context", "PreparedModel", "prepare_model"]

@@ -1,0 +1,138 @@
+"""Which device each torchrun rank picks, and which device its collectives use (CUDA queries patched on CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from dspose_graph.train import distributed as D
+
+
+class FakeCuda:
+    """Stands in for a node with ``count`` GPUs: records set_device and what the process group receives."""
+
+    def __init__(self, monkeypatch, count: int = 4) -> None:
+        self.current = torch.device("cuda", 0)
+        self.set_calls: list[torch.device] = []
+        self.init_kwargs: dict = {}
+        self.collectives: list[tuple[str, torch.device, object]] = []
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        monkeypatch.setattr(torch.cuda, "set_device", self.set_device)
+        monkeypatch.setattr(dist, "is_initialized", lambda: False)
+        monkeypatch.setattr(dist, "init_process_group", lambda **kw: self.init_kwargs.update(kw))
+        monkeypatch.setattr(dist, "all_gather_object", self.all_gather_object)
+        monkeypatch.setattr(dist, "broadcast_object_list", self.broadcast_object_list)
+        monkeypatch.setattr(dist, "barrier", lambda device_ids=None: self.collectives.append(
+            ("barrier", self.current, device_ids)))
+
+    def set_device(self, device) -> None:
+        self.current = torch.device(device)
+        self.set_calls.append(self.current)
+
+    def all_gather_object(self, out, obj) -> None:
+        # NCCL stages object bytes on the current CUDA device: record it.
+        self.collectives.append(("all_gather_object", self.current, None))
+        out[:] = [obj] * len(out)
+
+    def broadcast_object_list(self, box, src=0, device=None) -> None:
+        self.collectives.append(("broadcast_object_list", self.current, device))
+
+
+def _torchrun_env(monkeypatch, rank: int, world: int, local: int) -> None:
+    for k, v in (("RANK", rank), ("WORLD_SIZE", world), ("LOCAL_RANK", local)):
+        monkeypatch.setenv(k, str(v))
+
+
+@pytest.mark.parametrize("rank,local", [(0, 0), (1, 1), (3, 3), (6, 2)])  # rank 6 = 2nd node, local rank 2
+def test_each_rank_picks_cuda_local_rank_before_the_group_exists(monkeypatch, rank, local):
+    FakeCuda(monkeypatch)
+    _torchrun_env(monkeypatch, rank, 8, local)
+    for name in ("auto", "cuda"):
+        assert D.resolve_device(name) == torch.device("cuda", local)
+    assert D.resolve_device("cpu") == torch.device("cpu")
+
+
+def test_init_binds_the_process_group_and_current_device_to_the_local_gpu(monkeypatch):
+    cuda = FakeCuda(monkeypatch)
+    _torchrun_env(monkeypatch, rank=5, world=8, local=1)
+    info = D.setup_distributed("auto")
+    assert (info.rank, info.world_size, info.local_rank) == (5, 8, 1)
+    assert info.device == torch.device("cuda", 1)
+    assert cuda.set_calls == [torch.device("cuda", 1)]
+    assert cuda.init_kwargs == {"backend": "nccl", "device_id": torch.device("cuda", 1)}
+
+
+def test_collectives_run_on_the_rank_device_even_if_something_moved_the_current_device(monkeypatch):
+    cuda = FakeCuda(monkeypatch)
+    _torchrun_env(monkeypatch, rank=1, world=2, local=1)
+    info = D.setup_distributed("cuda")
+    cuda.current = torch.device("cuda", 0)  # e.g. a library call that switched devices
+    assert D.all_gather_objects({"a": 1}, info) == [{"a": 1}, {"a": 1}]
+    cuda.current = torch.device("cuda", 0)
+    D.broadcast_object(True, info)
+    D.barrier(info)
+    gpu1 = torch.device("cuda", 1)
+    assert cuda.collectives == [("all_gather_object", gpu1, None), ("broadcast_object_list", gpu1, gpu1),
+                                ("barrier", gpu1, [1])]
+
+
+def test_cpu_ranks_use_gloo_without_a_device_id(monkeypatch):
+    cuda = FakeCuda(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _torchrun_env(monkeypatch, rank=1, world=2, local=1)
+    info = D.setup_distributed("auto")
+    assert info.device == torch.device("cpu") and cuda.set_calls == []
+    assert cuda.init_kwargs == {"backend": "gloo", "device_id": None}
+
+
+def test_single_process_needs_no_group(monkeypatch):
+    cuda = FakeCuda(monkeypatch, count=2)
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    info = D.setup_distributed("cuda:1")  # one process may pick any visible GPU
+    assert not info.enabled and info.device == torch.device("cuda", 1) and cuda.init_kwargs == {}
+    assert D.all_gather_objects(3, info) == [3] and D.broadcast_object(4, info) == 4 and cuda.collectives == []
+
+
+def test_bad_device_requests_are_refused_with_the_reason(monkeypatch):
+    FakeCuda(monkeypatch, count=2)
+    _torchrun_env(monkeypatch, rank=1, world=2, local=1)
+    with pytest.raises(ValueError, match="cuda:LOCAL_RANK"):
+        D.resolve_device("cuda:0")
+    with pytest.raises(ValueError, match="cuda:LOCAL_RANK"):
+        D.init_distributed(torch.device("cuda", 0))
+    _torchrun_env(monkeypatch, rank=2, world=3, local=2)
+    with pytest.raises(ValueError, match="only 2 CUDA device"):
+        D.resolve_device("auto")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        D.resolve_device("cuda")
+    monkeypatch.setenv("LOCAL_RANK", "x")
+    with pytest.raises(ValueError, match="LOCAL_RANK='x'"):
+        D.env_info()
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("RANK", "3")
+    with pytest.raises(ValueError, match="RANK=3 is not below WORLD_SIZE=3"):
+        D.env_info()
+
+
+def _gloo_worker(rank: int, world: int, init_file: str, results) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        info = D.DistInfo(rank=rank, world_size=world, local_rank=rank)
+        gathered = D.all_gather_objects({"rank": rank, "x": [rank] * (rank + 1)}, info)
+        chosen = D.broadcast_object(f"from {rank}", info)
+        mean = D.mean_across_ranks(float(rank), info)
+        results[rank] = (gathered, chosen, mean)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_collectives_across_two_real_gloo_processes(tmp_path):
+    results = mp.Manager().dict()
+    mp.spawn(_gloo_worker, args=(2, str(tmp_path / "init"), results), nprocs=2, join=True)
+    expected = [{"rank": 0, "x": [0]}, {"rank": 1, "x": [1, 1]}]
+    assert results[0] == results[1] == (expected, "from 0", 0.5)
