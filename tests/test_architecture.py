@@ -23,6 +23,7 @@ LAYERS = {
     "dspose_graph.detect": 6,
     "dspose_graph.export": 6,
     "dspose_graph.viz": 6,
+    "dspose_graph.demo": 6,
     "dspose_graph.cli": 7,
     "dspose_graph.__main__": 7,
 }
