@@ -78,23 +78,10 @@ def _requested_command(argv: list[str]) -> str | None:
 def check_device_option(args: argparse.Namespace) -> None:
     """Refuse a ``--device`` that torch does not know or that this machine lacks, before any work starts."""
     name = getattr(args, "device", None)
-    if not isinstance(name, str) or name == "auto":
-        return
-    import torch
+    if isinstance(name, str) and name != "auto":
+        from dspose_graph.models.runtime import check_device
 
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        hint = " ('gpu' is spelled 'cuda' in torch)" if name.lower().startswith("gpu") else ""
-        raise ValueError(f"--device {name!r} is not a torch device; use cpu, cuda or cuda:N{hint}") from None
-    if device.type != "cuda":
-        return
-    if not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here (no NVIDIA driver or GPU found; this torch "
-                         f"{torch.__version__} is built for CUDA {torch.version.cuda}); use --device cpu")
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        check_device(name)
 
 
 def _os_message(e: OSError) -> str:

@@ -9,11 +9,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 HELP = "figures: learned adjacency heatmaps and graphs (adjacency), physical clusters (topology)"
-log = logging.getLogger("dspose.plot")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,21 +61,10 @@ def plot_adjacency(args: argparse.Namespace) -> list[Path]:
 
 
 def plot_topology(args: argparse.Namespace) -> list[Path]:
-    from dspose_graph.viz.learned import output_paths
-    from dspose_graph.viz.topology import plot_mi_matrix, plot_topology_skeleton
+    from dspose_graph.viz.topology import write_topology_figures
     from topology.files import load_topology
 
-    topo = load_topology(args.topology)
-    written = []
-    if topo.mi is None:
-        log.warning("topology %s stores no mutual-information matrix; mi_matrix not drawn", args.topology)
-    for path in output_paths(Path(args.out), "mi_matrix", args.formats) if topo.mi is not None else []:
-        plot_mi_matrix(topo, path)
-        written.append(path)
-    for path in output_paths(Path(args.out), "topology_skeleton", args.formats):
-        plot_topology_skeleton(topo, path)
-        written.append(path)
-    return written
+    return write_topology_figures(load_topology(args.topology), Path(args.out), args.formats, source=args.topology)
 
 
 def run(args: argparse.Namespace) -> int:

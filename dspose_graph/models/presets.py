@@ -42,6 +42,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(DSPoseConfig))
 
 
+# Parameter counts the papers report, in millions (DSPose Tab. 1-2; TokenPose Tab. 1).
+PAPER_PARAMS_M = {
+    "dspose_b": (13.5, "DSPose-B, COCO 256x192, N=2"),
+    "dspose_l": (20.8, "DSPose-L; equals official TokenPose-L/D6 at COCO 256x192 (see docs/model.md)"),
+    "tokenpose_b": (13.5, "TokenPose-B, COCO 256x192"),
+    "tokenpose_l": (20.8, "TokenPose-L/D6, COCO 256x192 (MPII 256x256 official code: 21.49M)"),
+}
+
+
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`."""
     return sorted(PRESETS)
