@@ -61,8 +61,10 @@ def predict_dataset(
     info = info or DistInfo()
     device = torch.device(device)
     indices = list(range(info.rank, len(dataset), info.world_size))  # type: ignore[arg-type]
+    if workers:
+        opencv_single_thread()  # inherited by the workers (see Trainer._loader)
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda", worker_init_fn=opencv_single_thread if workers else None)
+                        pin_memory=device.type == "cuda")
     schema = getattr(model, "schema", None) or dataset.schema  # type: ignore[attr-defined]
     flip_index = list(schema.flip_index)
     heatmap_size = tuple(model.heatmap_size)  # type: ignore[attr-defined]

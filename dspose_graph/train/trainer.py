@@ -271,10 +271,13 @@ class Trainer:
         # The loader's own generator (not the global one) draws worker seeds, so starting it mid-epoch
         # on resume does not shift the global torch RNG.
         g = torch.Generator().manual_seed(self.run.seed * 7919)
+        if self.workers:
+            # Workers inherit one OpenCV thread from this process: setNumThreads inside a forked worker hangs
+            # when this process had used OpenCV's pool (the copied pool's threads no longer exist).
+            opencv_single_thread()
         return DataLoader(self.train_set, batch_size=self.optim.batch_size, sampler=self.sampler, drop_last=True,
                           num_workers=self.workers, generator=g, pin_memory=self.device.type == "cuda",
-                          persistent_workers=self.workers > 0,
-                          worker_init_fn=opencv_single_thread if self.workers > 0 else None)
+                          persistent_workers=self.workers > 0)
 
     def _read_losses(self, steps_log: StepLog | None, writer: Any, lr: float, bar: Any, speed: float) -> None:
         """Read the losses summed since the last read (the step's one host wait); stop on a non-finite one."""
