@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 from pathlib import Path
 
 from dspose_graph.train.config import load_config
 from dspose_graph.train.pipeline import dry_run, evaluate, train
-from dspose_graph.train.trainer import NonFiniteLossError
 
-log = logging.getLogger(__name__)
 
 HELP = "train a model from a YAML config (single process or under torchrun)"
 
@@ -43,14 +40,11 @@ def run(args: argparse.Namespace) -> int:
         if os.environ.get("RANK", "0") == "0":
             print(json.dumps(summary, indent=1))
         return 0
-    try:
-        if args.eval_only:
-            metrics = evaluate(config, args.resume, source=str(args.config))
-        else:
-            metrics = train(config, resume=args.resume, source=str(args.config)).metrics
-    except NonFiniteLossError as e:
-        log.error("%s", e)
-        return 3
+    # A non-finite loss (NonFiniteLossError, a RuntimeError) ends in the entry guard: one line, exit status 4.
+    if args.eval_only:
+        metrics = evaluate(config, args.resume, source=str(args.config))
+    else:
+        metrics = train(config, resume=args.resume, source=str(args.config)).metrics
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps({k: round(v, 6) for k, v in metrics.items()}, indent=1))
     return 0

@@ -107,8 +107,12 @@ class RunConfig:
     out_dir: str = "runs/train"
     seed: int = 0
     deterministic: bool = False
-    workers: int = 2
+    # DataLoader processes per rank (training and evaluation); -1 or "auto" = this rank's share of the CPUs
+    # less one, at most 16 (train/distributed.py: workers_per_rank).
+    workers: int | str = "auto"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"...
+    channels_last: bool = False  # NHWC weights and inputs in training (models/runtime.py)
+    compile: bool = False  # torch.compile the training model (a sparse graph head runs dense)
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch; 0 = only at epoch ends
     log_every: int = 10  # steps between progress-bar / TensorBoard updates
     progress: bool = True

@@ -29,7 +29,8 @@ from dspose_graph.data.codec import Codec, get_codec
 from dspose_graph.eval.decode import decode_heatmaps, heatmaps_to_image
 from dspose_graph.eval.flip import flip_test_heatmaps
 from dspose_graph.eval.pck import pck, pck_normalizer
-from dspose_graph.train.distributed import DistInfo, all_gather_objects
+from dspose_graph.data.image import opencv_single_thread
+from dspose_graph.train.distributed import DistInfo, all_gather_objects, broadcast_object
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,18 @@ def predict_dataset(
     ``gt`` (N, K, 3). Under DDP each rank predicts a strided shard and all ranks get the merged result.
     ``codec`` defaults to the dataset's own (``dataset.codec``), else the default codec. ``forward`` runs the
     network (e.g. a ``models.runtime.PreparedModel`` of ``model`` for a fast path); default ``model`` itself.
+    ``workers`` processes load the crops (one OpenCV thread each), into pinned memory on CUDA; heatmaps are
+    decoded on ``device``.
     """
     base = dataset.dataset if isinstance(dataset, Subset) else dataset
     codec = get_codec(codec if codec is not None else getattr(base, "codec", None))
     info = info or DistInfo()
     device = torch.device(device)
     indices = list(range(info.rank, len(dataset), info.world_size))  # type: ignore[arg-type]
-    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=workers)
+    if workers:
+        opencv_single_thread()  # inherited by the workers (see Trainer._loader)
+    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda")
     schema = getattr(model, "schema", None) or dataset.schema  # type: ignore[attr-defined]
     flip_index = list(schema.flip_index)
     heatmap_size = tuple(model.heatmap_size)  # type: ignore[attr-defined]
@@ -71,18 +77,19 @@ def predict_dataset(
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("coords", "scores", "center", "scale", "box_score",
                                                           "image_id", "ann_id", "gt")}
     for batch in loader:
-        images = batch["image"].to(device)
+        images = batch["image"].to(device, non_blocking=True)
         if flip_test:
             heatmaps = flip_test_heatmaps(run, images, flip_index, shift=codec.flip_shift)
         else:
             heatmaps = run(images).float()
-        coords, scores = decode_heatmaps(heatmaps.cpu(), method=decode, codec=codec)
+        # Decoded where the heatmaps are (DARK's blur and Taylor step in torch); one copy to the host per batch.
+        coords, scores = decode_heatmaps(heatmaps, method=decode, codec=codec)
         meta = batch["meta"]
         center = meta["center"].numpy().astype(np.float64)
         scale = meta["scale"].numpy().astype(np.float64)
-        coords = heatmaps_to_image(np.asarray(coords, dtype=np.float64), center, scale, heatmap_size, codec=codec)
-        parts["coords"].append(np.asarray(coords, dtype=np.float64))
-        parts["scores"].append(np.asarray(scores, dtype=np.float64))
+        coords = heatmaps_to_image(coords, center, scale, heatmap_size, codec=codec)
+        parts["coords"].append(coords.cpu().numpy().astype(np.float64))
+        parts["scores"].append(scores.cpu().numpy().astype(np.float64))
         parts["center"].append(center)
         parts["scale"].append(scale)
         parts["box_score"].append(meta["score"].numpy().astype(np.float64))
@@ -100,6 +107,27 @@ def _merge(shards: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     merged = {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
     order = np.argsort(merged["index"], kind="stable")
     return {k: v[order] for k, v in merged.items()}
+
+
+def metrics_once(compute: Callable[[], dict[str, float]], info: DistInfo) -> dict[str, float]:
+    """``compute()`` run on rank 0 only (pycocotools, the PCKh toolkit) and its metrics broadcast to every rank.
+
+    An error on rank 0 is broadcast too and raised on every rank, so none waits for metrics that never come.
+    """
+    if not info.enabled:
+        return compute()
+    result: Any = None
+    if info.is_main:
+        try:
+            result = compute()
+        except Exception as e:  # re-raised below on every rank, after the broadcast
+            result = e
+    result = broadcast_object(result if info.is_main else None, info)
+    if isinstance(result, Exception):
+        if info.is_main:
+            raise result
+        raise RuntimeError(f"evaluation failed on rank 0: {result}") from None
+    return result
 
 
 def mean_pose(dataset: Dataset, workers: int = 0, batch_size: int = 32) -> np.ndarray:

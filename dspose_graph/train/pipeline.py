@@ -31,7 +31,7 @@ from dspose_graph.models import DSPose, create_model
 from dspose_graph.models.checkpoint import load_model
 from dspose_graph.models.runtime import PreparedModel, autocast_dtype, prepare_model
 from dspose_graph.train.config import TrainConfig, config_to_yaml
-from dspose_graph.train.distributed import DistInfo, cleanup, init_distributed, resolve_device
+from dspose_graph.train.distributed import DistInfo, cleanup, init_distributed, resolve_device, workers_per_rank
 from dspose_graph.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ def subset_coco(coco: Any, image_ids: set[int]) -> Any:
 def build_evaluator(config: TrainConfig, model: DSPose, val_set: Dataset, device: torch.device | str = "cpu",
                     info: DistInfo | None = None) -> Callable[[nn.Module], dict[str, float]]:
     """``evaluate(model) -> metrics`` on ``val_set``: OKS AP for COCO-format data, PCKh for full MPII val."""
-    from dspose_graph.train.evaluate import compute_metrics, oks_sigmas, predict_dataset
+    from dspose_graph.train.evaluate import compute_metrics, metrics_once, oks_sigmas, predict_dataset
 
     base = val_set.dataset if isinstance(val_set, Subset) else val_set
     coco_gt = None
@@ -237,9 +237,9 @@ def build_evaluator(config: TrainConfig, model: DSPose, val_set: Dataset, device
         runner = prepared[0]
         pred = predict_dataset(m, val_set, batch_size=e.batch_size, device=torch.device(device),
                                flip_test=e.flip_test, decode=e.decode, codec=codec_of(config), info=info,
-                               forward=runner)
-        return compute_metrics(pred, coco_gt=coco_gt, sigmas=sigmas, pckh_mat=pckh_mat,
-                               nms_threshold=e.oks_nms_threshold, rescore_threshold=e.rescore_threshold)
+                               forward=runner, workers=workers_per_rank(config.run.workers, info))
+        return metrics_once(lambda: compute_metrics(pred, coco_gt=coco_gt, sigmas=sigmas, pckh_mat=pckh_mat,
+                            nms_threshold=e.oks_nms_threshold, rescore_threshold=e.rescore_threshold), info)
 
     return evaluate_model
 

@@ -1,7 +1,10 @@
-"""RNG states for exact resume: Python, NumPy, torch and CUDA generators as a ``weights_only``-loadable dict.
+"""RNG states for exact resume: Python, NumPy and torch (CPU) generators as a ``weights_only``-loadable dict.
 
 The trainer stores :func:`rng_state` in its checkpoints (``dspose_graph.models.checkpoint`` writes them) and
-restores it with :func:`set_rng_state` on resume.
+restores it with :func:`set_rng_state` on resume. CUDA generators are not saved: nothing in training draws from
+them (the models have no dropout; augmentation runs on the CPU, reseeded per sample), and the states of every
+visible GPU saved by rank 0 could not be restored where fewer GPUs are visible. A ``"cuda"`` entry of an older
+checkpoint is ignored.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch (and CUDA) RNG states as tensors and ints, loadable with ``weights_only=True``."""
+    """Python, NumPy and torch RNG states as tensors and ints, loadable with ``weights_only=True``."""
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
@@ -27,8 +30,6 @@ def rng_state() -> dict[str, Any]:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
@@ -39,5 +40,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -4,14 +4,19 @@ Checkpoints (``last.pt``, ``best.pt``) hold everything a resumed run needs to co
 CPU in deterministic mode: model, optimiser, scheduler, GradScaler, RNG states, and the position in the
 epoch (``epoch`` = the epoch in progress, ``step_in_epoch`` = optimiser steps done in it). The sample
 order and augmentation are pure functions of the seed (see :mod:`dspose_graph.train.sampling`).
+
+A step never waits for the device: losses are summed on it (:class:`LossMeter`) and read, with one host wait and
+one all-reduce, every ``run.log_every`` steps, before every checkpoint and at the end of each epoch. A NaN/inf
+loss is found at that read: every rank reads the same reduced flag, so all stop together, before anything is
+saved, naming the first step whose loss was not finite. On CUDA the trainer turns on cuDNN autotuning (unless
+``run.deterministic``), TF32 and fused Adam; ``run.channels_last`` and ``run.compile`` go through
+:func:`dspose_graph.models.runtime.prepare_model`, ``optim.amp`` picks its precision.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -19,11 +24,14 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dspose_graph.data.image import opencv_single_thread
 from dspose_graph.io import provenance
 from dspose_graph.models import DSPose, load_state_dict_checked
 from dspose_graph.models.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
+from dspose_graph.models.runtime import prepare_model
 from dspose_graph.train.config import TrainConfig, config_to_dict
-from dspose_graph.train.distributed import DistInfo, barrier, broadcast_object, mean_across_ranks
+from dspose_graph.train.distributed import (DistInfo, all_reduce_, barrier, broadcast_buffers, broadcast_object,
+                                            workers_per_rank)
 from dspose_graph.train.logs import StepLog, plot_learning_curve, write_epoch_csv
 from dspose_graph.train.rng import rng_state, set_rng_state
 from dspose_graph.train.sampling import ResumableSampler, SeededDataset
@@ -31,6 +39,7 @@ from dspose_graph.train.sampling import ResumableSampler, SeededDataset
 log = logging.getLogger(__name__)
 
 AMP_MODES = ("none", "fp16", "bf16")
+PRECISION_OF_AMP = {"none": "fp32", "fp16": "fp16", "bf16": "bf16"}  # optim.amp -> models.runtime precision
 
 
 class NonFiniteLossError(RuntimeError):
@@ -52,6 +61,62 @@ def set_deterministic(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+
+
+def cuda_defaults(device: torch.device, deterministic: bool) -> None:
+    """Speed settings for training on CUDA: cuDNN picks the fastest convolution for each shape (not when
+    ``deterministic``: its choice may vary between runs), matmuls and convolutions in TF32 (Ampere and later;
+    10-bit mantissa products, fp32 accumulation). Nothing changes on other devices."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
+    """Adam over ``model``'s parameters; the fused CUDA kernel (one launch for all tensors) on CUDA."""
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict[str, Any], source: str) -> None:
+    """Restore a GradScaler, or keep a fresh one where the checkpoint's scaler was off (a none/bf16 run resumed
+    with fp16: there is no scale to restore)."""
+    if scaler.is_enabled() and not saved:
+        log.info("%s was trained without fp16 loss scaling: starting a fresh GradScaler (scale %g)", source,
+                 scaler.get_scale())
+        return
+    scaler.load_state_dict(saved)
+
+
+class LossMeter:
+    """The losses of the steps since the last read, summed on the device, and the first step whose loss was not
+    finite; :meth:`read` all-reduces both over the ranks and waits for them once."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.total = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.first_bad = torch.full((), float("inf"), dtype=torch.float64, device=self.device)
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor, global_step: int) -> None:
+        """Queue ``loss`` (a 0-d device tensor) of optimiser step ``global_step``; no host wait."""
+        loss = loss.detach().double()
+        self.total += loss
+        self.first_bad = torch.where(torch.isfinite(loss), self.first_bad, self.first_bad.clamp(max=float(global_step)))
+        self.steps += 1
+
+    def read(self, info: DistInfo) -> tuple[float, int | None]:
+        """``(mean loss per step over the ranks, first non-finite global step or None)``, then reset."""
+        total = all_reduce_(self.total.clone(), info, "sum")
+        bad = all_reduce_(self.first_bad.clone(), info, "min")
+        total_v, bad_v = torch.stack([total, bad]).tolist()
+        mean = total_v / (self.steps * info.world_size)
+        self.reset()
+        return mean, None if bad_v == float("inf") else int(bad_v)
 
 
 @dataclasses.dataclass
@@ -99,19 +164,23 @@ class Trainer:
         self.evaluate = evaluate
         self.provenance = dict(provenance or {})
         set_deterministic(self.run.seed, self.run.deterministic)
-        self.model = model.to(self.device)
-        self.net: torch.nn.Module = self.model
+        cuda_defaults(self.device, self.run.deterministic)
+        self.model = model
+        self.prepared = prepare_model(model, self.device, PRECISION_OF_AMP[self.optim.amp],
+                                      channels_last=self.run.channels_last, compile=self.run.compile)
+        self.net: torch.nn.Module = self.prepared.module
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         self.train_set = SeededDataset(train_set, self.run.seed)
         self.sampler = ResumableSampler(len(train_set), seed=self.run.seed, shuffle=True,  # type: ignore[arg-type]
-                                        rank=self.info.rank, world_size=self.info.world_size)
+                                        rank=self.info.rank, world_size=self.info.world_size, with_epoch=True)
+        self.workers = workers_per_rank(self.run.workers, self.info)
         self.steps_per_epoch = len(self.sampler) // self.optim.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(f"training set of {len(train_set)} samples gives no full batch of "  # type: ignore[arg-type]
                              f"{self.optim.batch_size} per process (lower optim.batch_size)")
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        self.optimizer = make_optimizer(self.model, self.optim.lr, self.optim.weight_decay, self.device)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(self.optim.milestones),
                                                               self.optim.gamma)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.optim.amp == "fp16")
@@ -124,6 +193,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._epoch_loss_sum = 0.0
         self.resumed_metrics: dict[str, float] = {}  # the last evaluation stored in the resumed checkpoint
+        self.meter = LossMeter(self.device)
+        self.loader = self._loader()
 
     # ----------------------------------------------------------------- checkpoints
     def state(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
@@ -153,11 +224,22 @@ class Trainer:
             if key not in state:
                 raise ValueError(f"{path}: checkpoint has no {key!r} state, it cannot resume training "
                                  "(it can still initialise a model)")
+        step_in_epoch = int(state.get("step_in_epoch", 0))
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.info.world_size:
+            if step_in_epoch:
+                raise ValueError(
+                    f"{path}: checkpoint was written by {saved_world} process(es) in the middle of epoch "
+                    f"{int(state['epoch']) + 1} (step {step_in_epoch}); this run has {self.info.world_size}. "
+                    f"The rest of that epoch's sample order depends on the process count: resume it with "
+                    f"{saved_world} process(es), or from a checkpoint written at an epoch end")
+            log.info("%s: written by %d process(es), resumed by %d at the start of epoch %d", path, saved_world,
+                     self.info.world_size, int(state["epoch"]) + 1)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        load_scaler_state(self.scaler, state["scaler"], str(path))
         self.epoch = int(state["epoch"])
-        self.step_in_epoch = int(state.get("step_in_epoch", 0))
+        self.step_in_epoch = step_in_epoch
         self.global_step = int(state.get("global_step", 0))
         self._epoch_loss_sum = float(state.get("epoch_loss_sum", 0.0))
         self.best = state.get("best")
@@ -169,25 +251,13 @@ class Trainer:
                  self.step_in_epoch, self.global_step)
 
     # ----------------------------------------------------------------- training
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.optim.amp == "none":
-            return contextlib.nullcontext()
-        dtype = torch.float16 if self.optim.amp == "fp16" else torch.bfloat16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
-
-    def _train_step(self, batch: dict[str, Any]) -> float:
-        images = batch["image"].to(self.device, non_blocking=True)
+    def _train_step(self, batch: dict[str, Any]) -> None:
+        images = self.prepared.prepare_input(batch["image"])
         target = batch["heatmap"].to(self.device, non_blocking=True)
         weight = batch["target_weight"].to(self.device, non_blocking=True)
-        with self._autocast():
+        with self.prepared.autocast():
             pred = self.net(images)
         loss = heatmap_mse_loss(pred, target, weight)
-        value = mean_across_ranks(loss.item(), self.info, self.device)
-        if not math.isfinite(value):
-            raise NonFiniteLossError(
-                f"loss became {value} at epoch {self.epoch}, step {self.step_in_epoch} (global step "
-                f"{self.global_step}); stopped without saving. The last good checkpoint is "
-                f"{self.out_dir / 'last.pt'} (lower optim.lr, enable optim.grad_clip, or check the data)")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.optim.grad_clip > 0:
@@ -195,17 +265,47 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return value
+        self.meter.add(loss, self.global_step + 1)
 
     def _loader(self) -> DataLoader:
-        self.train_set.set_epoch(self.epoch)
-        self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * self.optim.batch_size)
-        # The loader's own generator (not the global one) draws worker seeds, so creating it mid-epoch
-        # on resume does not shift the global torch RNG that dropout uses.
-        g = torch.Generator().manual_seed(self.run.seed * 7919 + self.epoch)
+        """The training DataLoader, built once: workers persist across epochs and get each sample's epoch from
+        the sampler; :meth:`_run_epoch` sets the sampler's epoch and start before iterating."""
+        # The loader's own generator (not the global one) draws worker seeds, so starting it mid-epoch
+        # on resume does not shift the global torch RNG.
+        g = torch.Generator().manual_seed(self.run.seed * 7919)
+        if self.workers:
+            # Workers inherit one OpenCV thread from this process: setNumThreads inside a forked worker hangs
+            # when this process had used OpenCV's pool (the copied pool's threads no longer exist).
+            opencv_single_thread()
         return DataLoader(self.train_set, batch_size=self.optim.batch_size, sampler=self.sampler, drop_last=True,
-                          num_workers=self.run.workers, generator=g, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False)
+                          num_workers=self.workers, generator=g, pin_memory=self.device.type == "cuda",
+                          persistent_workers=self.workers > 0)
+
+    def _read_losses(self, steps_log: StepLog | None, writer: Any, lr: float, bar: Any, speed: float) -> None:
+        """Read the losses summed since the last read (the step's one host wait); stop on a non-finite one."""
+        if not self.meter.steps:
+            return
+        steps = self.meter.steps
+        value, bad = self.meter.read(self.info)
+        if bad is not None:
+            raise NonFiniteLossError(
+                f"loss became {value} at global step {bad} (found at global step {self.global_step}, epoch "
+                f"{self.epoch + 1}); stopped without saving. The last good checkpoint is "
+                f"{self.out_dir / 'last.pt'} (lower optim.lr, enable optim.grad_clip, or check the data)")
+        self._epoch_loss_sum += value * steps
+        if steps_log is not None:
+            steps_log.write(self.global_step, self.epoch, self.step_in_epoch, value, lr)
+        bar.set_postfix(loss=f"{value:.3e}", lr=f"{lr:.1e}", img_s=f"{speed:.1f}")
+        log.debug("step %d loss %.6e", self.global_step, value)
+        if writer is not None:
+            writer.add_scalar("train/loss", value, self.global_step)
+            writer.add_scalar("train/lr", lr, self.global_step)
+
+    def _evaluate(self) -> dict[str, float]:
+        """Evaluate the weights a checkpoint of this moment holds: rank 0's (buffers broadcast first)."""
+        assert self.evaluate is not None
+        broadcast_buffers(self.model, self.info)
+        return self.evaluate(self.model)
 
     def fit(self, resume: str | Path | None = None) -> FitSummary:
         """Train to ``optim.epochs`` (from the ``resume`` checkpoint when given)."""
@@ -232,7 +332,7 @@ class Trainer:
                     log.warning("time budget of %.1f min used up after epoch %d of %d: stopping early",
                                 self.run.max_minutes, self.epoch, self.optim.epochs)
                     if self.evaluate is not None and not (self.history and self.best_metric in self.history[-1]):
-                        metrics = self.evaluate(self.model)
+                        metrics = self._evaluate()
                         self.history[-1].update(metrics)
                     break
         finally:
@@ -256,25 +356,20 @@ class Trainer:
         bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.optim.epochs}",
                    disable=not (self.run.progress and self.info.is_main), leave=False, dynamic_ncols=True)
         seen = 0
-        for batch in self._loader():
-            value = self._train_step(batch)
+        self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * self.optim.batch_size)
+        for batch in self.loader:
+            self._train_step(batch)
             self.step_in_epoch += 1
             self.global_step += 1
-            self._epoch_loss_sum += value
             seen += batch["image"].shape[0] * self.info.world_size
-            if steps_log is not None:
-                steps_log.write(self.global_step, self.epoch, self.step_in_epoch, value, lr)
-            if self.run.log_every and self.global_step % self.run.log_every == 0:
-                speed = seen / max(time.perf_counter() - start_time, 1e-9)
-                bar.set_postfix(loss=f"{value:.3e}", lr=f"{lr:.1e}", img_s=f"{speed:.1f}")
-                log.debug("step %d loss %.6e", self.global_step, value)
-                if writer is not None:
-                    writer.add_scalar("train/loss", value, self.global_step)
-                    writer.add_scalar("train/lr", lr, self.global_step)
+            save = bool(self.run.checkpoint_every) and self.global_step % self.run.checkpoint_every == 0 \
+                and self.step_in_epoch < self.steps_per_epoch
+            if save or (self.run.log_every and self.global_step % self.run.log_every == 0):
+                self._read_losses(steps_log, writer, lr, bar, seen / max(time.perf_counter() - start_time, 1e-9))
             bar.update(1)
-            if self.run.checkpoint_every and self.global_step % self.run.checkpoint_every == 0 \
-                    and self.step_in_epoch < self.steps_per_epoch:
+            if save:
                 self.save("last.pt")
+        self._read_losses(steps_log, writer, lr, bar, seen / max(time.perf_counter() - start_time, 1e-9))
         bar.close()
         train_loss = self._epoch_loss_sum / max(1, self.step_in_epoch)
         row: dict[str, Any] = {"epoch": self.epoch, "train_loss": train_loss, "lr": lr,
@@ -286,7 +381,7 @@ class Trainer:
         metrics = None
         last_epoch = self.epoch == self.optim.epochs
         if self.evaluate is not None and (last_epoch or (self.eval_every and self.epoch % self.eval_every == 0)):
-            metrics = self.evaluate(self.model)
+            metrics = self._evaluate()
             row.update(metrics)
             if writer is not None:
                 for k, v in metrics.items():
