@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = args.root or (shared_data_dir() or Path("../shared/data")) / "coco_mini"
     torch.manual_seed(0)
-    ours = build_dataset("coco", root, args.split, train=True, augment=AugmentParams())
+    ours = build_dataset("coco", root, args.split, train=True, augment=AugmentParams(),
+                         reduced_decode=True)
     for patch in (False, True):
         check_agreement(ours, NaiveTopDown(ours, patch=patch))
     images = {r.image_file: load_image(r.image_file) for r in ours.records}

@@ -13,6 +13,7 @@ fp32 seed 0| (the precision changes the curve less than the seed does).
 
     python benchmarks/bench_precision.py                 # accuracy guard (about a minute per checkpoint)
     python benchmarks/bench_precision.py --curve         # plus 3 x 200 training steps
+    python benchmarks/bench_precision.py --compile       # plus the torch.compile paths
 
 Goal (issue 15): |dAP| <= 0.1 and |dPCK| <= 0.2 for bf16.
 """
@@ -33,8 +34,8 @@ from dspose_graph.data.base import TopDownDataset
 from dspose_graph.data.coco import CocoKeypointDataset
 from dspose_graph.data.synthetic import generate_dataset
 from dspose_graph.models import create_model
-from dspose_graph.models.runtime import PreparedModel, prepare_model
-from dspose_graph.predict import _checkpoint_udp, load_model
+from dspose_graph.models.runtime import prepare_model
+from dspose_graph.models.checkpoint import inference_spec, load_model
 from dspose_graph.train.evaluate import compute_metrics, oks_sigmas, predict_dataset
 from dspose_graph.train.trainer import heatmap_mse_loss
 from dspose_graph.weights import shipped_path
@@ -42,41 +43,36 @@ from dspose_graph.weights import shipped_path
 GOAL_AP, GOAL_PCK = 0.1, 0.2
 
 
-class _Run(nn.Module):
-    """A prepared model seen as the plain model ``predict_dataset`` expects (schema, heatmap size, call)."""
-
-    def __init__(self, prepared: PreparedModel) -> None:
-        super().__init__()
-        self.prepared = prepared
-        self.schema, self.heatmap_size = prepared.original.schema, prepared.original.heatmap_size
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.prepared(images)
-
-
-def _paths(device: torch.device) -> dict[str, dict]:
+def _paths(device: torch.device, compile: bool) -> dict[str, dict]:
     paths = {"fp32": {}, "bf16": {"precision": "bf16"},
              "bf16+channels_last": {"precision": "bf16", "channels_last": True}}
+    if compile:
+        paths["fp32+compile"] = {"compile": True}
+        paths["bf16+channels_last+compile"] = {"precision": "bf16", "channels_last": True, "compile": True}
     if device.type == "cuda":
         paths["fp16"] = {"precision": "fp16"}
     return paths
 
 
-def _val_set(model: nn.Module, ann_file: Path, image_dir: Path) -> TopDownDataset:
-    return CocoKeypointDataset(ann_file, image_dir, input_size=model.input_size, heatmap_size=model.heatmap_size)
+def _val_set(model: nn.Module, ann_file: Path, image_dir: Path, codec: str) -> TopDownDataset:
+    return CocoKeypointDataset(ann_file, image_dir, input_size=model.input_size, heatmap_size=model.heatmap_size,
+                               codec=codec)
 
 
-def guard(name: str, weights: Path, ann_file: Path, image_dir: Path, device: torch.device) -> None:
+def guard(name: str, weights: Path, ann_file: Path, image_dir: Path, device: torch.device,
+          compile: bool = False) -> None:
     """Print displacement, dAP and dPCK@0.2 of every fast path against fp32 for one checkpoint."""
     from pycocotools.coco import COCO
 
-    model, schema, ckpt = load_model(weights)
-    dataset = _val_set(model, ann_file, image_dir)
-    coco_gt, sigmas, udp = COCO(str(ann_file)), oks_sigmas(schema), _checkpoint_udp(ckpt)
+    model, ckpt = load_model(weights)
+    codec = inference_spec(ckpt, model).codec
+    dataset = _val_set(model, ann_file, image_dir, codec)
+    coco_gt, sigmas = COCO(str(ann_file)), oks_sigmas(model.schema)
     results = {}
-    for path, options in _paths(device).items():
-        prepared = _Run(prepare_model(copy.deepcopy(model), device, **options))
-        pred = predict_dataset(prepared, dataset, device=device, udp=udp)
+    for path, options in _paths(device, compile).items():
+        copied = copy.deepcopy(model)
+        runner = prepare_model(copied, device, **options)
+        pred = predict_dataset(copied, dataset, device=device, codec=codec, forward=runner)
         results[path] = (pred, compute_metrics(pred, coco_gt=coco_gt, sigmas=sigmas))
     ref_pred, ref = results["fp32"]
     print(f"{name}: {weights} on {len(dataset)} held-out persons ({ann_file}); fp32 AP {ref['AP']:.4f}, "
@@ -87,7 +83,7 @@ def guard(name: str, weights: Path, ann_file: Path, image_dir: Path, device: tor
         d_ap, d_pck = metrics["AP"] - ref["AP"], metrics["PCK@0.2"] - ref["PCK@0.2"]
         print(f"{path:<22}{move.max():>16.3f}{move.mean():>14.4f}{metrics['AP']:>9.4f}{d_ap:>+9.4f}"
               f"{metrics['PCK@0.2']:>9.2f}{d_pck:>+8.2f}")
-        if path.startswith("bf16"):
+        if path.startswith("bf16") or path == "fp16":
             ok = abs(d_ap) <= GOAL_AP and abs(d_pck) <= GOAL_PCK
             print(f"  goal |dAP| <= {GOAL_AP}, |dPCK| <= {GOAL_PCK}: {'met' if ok else 'NOT met'}")
 
@@ -157,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", type=Path, default=Path("runs/demo"), help="demo output folder (LSPET model)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also the compiled paths (minutes of compiling)")
     parser.add_argument("--curve", action="store_true", help="also the 3 x --steps loss curves")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch", type=int, default=8)
@@ -167,10 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         paths = generate_dataset(work / "heldout", num_train=0, num_val=args.val, image_size=(96, 128), seed=20_251)
         guard("shipped dspose_t_synthetic", shipped_path("dspose_t_synthetic"), paths["val_json"], paths["val_images"],
-              device)
+              device, args.compile)
         demo = _demo_run(args.demo)
         if demo is not None:
-            guard("demo LSPET", *demo, device)
+            guard("demo LSPET", *demo, device, args.compile)
         else:
             print(f"demo LSPET checkpoint: no {args.demo}/train/best.pt or last.pt with config.yaml (run `make demo` "
                   "first); skipped")

@@ -34,8 +34,18 @@ from dspose_graph.io import atomic_path
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
+# Opset 14 brought the fused attention operator (aten::scaled_dot_product_attention) our Transformer exports
+# to; 23 is the newest that torch 2.14's exporter writes (torch.onnx._constants.ONNX_MAX_OPSET).
+MIN_OPSET, MAX_OPSET = 14, 23
 INPUT_NAME = "images"
 OUTPUT_NAME = "heatmaps"
+
+
+def check_opset(opset: int) -> None:
+    """``ValueError`` naming the valid range for an opset this model cannot be exported to."""
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"--opset {opset}: expected an ONNX opset from {MIN_OPSET} (the first with the attention "
+                         f"operator) to {MAX_OPSET} (the newest this torch exports)")
 
 
 def onnx_metadata(model: nn.Module) -> dict[str, str]:
@@ -69,6 +79,7 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
         raise ValueError(f"ONNX output {path}: expected a file name ending in .onnx")
     if example_batch < 1:
         raise ValueError(f"example_batch must be >= 1, got {example_batch}")
+    check_opset(opset)
     model = model.eval()
     w, h = (int(v) for v in model.input_size)
     param = next(model.parameters(), None)
@@ -92,7 +103,11 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
         for key, value in onnx_metadata(model).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
-        onnx.checker.check_model(proto)
+        try:
+            onnx.checker.check_model(proto)
+        except onnx.checker.ValidationError as e:  # its message names the temporary file: name the user's
+            raise ValueError(f"ONNX output {path}: the exported graph fails onnx's checker: "
+                             f"{str(e).replace(str(tmp), str(path))}") from None
         onnx.save(proto, str(tmp))
     log.info("wrote %s (opset %d, dynamic batch)", path, opset)
     return path
@@ -158,3 +173,66 @@ def top_t_margin(model: nn.Module, images: Tensor) -> float | None:
         ranked = torch.sort(sim.masked_fill(eye, float("inf")), dim=-1, descending=True).values
         margins.append(float((ranked[..., t - 1] - ranked[..., t]).min()))
     return min(margins) if margins else None
+
+
+def check_export_options(precision: str = "fp32", channels_last: bool = False, compile: bool = False) -> None:
+    """Refuse the ``models.runtime`` fast paths that an ONNX file cannot carry, naming the option.
+
+    The exported graph is float32 NCHW: autocast is a PyTorch runtime context (traced, the graph would hold
+    float32 operators anyway), the memory format of the tensors is not part of an ONNX graph (onnxruntime picks
+    its own layouts) and ``torch.compile`` makes Python code faster, not a graph to export.
+    """
+    if precision != "fp32":
+        raise ValueError(f"--precision {precision}: ONNX export writes a float32 graph; export in fp32 and run the "
+                         "file in reduced precision with your runtime's tools (e.g. onnxruntime's float16 "
+                         "conversion), or use Predictor(precision=...) for PyTorch inference")
+    if channels_last:
+        raise ValueError("--channels-last: an ONNX graph has no memory format (onnxruntime chooses its own "
+                         "layouts); export without it")
+    if compile:
+        raise ValueError("--compile: torch.compile speeds up PyTorch execution and produces nothing ONNX can "
+                         "store; export without it")
+
+
+def export_checkpoint(weights: str | Path, path: str | Path, opset: int = DEFAULT_OPSET,
+                      check_image: str | Path | None = None, atol: float | None = 1e-4, precision: str = "fp32",
+                      channels_last: bool = False, compile: bool = False) -> tuple[Path, float | None, str]:
+    """Export checkpoint ``weights`` to ONNX ``path`` and compare onnxruntime with PyTorch on one input.
+
+    The input is the whole of ``check_image`` as one person crop, else a seeded random batch of 2.
+    Returns ``(path, max |onnxruntime - PyTorch|, what the input was)``; with ``atol=None`` the check is
+    skipped (``None`` difference). Above ``atol`` a ``ValueError`` says so, and when near-tied top-t
+    similarities explain it (:func:`top_t_margin`), says that too. ``precision``, ``channels_last`` and
+    ``compile`` other than fp32 eager are refused (:func:`check_export_options`).
+    """
+    from dspose_graph.predict import Predictor
+
+    check_opset(opset)
+    check_export_options(precision, channels_last, compile)
+    image = None
+    if check_image and atol is not None:  # read before anything is written: a bad image fails first
+        from dspose_graph.data import load_image
+
+        image = load_image(check_image)
+    predictor = Predictor(weights, flip_test=False)
+    model = predictor.model
+    path = export_onnx(model, Path(path), opset=opset)
+    if atol is None:
+        return path, None, ""
+    if image is not None:
+        crops, _, _ = predictor.crop(image, np.array([[0.0, 0.0, image.shape[1], image.shape[0]]]))
+        what = Path(check_image).name
+    else:
+        w, h = model.input_size
+        crops = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))
+        what = "a seeded random batch of 2"
+    diff = compare_onnx(path, model, crops)
+    if diff > atol:
+        margin = top_t_margin(model, crops)
+        hint = ""
+        if margin is not None and margin < 1e-6:
+            hint = (f"; the model's top-t feature edges are decided by float rounding on this input (smallest gap "
+                    f"between the t-th and (t+1)-th similarity: {margin:.1e}), so the two runtimes keep different "
+                    f"edges: typical of an undertrained model whose keypoint tokens are nearly parallel")
+        raise ValueError(f"{path}: onnxruntime output differs from PyTorch by {diff:.3e} > --atol {atol:g}{hint}")
+    return path, diff, what

@@ -1,4 +1,5 @@
-"""Generic file I/O for every package: atomic writes, JSON reading, provenance records, the raw-data folder.
+"""Generic file I/O for every package: atomic writes, JSON reading, provenance records, the raw-data folder,
+output-path checks and the run-folder lock.
 
 Shared by every writer in the project (topology files, checkpoints, result tables) so that no
 output is ever left half-written and every derived artifact says where it came from.
@@ -11,14 +12,18 @@ import datetime as _dt
 import gzip
 import hashlib
 import json
+import logging
 import os
 import platform
+import socket
 import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
 DATA_ENV = "DSPOSE_DATA"
+LOCK_NAME = ".dspose.lock"
+log = logging.getLogger(__name__)
 
 
 def _default_file_mode() -> int:
@@ -43,8 +48,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
         tmp_path.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename == str(tmp_path):
+            e.filename = str(path)  # the user knows their file, not our temporary name (a full disk, say)
         raise
 
 
@@ -114,3 +121,113 @@ def shared_data_dir() -> Path | None:
         if candidate.is_dir():
             return candidate.resolve()
     return None
+
+
+def check_output_dir(path: str | Path, option: str = "--out") -> Path:
+    """``path`` as an output folder: ``FileExistsError`` naming ``option`` when it (or a parent) is a file.
+
+    Called before any work, so that a command does not run for minutes and then fail to write.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{option} {path}: is an existing file; expected a folder (or a new name)")
+    _check_parents(path, option)
+    return path
+
+
+def check_output_file(path: str | Path, option: str = "--out") -> Path:
+    """``path`` as an output file: ``IsADirectoryError`` naming ``option`` when it is a folder, or its parent a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{option} {path}: is an existing folder; expected a file name")
+    _check_parents(path, option)
+    return path
+
+
+def _check_parents(path: Path, option: str) -> None:
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{option} {path}: {parent} is a file, not a folder")
+            return
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+class FolderLockedError(FileExistsError):
+    """Another live run holds the lock of an output folder."""
+
+
+class FolderLock:
+    """An exclusive lock on an output folder: ``<folder>/.dspose.lock`` holding ``pid host``.
+
+    Two runs writing one folder would interleave checkpoints and logs; the second is refused with a
+    :class:`FolderLockedError` naming the folder and the holder's pid. A lock left by a process that no
+    longer exists on this host (killed with -9) is taken over with a warning. Use as a context manager or
+    call :meth:`acquire` / :meth:`release`.
+    """
+
+    def __init__(self, folder: str | Path, option: str = "output folder") -> None:
+        self.folder = Path(folder)
+        self.option = option
+        self.path = self.folder / LOCK_NAME
+        self.held = False
+
+    def acquire(self) -> "FolderLock":
+        check_output_dir(self.folder, self.option).mkdir(parents=True, exist_ok=True)
+        # The lock is written complete beside its place and hard-linked there (an atomic create-if-absent),
+        # so another run never reads a half-written lock.
+        fd, name = tempfile.mkstemp(prefix=f"{LOCK_NAME}.", suffix=".tmp", dir=self.folder)
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()} {socket.gethostname()}\n")
+            for _ in range(2):
+                try:
+                    os.link(tmp, self.path)
+                except FileExistsError:
+                    self._take_over_if_stale()
+                    continue
+                self.held = True
+                return self
+        finally:
+            tmp.unlink(missing_ok=True)
+        raise FolderLockedError(f"{self.folder} is locked by another run ({self._holder()}); could not take the lock")
+
+    def _holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "empty lock file"
+        except OSError:
+            return "lock file vanished"
+
+    def _take_over_if_stale(self) -> None:
+        holder = self._holder()
+        parts = holder.split()
+        pid = int(parts[0]) if parts and parts[0].isdigit() else None
+        host = parts[1] if len(parts) > 1 else socket.gethostname()
+        if pid is not None and (host != socket.gethostname() or _pid_alive(pid)):
+            where = "" if host == socket.gethostname() else f" on host {host}"
+            raise FolderLockedError(
+                f"{self.folder} is in use by another run (pid {pid}{where}, lock file {self.path}); wait for it "
+                f"to end or choose another output folder (delete the lock file only if that run is gone)")
+        log.warning("%s: taking over the lock left by a run that no longer exists (%s)", self.folder, holder)
+        self.path.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if self.held and self._holder().split()[:1] == [str(os.getpid())]:
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

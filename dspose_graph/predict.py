@@ -1,9 +1,12 @@
 """Top-down inference on a user's own images: a checkpoint in, keypoints with scores out.
 
 ``Predictor(weights).predict(image, boxes)`` crops every person box the way the model was trained
-(``box_to_center_scale`` with 1.25 padding at the model's aspect ratio, ``warp_image`` to the input size),
+(``person_center_scale``: the codec's rule for detected boxes, ``BOX_PADDING`` (1.25), the model's aspect ratio;
+``warp_image`` to the input size),
 runs the persons of one image as a batch, averages with the horizontally flipped crop when ``flip_test``,
-decodes the heatmaps with DARK and maps the coordinates back into the original image.
+decodes the heatmaps with DARK and maps the coordinates back into the original image. Crop, flip shift and
+decoding follow the codec recorded in the checkpoint (``inference_spec``), i.e. the one the model was trained with.
+``precision``, ``channels_last`` and ``compile`` choose a fast path (``dspose_graph.models.runtime``; docs/speed.md).
 
 Shapes:
     P: persons (boxes) in one image, K: keypoints, (H, W): model input, (h, w): heatmap.
@@ -17,50 +20,18 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from dspose_graph.data import load_image, normalize_image, warp_image
-from dspose_graph.data.transforms import box_to_center_scale
-from dspose_graph.eval.decode import decode_heatmaps, flip_back, heatmaps_to_image
-from dspose_graph.models import create_model_from_config, load_state_dict_checked
-from dspose_graph.train.checkpoint import checkpoint_schema, load_checkpoint
+from dspose_graph.data.codec import get_codec
+from dspose_graph.data.transforms import BOX_PADDING, person_center_scale
+from dspose_graph.eval.coco_eval import rescore
+from dspose_graph.eval.decode import decode_heatmaps, heatmaps_to_image
+from dspose_graph.eval.flip import flip_test_heatmaps
+from dspose_graph.models.checkpoint import inference_spec, load_model
+from dspose_graph.models.runtime import prepare_model
 from topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
-
-BOX_PADDING = 1.25
-# Keypoints below this confidence do not count towards a person's score (HRNet/TokenPose rescoring).
-SCORE_THRESHOLD = 0.2
-
-
-def load_model(weights: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, KeypointSchema, dict[str, Any]]:
-    """Model (eval mode, on ``device``), its keypoint schema and the raw checkpoint dict.
-
-    Raises ``ValueError`` when the checkpoint's schema and its model disagree on the keypoints, or when
-    the weights do not fit the model the checkpoint describes (the message names the file).
-    """
-    ckpt = load_checkpoint(weights, map_location="cpu")
-    model_info = ckpt["model"]
-    if not isinstance(model_info, dict) or "config" not in model_info:
-        raise ValueError(f"{weights}: checkpoint field 'model' must be a dict with 'name' and 'config'")
-    schema = checkpoint_schema(ckpt, weights)
-    model = create_model_from_config(dict(model_info["config"]))
-    if tuple(model.schema.keypoints) != tuple(schema.keypoints):
-        raise ValueError(
-            f"{weights}: checkpoint schema {schema.name!r} ({schema.num_keypoints} keypoints) does not match its "
-            f"model config ({model.schema.name!r}, {model.schema.num_keypoints} keypoints)"
-        )
-    load_state_dict_checked(model, ckpt["state_dict"], source=str(weights))
-    model.eval().to(device)
-    return model, schema, ckpt
-
-
-def _checkpoint_udp(ckpt: dict[str, Any]) -> bool:
-    """Whether the model was trained with UDP crops, from the training config stored in the checkpoint."""
-    config = ckpt.get("config")
-    if isinstance(config, dict) and isinstance(config.get("data"), dict):
-        return bool(config["data"].get("udp", False))
-    return False
 
 
 def check_schema(schema: KeypointSchema, expected: KeypointSchema, source: str) -> None:
@@ -73,6 +44,30 @@ def check_schema(schema: KeypointSchema, expected: KeypointSchema, source: str) 
         )
 
 
+BOX_FIELDS = ("x", "y", "w", "h")
+# No image is a million pixels across (JPEG stops at 65535); a larger box value is a broken detection, and
+# 1e308 would overflow to inf in the crop arithmetic.
+MAX_BOX_VALUE = 1e6
+
+
+def box_problem(box: Sequence[Any]) -> str | None:
+    """Why ``box`` is not a usable ``[x, y, w, h]`` (naming the field), or ``None`` when it is.
+
+    Refused: not 4 numbers, a NaN/inf or beyond :data:`MAX_BOX_VALUE` value, ``w <= 0`` or ``h <= 0``.
+    """
+    if not isinstance(box, (list, tuple, np.ndarray)) or len(box) != 4:
+        return f"must be [x, y, w, h], got {box!r}"
+    for name, value in zip(BOX_FIELDS, box):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            return f"field {name!r} = {value!r} is not a number"
+        if not np.isfinite(value) or abs(value) > MAX_BOX_VALUE:
+            return f"field {name!r} = {value!r} is not a finite pixel value (|value| <= {MAX_BOX_VALUE:g})"
+    for name, value in zip(BOX_FIELDS[2:], box[2:]):
+        if value <= 0:
+            return f"field {name!r} = {value!r} is not positive (an empty box)"
+    return None
+
+
 def _as_boxes(boxes: Any, width: int, height: int) -> np.ndarray:
     if boxes is None:
         return np.array([[0.0, 0.0, float(width), float(height)]])
@@ -83,10 +78,23 @@ def _as_boxes(boxes: Any, width: int, height: int) -> np.ndarray:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ValueError(f"boxes must be a list of [x, y, w, h], got an array of shape {arr.shape}")
-    if not np.isfinite(arr).all() or (arr[:, 2:] <= 0).any():
-        bad = int(np.flatnonzero(~np.isfinite(arr).all(1) | (arr[:, 2:] <= 0).any(1))[0])
-        raise ValueError(f"box {bad} = {arr[bad].tolist()} is not a finite [x, y, w, h] with positive w and h")
+    for i, box in enumerate(arr):
+        problem = box_problem(box)
+        if problem:
+            raise ValueError(f"box {i} {problem} (boxes are [x, y, w, h] with positive w and h)")
     return arr
+
+
+def _as_scores(box_scores: Any, count: int) -> np.ndarray:
+    if box_scores is None:
+        return np.ones(count)
+    scores = np.asarray(box_scores, dtype=np.float64).reshape(-1)
+    if scores.shape[0] != count:
+        raise ValueError(f"{scores.shape[0]} box scores for {count} boxes")
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if len(bad):
+        raise ValueError(f"box score {int(bad[0])} = {scores[bad[0]]} is not a finite number")
+    return scores
 
 
 class Predictor:
@@ -99,6 +107,13 @@ class Predictor:
         batch_size: persons per forward pass.
         decode: ``"dark"`` (default) or ``"argmax"``.
         expected_schema: if given, refuse weights whose keypoints differ (e.g. MPII weights on COCO boxes).
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (CUDA only): autocast of the forward pass.
+        channels_last: run the model in the NHWC memory format.
+        compile: ``torch.compile`` the model (the first calls compile; a sparse graph head becomes dense).
+
+    Attributes:
+        model: the loaded model (the uncompiled module: for state dicts and export).
+        runner: the :class:`~dspose_graph.models.runtime.PreparedModel` that runs it.
     """
 
     def __init__(
@@ -109,29 +124,40 @@ class Predictor:
         batch_size: int = 32,
         decode: str = "dark",
         expected_schema: KeypointSchema | None = None,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.weights = Path(weights)
         self.device = torch.device(device)
-        self.model, self.schema, checkpoint = load_model(weights, self.device)
+        self.model, checkpoint = load_model(weights, self.device)
+        self.runner = prepare_model(self.model, self.device, precision=precision, channels_last=channels_last,
+                                    compile=compile)
+        self.schema: KeypointSchema = self.model.schema
         if expected_schema is not None:
             check_schema(self.schema, expected_schema, str(weights))
         self.flip_test = flip_test
         self.batch_size = batch_size
         self.decode = decode
-        self.udp = _checkpoint_udp(checkpoint)
-        self.input_size = tuple(int(v) for v in self.model.input_size)
-        self.heatmap_size = tuple(int(v) for v in self.model.heatmap_size)
+        spec = inference_spec(checkpoint, self.model)
+        self.codec = get_codec(spec.codec)  # crop, flip shift and decoding as the model was trained
+        self.input_size = spec.input_size
+        self.heatmap_size = spec.heatmap_size
         self.flip_index = torch.as_tensor(self.schema.flip_index, dtype=torch.long)
 
     def crop(self, image: np.ndarray, boxes: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """Normalised person crops ``(P, 3, H, W)`` with their centres and scales ``(P, 2)``."""
         aspect = self.input_size[0] / self.input_size[1]
+        size = (image.shape[1], image.shape[0])
         centers, scales, crops = [], [], []
-        for box in boxes:
-            center, scale = box_to_center_scale(box, aspect, padding=BOX_PADDING)
-            crops.append(normalize_image(warp_image(image, center, scale, 0.0, self.input_size, udp=self.udp)))
+        for i, box in enumerate(boxes):
+            center_scale = person_center_scale(box, self.codec, size, aspect, BOX_PADDING, detection=True)
+            if center_scale is None:
+                raise ValueError(f"box {i} = {list(box)} has no area inside the {size[0]}x{size[1]} image")
+            center, scale = center_scale
+            crops.append(normalize_image(warp_image(image, center, scale, 0.0, self.input_size, codec=self.codec)))
             centers.append(center)
             scales.append(scale)
         return torch.from_numpy(np.stack(crops)).to(self.device), np.stack(centers), np.stack(scales)
@@ -142,12 +168,10 @@ class Predictor:
         out = []
         for start in range(0, images.shape[0], self.batch_size):
             batch = images[start:start + self.batch_size]
-            hm = self.model(batch)
             if self.flip_test:
-                hm_flip = self.model(torch.flip(batch, dims=[3]))
-                # HRNet's one-pixel shift realigns non-UDP flipped maps; UDP crops need none.
-                hm = (hm + flip_back(hm_flip, self.flip_index, shift=not self.udp)) * 0.5
-            out.append(hm.float())
+                out.append(flip_test_heatmaps(self.runner, batch, self.flip_index, shift=self.codec.flip_shift))
+            else:
+                out.append(self.runner(batch))
         return torch.cat(out)
 
     def predict(
@@ -174,24 +198,16 @@ class Predictor:
             raise ValueError(f"image must be an RGB uint8 array (H, W, 3), got dtype {image.dtype} shape {image.shape}")
         height, width = image.shape[:2]
         box_arr = _as_boxes(boxes, width, height)
-        if box_scores is None:
-            scores = np.ones(len(box_arr))
-        else:
-            scores = np.asarray(box_scores, dtype=np.float64).reshape(-1)
-            if scores.shape[0] != box_arr.shape[0]:
-                raise ValueError(f"{scores.shape[0]} box scores for {box_arr.shape[0]} boxes")
+        scores = _as_scores(box_scores, len(box_arr))
         if len(box_arr) == 0:
             return []
         crops, centers, scales = self.crop(image, box_arr)
         hm = self.heatmaps(crops)
-        coords, maxvals = decode_heatmaps(hm, method=self.decode)
+        coords, maxvals = decode_heatmaps(hm, method=self.decode, codec=self.codec)
         coords = np.asarray(torch.as_tensor(coords).cpu(), dtype=np.float64)
         maxvals = np.asarray(torch.as_tensor(maxvals).cpu(), dtype=np.float64)
-        points = np.asarray(heatmaps_to_image(coords, centers, scales, self.heatmap_size, udp=self.udp))
-        results = []
-        for i in range(len(box_arr)):
-            kp = np.concatenate([points[i], maxvals[i][:, None]], axis=1).astype(np.float32)
-            confident = maxvals[i][maxvals[i] > SCORE_THRESHOLD]
-            quality = float(confident.mean()) if confident.size else 0.0
-            results.append({"keypoints": kp, "box": [float(v) for v in box_arr[i]], "score": float(scores[i]) * quality})
-        return results
+        points = np.asarray(heatmaps_to_image(coords, centers, scales, self.heatmap_size, codec=self.codec))
+        person_scores = rescore(maxvals, scores)
+        keypoints = np.concatenate([points, maxvals[..., None]], axis=2).astype(np.float32)
+        return [{"keypoints": keypoints[i], "box": [float(v) for v in box_arr[i]], "score": float(person_scores[i])}
+                for i in range(len(box_arr))]

@@ -11,7 +11,9 @@ import yaml
 from dspose_graph.train.config import (TrainConfig, apply_override, config_from_dict, config_to_dict, config_to_yaml,
                                      load_config)
 
-EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS = sorted(EXPERIMENTS_DIR.glob("*.yaml"))
+BASES = sorted((EXPERIMENTS_DIR / "base").glob("*.yaml"))
 
 
 def test_defaults_are_the_paper_schedule():
@@ -43,6 +45,22 @@ def test_every_experiment_yaml_loads_and_round_trips(path):
 
 def test_experiments_exist():
     assert len(EXPERIMENTS) >= 20
+
+
+@pytest.mark.parametrize("path", BASES, ids=[p.stem for p in BASES])
+def test_every_base_file_loads_and_is_not_a_row(path):
+    c = load_config(path)
+    assert not c.paper.table and c.data.kind == path.stem
+
+
+def test_rows_state_only_what_differs_from_their_base():
+    for path in EXPERIMENTS:
+        raw = yaml.safe_load(path.read_text())
+        if "base" not in raw:
+            continue
+        base = yaml.safe_load((path.parent / raw["base"]).read_text())
+        assert "data" not in raw and "optim" not in raw, f"{path.name} repeats its base's data/optim block"
+        assert raw.get("model", {}).get("name") != base["model"]["name"], f"{path.name} repeats the base's model"
 
 
 def test_unknown_key_names_key_and_file(tmp_path):
@@ -127,3 +145,83 @@ def test_config_to_dict_is_plain():
     d = config_to_dict(TrainConfig())
     assert yaml.safe_load(yaml.safe_dump(d)) == d
     assert set(d) == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+# --- base: files ------------------------------------------------------------------------------------------------
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_base_merges_mappings_and_the_row_wins(tmp_path):
+    _write(tmp_path / "base" / "b.yaml", "model:\n  name: dspose_b\n  overrides: {t: 4, conv: gat}\n"
+           "optim:\n  lr: 0.002\n  milestones: [200, 260]\n  epochs: 300\ndata:\n  kind: coco\n  root: data/coco\n")
+    row = _write(tmp_path / "row.yaml", "base: base/b.yaml\nmodel:\n  overrides: {t: 3}\n"
+                 "optim:\n  milestones: [5]\n  epochs: 10\n")
+    c = load_config(row)
+    assert c.model.name == "dspose_b" and c.model.overrides == {"t": 3, "conv": "gat"}  # mappings merge key by key
+    assert c.optim.milestones == [5] and c.optim.epochs == 10 and c.optim.lr == 0.002  # lists replaced, rest kept
+    assert c.data.root == "data/coco"
+    expected = config_from_dict({"model": {"name": "dspose_b", "overrides": {"t": 3, "conv": "gat"}},
+                                 "optim": {"lr": 0.002, "milestones": [5], "epochs": 10},
+                                 "data": {"kind": "coco", "root": "data/coco"}})
+    assert c == expected
+
+
+def test_base_chain_is_recursive_and_relative_to_each_file(tmp_path):
+    _write(tmp_path / "a" / "root.yaml", "optim:\n  lr: 0.1\n  epochs: 7\nrun:\n  seed: 1\n")
+    _write(tmp_path / "a" / "b" / "mid.yaml", "base: ../root.yaml\noptim:\n  lr: 0.2\n")
+    row = _write(tmp_path / "rows" / "row.yaml", "base: ../a/b/mid.yaml\nrun:\n  seed: 3\n")
+    c = load_config(row, ["optim.epochs=9"])
+    assert (c.optim.lr, c.optim.epochs, c.run.seed) == (0.2, 9, 3)  # nearest file wins, --set wins over all
+
+
+def test_a_null_in_the_row_replaces_the_base_value(tmp_path):
+    _write(tmp_path / "b.yaml", "paper:\n  value: 75.1\n  params_m: 13.5\n")
+    row = _write(tmp_path / "row.yaml", "base: b.yaml\npaper:\n  value: null\n")
+    c = load_config(row)
+    assert c.paper.value is None and c.paper.params_m == 13.5
+
+
+@pytest.mark.parametrize("names", [("x.yaml", "x.yaml"), ("x.yaml", "y.yaml", "x.yaml")])
+def test_base_cycle_names_the_files(tmp_path, names):
+    for here, there in zip(names, names[1:]):
+        _write(tmp_path / here, f"base: {there}\noptim:\n  lr: 0.1\n")
+    with pytest.raises(ValueError, match="cycle") as e:
+        load_config(tmp_path / names[0])
+    for name in set(names):
+        assert name in str(e.value)
+
+
+def test_missing_base_names_both_files(tmp_path):
+    row = _write(tmp_path / "row.yaml", "base: base/nowhere.yaml\n")
+    with pytest.raises(ValueError) as e:
+        load_config(row)
+    assert "row.yaml" in str(e.value) and "nowhere.yaml" in str(e.value)
+
+
+@pytest.mark.parametrize("value", ["''", "3", "[a.yaml]"])
+def test_bad_base_value_names_the_file(tmp_path, value):
+    row = _write(tmp_path / "row.yaml", f"base: {value}\n")
+    with pytest.raises(ValueError, match=r"row\.yaml.*base must be a path"):
+        load_config(row)
+
+
+@pytest.mark.parametrize("where", ["base", "row"])
+def test_unknown_key_names_the_file_that_holds_it(tmp_path, where):
+    good, bad = "optim:\n  lr: 0.1\n", "optim:\n  lerning_rate: 0.1\n"
+    _write(tmp_path / "base" / "b.yaml", bad if where == "base" else good)
+    row = _write(tmp_path / "row.yaml", "base: base/b.yaml\n" + (bad if where == "row" else good))
+    with pytest.raises(ValueError, match="'lerning_rate'") as e:
+        load_config(row)
+    holder = tmp_path / ("base/b.yaml" if where == "base" else "row.yaml")
+    assert str(e.value).startswith(f"{holder}: ")
+
+
+def test_wrong_type_in_a_base_names_the_base(tmp_path):
+    _write(tmp_path / "b.yaml", "optim:\n  epochs: ten\n")
+    row = _write(tmp_path / "row.yaml", "base: b.yaml\n")
+    with pytest.raises(ValueError, match=r"b\.yaml: optim\.epochs"):
+        load_config(row)

@@ -40,9 +40,9 @@ def train_set(coco_mini: Path) -> CocoKeypointDataset:
 def expected_heatmap_joints(ds, record, meta) -> np.ndarray:
     """Where the joints of ``record`` must land on the heatmap, from the crop the sample reports."""
     m = crop_matrix(meta["center"].numpy(), meta["scale"].numpy(), float(meta["rotation"]), ds.input_size,
-                    flip=bool(meta["flip"]), udp=ds.udp)
+                    flip=bool(meta["flip"]), codec=ds.codec)
     kp = transform_keypoints(record.keypoints, m, ds.schema.flip_index if bool(meta["flip"]) else None)
-    return joints_to_heatmap(kp[:, :2], ds.input_size, ds.heatmap_size, udp=ds.udp)
+    return joints_to_heatmap(kp[:, :2], ds.input_size, ds.heatmap_size, codec=ds.codec)
 
 
 def test_sample_contract(train_set):
@@ -74,9 +74,9 @@ def test_eval_crop_is_the_padded_box_and_normalised(coco_mini):
     np.testing.assert_allclose(s["image"].numpy(), ((raw / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1), atol=1e-5)
 
 
-@pytest.mark.parametrize("udp", [False, True])
-def test_heatmap_peak_is_the_warped_joint(coco_mini, udp):
-    ds = build_dataset("coco", coco_mini, "val", train=True, seed=1, udp=udp)
+@pytest.mark.parametrize("codec", ["hrnet", "udp", "tokenpose"])
+def test_heatmap_peak_is_the_warped_joint(coco_mini, codec):
+    ds = build_dataset("coco", coco_mini, "val", train=True, seed=1, codec=codec)
     checked = 0
     for i in range(0, len(ds), 3):
         s = ds[i]
@@ -124,9 +124,10 @@ def test_image_and_keypoints_move_together(fixtures):
         assert abs(kp[mirrored, 0] - bx) < 0.75 and abs(kp[mirrored, 1] - by) < 0.75
 
 
-@pytest.mark.parametrize("udp", [False, True])
-def test_flip_consistency(fixtures, udp):
-    ds = CocoKeypointDataset(fixtures / "test_coco.json", fixtures, train=True, udp=udp)
+@pytest.mark.parametrize("codec", ["hrnet", "udp", "tokenpose"])
+def test_flip_consistency(fixtures, codec):
+    ds = CocoKeypointDataset(fixtures / "test_coco.json", fixtures, train=True, codec=codec)
+    exact = codec != "hrnet"  # UDP and TokenPose mirror about the centre of the pixel grid
     rec = ds.records[1]
     image = load_image(rec.image_file)
     plain = ds.make_sample(1, rec, image, CropParams(rec.center, rec.scale, 12.0, False))
@@ -135,15 +136,16 @@ def test_flip_consistency(fixtures, udp):
     # Targets: the flipped sample's heatmap k is the mirrored heatmap of joint flip_index[k].
     w_plain, w_flip = plain["target_weight"].numpy(), flipped["target_weight"].numpy()
     np.testing.assert_array_equal(w_flip, w_plain[fi])
-    cx = (ds.heatmap_size[0] - 1) / 2 if udp else ds.heatmap_size[0] / 2
-    m = crop_matrix(rec.center, rec.scale, 12.0, ds.input_size, udp=udp)
-    j_plain = joints_to_heatmap(transform_keypoints(rec.keypoints, m)[:, :2], ds.input_size, ds.heatmap_size, udp)
-    mf = crop_matrix(rec.center, rec.scale, 12.0, ds.input_size, flip=True, udp=udp)
-    j_flip = joints_to_heatmap(transform_keypoints(rec.keypoints, mf, fi)[:, :2], ds.input_size, ds.heatmap_size, udp)
+    cx = (ds.heatmap_size[0] - 1) / 2 if exact else ds.heatmap_size[0] / 2
+    m = crop_matrix(rec.center, rec.scale, 12.0, ds.input_size, codec=codec)
+    j_plain = joints_to_heatmap(transform_keypoints(rec.keypoints, m)[:, :2], ds.input_size, ds.heatmap_size, codec=codec)
+    mf = crop_matrix(rec.center, rec.scale, 12.0, ds.input_size, flip=True, codec=codec)
+    j_flip = joints_to_heatmap(transform_keypoints(rec.keypoints, mf, fi)[:, :2], ds.input_size, ds.heatmap_size,
+                               codec=codec)
     np.testing.assert_allclose(j_flip[:, 0], 2 * cx - j_plain[fi, 0], atol=1e-9)
     np.testing.assert_allclose(j_flip[:, 1], j_plain[fi, 1], atol=1e-9)
-    if udp:
-        # UDP's mirror axis is the centre of the pixel grid: the flipped crop is the array mirrored.
+    if exact:
+        # The mirror axis is the centre of the pixel grid: the flipped crop is the array mirrored.
         mirrored = plain["image"].numpy()[:, :, ::-1]
         assert np.abs(flipped["image"].numpy() - mirrored).mean() < 0.05
         np.testing.assert_allclose(flipped["heatmap"].numpy(), plain["heatmap"].numpy()[fi][:, :, ::-1], atol=1e-5)
@@ -199,7 +201,9 @@ def test_augmentation_ranges(train_set):
             ratio.append(float(s["meta"]["scale"][1] / ds.records[i].scale[1]))
             flips.append(bool(s["meta"]["flip"]))
     rot, ratio = np.array(rot), np.array(ratio)
-    assert np.abs(rot).max() <= params.rotation_factor and 0.5 < (rot != 0).mean() < 0.7
+    # Official TokenPose: N(0, 45 deg) clipped at +-90 deg, with probability 0.6.
+    assert np.abs(rot).max() <= 2 * params.rotation_factor and 0.5 < (rot != 0).mean() < 0.7
+    assert np.abs(rot).max() > params.rotation_factor
     assert ratio.min() >= 0.65 - 1e-9 and ratio.max() <= 1.35 + 1e-9
     assert 0.4 < np.mean(flips) < 0.6
 

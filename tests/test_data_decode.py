@@ -76,8 +76,11 @@ def test_reduced_decode_of_a_generated_jpeg_matches_the_full_one(generated):
     assert errors[0] < errors[1]
 
 
-def test_getitem_uses_the_reduced_decode(generated):
+def test_getitem_uses_the_reduced_decode_only_when_asked(generated):
     ds, record = generated
+    full = ds.make_sample(0, record, load_image(record.image_file), CropParams(record.center, record.scale))
+    assert torch.equal(ds[0]["image"], full["image"]), "off by default: the official pixels"
+    ds.reduced_decode = True
     reduction = decode_reduction(record.scale, ds.input_size)
     expected = ds.make_sample(0, record, load_image(record.image_file, reduction),
                               CropParams(record.center, record.scale), reduction=reduction)

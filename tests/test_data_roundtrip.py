@@ -1,7 +1,7 @@
 """Data -> eval round trip: targets decoded with the eval code land back on the annotated joints.
 
 This pins the crop, flip and target conventions of ``dspose_graph.data`` against the decoding and
-back-projection of ``dspose_graph.eval.decode`` on real COCO annotations.
+back-projection of ``dspose_graph.eval.decode`` on a generated COCO-format set (images and annotations).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def stack(samples: list[dict]) -> tuple[torch.Tensor, torch.Tensor, dict]:
 
 def image_error(ds, heat, weight, meta, method="dark", rotations=None) -> np.ndarray:
     """Pixel error (relative to the heatmap stride) of decoded targets vs the annotated joints."""
-    coords, _ = decode_heatmaps(heat, method=method)
-    pred = heatmaps_to_image(coords, meta["center"], meta["scale"], ds.heatmap_size, udp=ds.udp, rotations=rotations)
+    coords, _ = decode_heatmaps(heat, method=method, codec=ds.codec)
+    pred = heatmaps_to_image(coords, meta["center"], meta["scale"], ds.heatmap_size, codec=ds.codec, rotations=rotations)
     stride = (meta["scale"][:, 0] / ds.heatmap_size[0]).numpy()[:, None]
     err = np.linalg.norm(pred.numpy() - meta["keypoints"][..., :2].numpy(), axis=-1) / stride
     # Joints near the crop border have truncated Gaussians; score those whose patch is whole.
@@ -36,34 +36,36 @@ def image_error(ds, heat, weight, meta, method="dark", rotations=None) -> np.nda
     return err[(weight.numpy() > 0) & whole]
 
 
-@pytest.mark.parametrize("udp", [False, True])
-def test_unbiased_targets_decode_back_to_the_joints(coco_mini: Path, udp):
-    ds = build_dataset("coco", coco_mini, "val", unbiased=True, udp=udp)
-    heat, weight, meta = stack([ds[i] for i in range(0, len(ds), 2)])
+@pytest.mark.parametrize("codec", ["hrnet", "udp", "tokenpose"])
+def test_unbiased_targets_decode_back_to_the_joints(synthetic_coco: Path, codec):
+    ds = build_dataset("coco", synthetic_coco, "val", unbiased=True, codec=codec)
+    heat, weight, meta = stack([ds[i] for i in range(len(ds))])
     err = image_error(ds, heat, weight, meta)
     assert len(err) > 200 and err.max() < 0.05
 
 
-def test_msra_targets_are_off_by_the_rounding_only(coco_mini: Path):
-    ds = build_dataset("coco", coco_mini, "val")
-    heat, weight, meta = stack([ds[i] for i in range(0, len(ds), 2)])
+def test_msra_targets_are_off_by_the_rounding_only(synthetic_coco: Path):
+    # HRNet's nearest-pixel targets are the "hrnet" codec's (no longer the default).
+    ds = build_dataset("coco", synthetic_coco, "val", codec="hrnet")
+    heat, weight, meta = stack([ds[i] for i in range(len(ds))])
     err = image_error(ds, heat, weight, meta)
     assert err.max() <= np.sqrt(0.5) + 0.05 and err.mean() > 0.2
 
 
-@pytest.mark.parametrize("udp", [False, True])
-def test_flip_back_and_rotation_round_trip(coco_mini: Path, udp):
-    ds = build_dataset("coco", coco_mini, "val", train=True, unbiased=True, udp=udp)
+@pytest.mark.parametrize("codec", ["hrnet", "udp", "tokenpose"])
+def test_flip_back_and_rotation_round_trip(synthetic_coco: Path, codec):
+    ds = build_dataset("coco", synthetic_coco, "val", train=True, unbiased=True, codec=codec)
     plain, flipped, rotated = [], [], []
-    for i in range(0, len(ds), 2):
+    for i in range(len(ds)):
         rec = ds.records[i]
         image = load_image(rec.image_file)
         plain.append(ds.make_sample(i, rec, image, CropParams(rec.center, rec.scale)))
         flipped.append(ds.make_sample(i, rec, image, CropParams(rec.center, rec.scale, flip=True)))
         rotated.append(ds.make_sample(i, rec, image, CropParams(rec.center, rec.scale, rotation=30.0)))
     heat, weight, meta = stack(flipped)
-    # The flip test's un-flipping (one-pixel shift without UDP) recovers the un-flipped targets exactly.
-    back = flip_back(heat, ds.schema.flip_index, shift=not udp)
+    # The flip test's un-flipping (HRNet's one-pixel shift, none for UDP/TokenPose) recovers the un-flipped
+    # targets exactly.
+    back = flip_back(heat, ds.schema.flip_index, codec=ds.codec)
     ref_heat, ref_weight, _ = stack(plain)
     inner = (slice(None), slice(None), slice(None), slice(1, -1))
     torch.testing.assert_close(back[inner], ref_heat[inner], atol=1e-5, rtol=0)

@@ -152,6 +152,19 @@ def test_oks_nms_removes_duplicates(coco_mini):
     assert keep[0] == 0 and len(keep) == sum(a["image_id"] == image_ids[0] for a in anns)
 
 
+def test_oks_nms_default_sigmas_are_coco17_and_required_otherwise(coco_mini):
+    coco = load_coco(coco_mini / "annotations" / "person_keypoints_val.json")
+    ann = max(coco.loadAnns(coco.getAnnIds()), key=lambda a: a["num_keypoints"])
+    kp = np.asarray(ann["keypoints"], dtype=np.float64).reshape(17, 3)
+    rng = np.random.default_rng(3)
+    poses = np.stack([kp + np.c_[rng.normal(0, s, (17, 2)), np.zeros(17)] for s in (0.0, 2.0, 6.0, 12.0)])
+    scores, areas = np.array([0.9, 0.8, 0.7, 0.6]), np.full(4, float(ann["area"]))
+    np.testing.assert_array_equal(oks_nms(poses, scores, areas, 0.9), oks_nms(poses, scores, areas, 0.9, COCO17.sigmas))
+    assert len(make_coco_results(poses, [1] * 4, areas=areas)) == len(oks_nms(poses, scores, areas, 0.9))
+    with pytest.raises(ValueError, match="OKS sigmas for a 16-keypoint skeleton"):
+        oks_nms(poses[:, :16], scores, areas, 0.9)
+
+
 def box_iou(a, b) -> float:
     ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
     iw = max(0.0, min(ax2, bx2) - max(a[0], b[0]))

@@ -53,41 +53,57 @@ def noisy_heatmaps() -> np.ndarray:
     return hm
 
 
+CODEC_BORDERS = [("tokenpose", "zero"), ("hrnet", "reflect")]
+
+
+@pytest.mark.parametrize("codec,border", CODEC_BORDERS)
 @pytest.mark.parametrize("kernel", [11, 7])
-def test_dark_batched_equals_per_joint_reference(noisy_heatmaps, kernel):
-    coords, scores = decode_heatmaps(noisy_heatmaps, "dark", kernel=kernel)
-    ref = dark_reference(noisy_heatmaps, kernel)
+def test_dark_batched_equals_per_joint_reference(noisy_heatmaps, kernel, codec, border):
+    coords, scores = decode_heatmaps(noisy_heatmaps, "dark", kernel=kernel, codec=codec)
+    ref = dark_reference(noisy_heatmaps, kernel, border=border)
     assert coords.shape == (6, 17, 2) and scores.shape == (6, 17)
     np.testing.assert_allclose(coords, ref, atol=1e-4, rtol=0)
     np.testing.assert_allclose(scores, noisy_heatmaps.reshape(6, 17, -1).max(axis=2))
     assert np.abs(coords - np.round(coords)).max() > 0.1  # the refinement did move points
 
 
-def test_dark_tiny_maps_take_the_exact_clipped_path():
+@pytest.mark.parametrize("codec,border", CODEC_BORDERS)
+def test_dark_tiny_maps_take_the_exact_clipped_path(codec, border):
     """Blurred values below the log clip (1e-10): the local-window shortcut must defer to the full blur."""
     rng = np.random.default_rng(2)
     pts = rng.uniform([3, 3], [HM_W - 4, HM_H - 4], size=(2, 5, 2))
     hm = render(pts) * np.array([1e-13, 1e-11, 1e-9, 1.0, 1e-12])[None, :, None, None]
     hm[0, 0] += rng.uniform(0, 1e-14, size=(HM_H, HM_W))
-    np.testing.assert_allclose(decode_heatmaps(hm)[0], dark_reference(hm), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(decode_heatmaps(hm, codec=codec)[0], dark_reference(hm, border=border), atol=1e-4, rtol=0)
 
 
-def test_dark_on_small_heatmaps():
+@pytest.mark.parametrize("codec,border", CODEC_BORDERS)
+def test_dark_on_small_heatmaps(codec, border):
     """The largest kernel a small map allows still matches the reference; a larger one is refused clearly."""
     rng = np.random.default_rng(4)
     pts = rng.uniform([1, 1], [7, 9], size=(3, 4, 2))
     hm = render(pts, size=(8, 10), sigma=1.0) + rng.uniform(0, 0.01, size=(3, 4, 10, 8))
-    np.testing.assert_allclose(decode_heatmaps(hm, kernel=11)[0], dark_reference(hm, 11), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(decode_heatmaps(hm, kernel=11, codec=codec)[0], dark_reference(hm, 11, border),
+                               atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="at most 7"):
         decode_heatmaps(hm[..., :6, :6])
     small = hm[..., :6, :6]
-    np.testing.assert_allclose(decode_heatmaps(small, kernel=7)[0], dark_reference(small, 7), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(decode_heatmaps(small, kernel=7, codec=codec)[0], dark_reference(small, 7, border),
+                               atol=1e-4, rtol=0)
 
 
 def test_gaussian_blur_equals_opencv(noisy_heatmaps):
     ours = gaussian_blur(torch.from_numpy(noisy_heatmaps), 11).numpy()
     ref = np.stack([[cv2.GaussianBlur(m, (11, 11), 0) for m in maps] for maps in noisy_heatmaps])
     np.testing.assert_allclose(ours, ref, atol=1e-12)
+    # TokenPose's blur: the map inside a zero frame of half a kernel, blurred, cut back out.
+    zero = gaussian_blur(torch.from_numpy(noisy_heatmaps), 11, border="zero").numpy()
+    framed = np.pad(noisy_heatmaps, ((0, 0), (0, 0), (5, 5), (5, 5)))
+    ref = np.stack([[cv2.GaussianBlur(m, (11, 11), 0)[5:-5, 5:-5] for m in maps] for maps in framed])
+    np.testing.assert_allclose(zero, ref, atol=1e-12)
+    assert np.abs(zero - ours)[..., :5, :].max() > 1e-3  # the borders do differ
+    with pytest.raises(ValueError, match="border"):
+        gaussian_blur(torch.from_numpy(noisy_heatmaps), 11, border="wrap")
 
 
 def test_dark_torch_float32_matches_numpy(noisy_heatmaps):
@@ -169,9 +185,9 @@ def test_flip_back_twice_is_identity_and_symmetric_map_is_fixed(noisy_heatmaps):
     np.testing.assert_allclose(flip_back(sym, idx, shift=False), sym, atol=1e-12)
 
 
-def test_flip_back_of_flipped_crop_aligns_with_original(coco_mini):
-    """Real COCO keypoints: heatmaps of the mirrored crop, mapped back, decode to the original keypoints."""
-    coco = load_coco(coco_mini / "annotations" / "person_keypoints_val.json")
+def test_flip_back_of_flipped_crop_aligns_with_original(synthetic_coco):
+    """COCO-format keypoints: heatmaps of the mirrored crop, mapped back, decode to the original keypoints."""
+    coco = load_coco(synthetic_coco / "annotations" / "person_keypoints_val.json")
     ann = max(coco.loadAnns(coco.getAnnIds()), key=lambda a: a["num_keypoints"])
     kp = np.asarray(ann["keypoints"], dtype=np.float64).reshape(17, 3)
     center, scale = box_to_center_scale(ann["bbox"], HM_W / HM_H)
@@ -201,24 +217,24 @@ def test_flip_back_rejects_bad_flip_index():
 
 # --- back-projection -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("udp", [False, True])
-def test_back_projection_round_trip_on_real_keypoints(coco_mini, udp):
-    coco = load_coco(coco_mini / "annotations" / "person_keypoints_val.json")
+@pytest.mark.parametrize("codec", ["hrnet", "udp", "tokenpose"])
+def test_back_projection_round_trip_on_person_keypoints(synthetic_coco, codec):
+    coco = load_coco(synthetic_coco / "annotations" / "person_keypoints_val.json")
     anns = [a for a in coco.loadAnns(coco.getAnnIds()) if a["num_keypoints"] >= 8 and not a["iscrowd"]][:6]
     kps = np.stack([np.asarray(a["keypoints"], dtype=np.float64).reshape(17, 3) for a in anns])
     cs = [box_to_center_scale(a["bbox"], HM_W / HM_H) for a in anns]
     centers = np.stack([c for c, _ in cs])
     scales = np.stack([s for _, s in cs])
     rot = np.linspace(-30, 30, len(anns))
-    hm_pts = np.stack([apply_affine(kps[i, :, :2], crop_affine(centers[i], scales[i], rot[i], (HM_W, HM_H), udp=udp))
+    hm_pts = np.stack([apply_affine(kps[i, :, :2], crop_affine(centers[i], scales[i], rot[i], (HM_W, HM_H), codec=codec))
                        for i in range(len(anns))])
-    back = heatmaps_to_image(hm_pts, centers, scales, (HM_W, HM_H), udp=udp, rotations=rot)
+    back = heatmaps_to_image(hm_pts, centers, scales, (HM_W, HM_H), codec=codec, rotations=rot)
     np.testing.assert_allclose(back, kps[:, :, :2], atol=1e-9)
     # Through rendered heatmaps and DARK: sub-pixel accuracy in the image for labelled joints inside the crop.
-    coords, _ = decode_heatmaps(render(hm_pts))
+    coords, _ = decode_heatmaps(render(hm_pts), codec=codec)
     img = heatmaps_to_image(torch.from_numpy(coords), torch.from_numpy(centers), torch.from_numpy(scales),
-                            (HM_W, HM_H), udp=udp, rotations=torch.from_numpy(rot))
-    # Away from the border, where the modulation blur's reflection does not bend the Gaussian.
+                            (HM_W, HM_H), codec=codec, rotations=torch.from_numpy(rot))
+    # Away from the border, where the modulation blur's padding does not bend the Gaussian.
     m = 7
     inside = (kps[:, :, 2] > 0) & (hm_pts[..., 0] > m) & (hm_pts[..., 0] < HM_W - 1 - m) & (hm_pts[..., 1] > m) & (hm_pts[..., 1] < HM_H - 1 - m)
     px_per_cell = scales[:, 0] / HM_W
@@ -232,3 +248,7 @@ def test_back_projection_rejects_bad_shapes():
         heatmaps_to_image(np.zeros((2, 17, 2)), np.zeros((3, 2)), np.ones((2, 2)), (HM_W, HM_H))
     with pytest.raises(ValueError, match="positive"):
         heatmaps_to_image(np.zeros((1, 17, 2)), np.zeros((1, 2)), np.zeros((1, 2)), (HM_W, HM_H))
+    with pytest.raises(ValueError, match="unknown codec 'msra'"):
+        heatmaps_to_image(np.zeros((1, 17, 2)), np.zeros((1, 2)), np.ones((1, 2)), (HM_W, HM_H), codec="msra")
+    with pytest.raises(ValueError, match="pass only one"):
+        heatmaps_to_image(np.zeros((1, 17, 2)), np.zeros((1, 2)), np.ones((1, 2)), (HM_W, HM_H), codec="tokenpose", udp=True)

@@ -1,4 +1,4 @@
-"""Decoding closes the loop with the data pipeline: targets of real COCO persons decode back to their labels."""
+"""Decoding closes the loop with the data pipeline: targets of COCO-format persons decode back to their labels."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from dspose_graph.eval.decode import decode_heatmaps, heatmaps_to_image
 
 
 @pytest.mark.parametrize("udp", [False, True])
-def test_targets_decode_to_labels_and_score_ap_1(coco_mini, udp):
-    ds = CocoKeypointDataset(coco_mini / "annotations" / "person_keypoints_val.json", coco_mini / "images" / "val",
+def test_targets_decode_to_labels_and_score_ap_1(synthetic_coco, udp):
+    ds = CocoKeypointDataset(synthetic_coco / "annotations" / "person_keypoints_val.json",
+                             synthetic_coco / "images" / "val",
                              train=False, udp=udp, unbiased=True)
     batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
     meta = batch["meta"]

@@ -13,14 +13,13 @@ from dspose_graph.cli.main import main
 from dspose_graph.data import load_image
 from dspose_graph.export import compare_onnx, export_onnx, run_onnx, top_t_margin
 from dspose_graph.predict import Predictor
-from helpers_use import make_checkpoint
 from topology.schemas import KeypointSchema
 
 ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory) -> Predictor:
+def predictor(tmp_path_factory, make_checkpoint) -> Predictor:
     return Predictor(make_checkpoint(tmp_path_factory.mktemp("ckpt") / "dspose_t.pt", seed=3), flip_test=False)
 
 
@@ -82,7 +81,7 @@ def test_export_bad_input(predictor, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
-def test_cli_export(tmp_path, coco_mini, capsys):
+def test_cli_export(tmp_path, coco_mini, capsys, make_checkpoint):
     ckpt = make_checkpoint(tmp_path / "t.pt", seed=1)
     out = tmp_path / "m.onnx"
     rc = main(["export", "onnx", "--weights", str(ckpt), "--out", str(out),

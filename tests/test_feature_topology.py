@@ -10,39 +10,39 @@ import torch.nn.functional as F
 from topology.annotations import load_coco_statistics
 from dspose_graph.data.image import normalize_image
 from dspose_graph.data.synthetic import generate_image
-from dspose_graph.predict import load_model
+from dspose_graph.models.checkpoint import load_model
 from dspose_graph.weights import shipped_path
 from topology.feature import cosine_similarity_matrix, dense_to_edges, edges_to_dense, feature_adjacency, topk_mask
 
 
 @pytest.fixture(scope="module")
-def real_features(coco_mini) -> torch.Tensor:
-    """Keypoint features from real COCO persons: normalised (x, y, visible) of each keypoint, (B, 17, 3)."""
-    stats = load_coco_statistics(coco_mini / "annotations" / "person_keypoints_train.json")
+def keypoint_features(synthetic_coco) -> torch.Tensor:
+    """Keypoint features of generated COCO-format persons: normalised (x, y, visible) of each keypoint, (B, 17, 3)."""
+    stats = load_coco_statistics(synthetic_coco / "annotations" / "person_keypoints_train.json")
     xy = (stats.keypoints - stats.centers[:, None]) / stats.scales[:, None, None]
     feats = np.concatenate([xy, stats.annotated[..., None].astype(np.float64)], axis=-1)
     return torch.tensor(feats[:24], dtype=torch.float32)
 
 
 @pytest.mark.parametrize("t", [1, 2, 4, 17])
-def test_exactly_t_entries_per_row_with_self_included(real_features, t):
-    a_f = feature_adjacency(real_features, t=t, binary=True)
+def test_exactly_t_entries_per_row_with_self_included(keypoint_features, t):
+    a_f = feature_adjacency(keypoint_features, t=t, binary=True)
     assert a_f.shape == (24, 17, 17)
     assert torch.equal(a_f.sum(-1), torch.full((24, 17), float(t)))
     assert torch.equal(torch.diagonal(a_f, dim1=1, dim2=2), torch.ones(24, 17))
-    weighted = feature_adjacency(real_features, t=t)
+    weighted = feature_adjacency(keypoint_features, t=t)
     kept = a_f.bool()
     assert not weighted[~kept].any()
-    assert torch.equal(weighted[kept], cosine_similarity_matrix(real_features)[kept])
+    assert torch.equal(weighted[kept], cosine_similarity_matrix(keypoint_features)[kept])
 
 
-def test_kept_entries_are_the_most_similar_others(real_features):
+def test_kept_entries_are_the_most_similar_others(keypoint_features):
     t = 4
-    sim = cosine_similarity_matrix(real_features)
-    ref = torch.nn.functional.cosine_similarity(real_features[:, :, None], real_features[:, None], dim=-1)
+    sim = cosine_similarity_matrix(keypoint_features)
+    ref = torch.nn.functional.cosine_similarity(keypoint_features[:, :, None], keypoint_features[:, None], dim=-1)
     torch.testing.assert_close(sim, ref, atol=1e-5, rtol=0)
-    a_f = feature_adjacency(real_features, t=t)
-    for b in range(real_features.shape[0]):
+    a_f = feature_adjacency(keypoint_features, t=t)
+    for b in range(keypoint_features.shape[0]):
         for i in range(17):
             kept = set(torch.nonzero(a_f[b, i]).flatten().tolist())
             others = sim[b, i].clone()
@@ -62,9 +62,9 @@ def test_ties_go_to_the_lower_index_and_are_deterministic():
 
 
 @pytest.mark.parametrize("t", [0, 18, -1, 2.0, True, "4"])
-def test_t_is_validated(real_features, t):
+def test_t_is_validated(keypoint_features, t):
     with pytest.raises(ValueError, match=r"top-t must be an integer in \[1, K=17\]"):
-        feature_adjacency(real_features, t=t)
+        feature_adjacency(keypoint_features, t=t)
 
 
 def test_bad_feature_shape_is_rejected():
@@ -72,9 +72,9 @@ def test_bad_feature_shape_is_rejected():
         feature_adjacency(torch.ones(17, 3))
 
 
-def test_edges_are_exactly_the_dense_entries(real_features):
-    a_f, edge_index, edge_weight = feature_adjacency(real_features, t=4, return_edges=True)
-    b, k = real_features.shape[:2]
+def test_edges_are_exactly_the_dense_entries(keypoint_features):
+    a_f, edge_index, edge_weight = feature_adjacency(keypoint_features, t=4, return_edges=True)
+    b, k = keypoint_features.shape[:2]
     assert edge_index.shape == (2, b * k * 4) and edge_weight.shape == (b * k * 4,)
     assert torch.equal(edges_to_dense(edge_index, edge_weight, b, k), a_f)
     # Source j -> target i for a_f[b, i, j]; every target receives exactly t messages, self among them.
@@ -90,8 +90,8 @@ def test_edges_between_graphs_are_rejected():
         edges_to_dense(torch.tensor([[0], [5]]), torch.ones(1), 2, 3)
 
 
-def test_gradient_flows_through_the_kept_similarities(real_features):
-    x = real_features.clone().requires_grad_(True)
+def test_gradient_flows_through_the_kept_similarities(keypoint_features):
+    x = keypoint_features.clone().requires_grad_(True)
     feature_adjacency(x, t=4).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
@@ -99,7 +99,7 @@ def test_gradient_flows_through_the_kept_similarities(real_features):
 @pytest.fixture(scope="module")
 def shipped_head_inputs() -> tuple[list[torch.Tensor], int]:
     """The fp32 inputs ``(64, 17, C)`` of each graph layer of the shipped dspose_t on 64 generated images."""
-    model, _, _ = load_model(shipped_path("dspose_t_synthetic"))
+    model, _ = load_model(shipped_path("dspose_t_synthetic"))
     rng = np.random.default_rng(0)
     images = torch.from_numpy(np.stack([normalize_image(generate_image(rng, model.input_size)[0]) for _ in range(64)]))
     inputs: list[torch.Tensor] = []

@@ -1,7 +1,7 @@
 """Graph convolutions: dense == sparse (values and gradients) for every conv, top-t rows, adjacency options.
 
-Node features are real COCO person keypoints (normalised x, y, visibility, lifted to C channels by a fixed
-random map); A_p is the shipped COCO topology, A_f their top-t cosine graph.
+Node features are person keypoints of the generated COCO-format set (normalised x, y, visibility, lifted to C
+channels by a fixed random map); A_p is the shipped COCO topology, A_f their top-t cosine graph.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ K, C_IN, C_OUT = 17, 24, 12
 
 
 @pytest.fixture(scope="module")
-def keypoint_features(coco_mini) -> torch.Tensor:
-    """``(6, 17, C_IN)`` features of the first 6 COCO persons with at least 12 labelled keypoints."""
-    anns = json.loads((coco_mini / "annotations" / "person_keypoints_train.json").read_text())["annotations"]
+def keypoint_features(synthetic_coco) -> torch.Tensor:
+    """``(6, 17, C_IN)`` features of the first 6 generated persons with at least 12 labelled keypoints."""
+    anns = json.loads((synthetic_coco / "annotations" / "person_keypoints_train.json").read_text())["annotations"]
     people = [np.asarray(a["keypoints"], dtype=np.float64).reshape(K, 3) for a in anns if a["num_keypoints"] >= 12][:6]
     assert len(people) == 6
     feats = []

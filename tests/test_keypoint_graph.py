@@ -58,7 +58,7 @@ def test_file_round_trip_keeps_exact_floats_and_provenance(graph, tmp_path):
     assert back.provenance == json.loads(json.dumps(graph.provenance))
 
 
-def test_feature_adjacency_graph_round_trips(coco_mini):
+def test_feature_adjacency_graph_round_trips():
     x = torch.randn(3, 17, 8, generator=torch.Generator().manual_seed(0))
     a_f = feature_adjacency(x, t=4)
     for b in range(3):

@@ -35,11 +35,11 @@ def tiny() -> DSPose:
 
 
 @pytest.fixture(scope="module")
-def crops(coco_mini) -> torch.Tensor:
-    """Two real COCO images resized to the tiny preset's 96x128 input, ImageNet-normalised."""
+def crops(synthetic_coco) -> torch.Tensor:
+    """Two generated person images resized to the tiny preset's 96x128 input, ImageNet-normalised."""
     from PIL import Image
 
-    files = sorted((coco_mini / "images" / "val").glob("*.jpg"))[:2]
+    files = sorted((synthetic_coco / "images" / "val").glob("*.jpg"))[:2]
     arrays = [np.asarray(Image.open(f).convert("RGB").resize((96, 128)), dtype=np.float32) / 255.0 for f in files]
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

@@ -18,14 +18,14 @@ from dspose_graph.data.synthetic import generate_image
 from dspose_graph.eval.decode import decode_heatmaps
 from dspose_graph.models import create_model
 from dspose_graph.models.runtime import autocast_context, autocast_dtype, prepare_model
-from dspose_graph.predict import load_model
+from dspose_graph.models.checkpoint import load_model
 from dspose_graph.weights import shipped_path
 
 
 @pytest.fixture(scope="module")
 def shipped() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """The shipped dspose_t, 16 generated person images and its fp32 eager heatmaps on them."""
-    model, _, _ = load_model(shipped_path("dspose_t_synthetic"))
+    model, _ = load_model(shipped_path("dspose_t_synthetic"))
     rng = np.random.default_rng(1)
     images = torch.from_numpy(np.stack([normalize_image(generate_image(rng, model.input_size)[0]) for _ in range(16)]))
     with torch.no_grad():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dspose_graph.cli.main import main
-from dspose_graph.cli.plot import collect_adjacency
+from dspose_graph.viz.learned import collect_adjacency
 from dspose_graph.data import load_image
 from dspose_graph.predict import Predictor
 from dspose_graph.viz.adjacency import (
@@ -20,12 +20,11 @@ from dspose_graph.viz.adjacency import (
     plot_learned_graph,
     save_figure,
 )
-from helpers_use import make_checkpoint
 from topology.schemas import COCO17
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
+def ckpt(tmp_path_factory, make_checkpoint):
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "dspose_t.pt", seed=5)
 
 
@@ -152,3 +151,13 @@ def test_cli_plot_topology(tmp_path):
     assert main(["plot", "topology", "--topology", "coco", "--out", str(tmp_path), "--formats", "png"]) == 0
     assert (tmp_path / "topology_skeleton.png").is_file()
     assert main(["plot", "topology", "--topology", str(tmp_path / "missing.json"), "--out", str(tmp_path)]) == 2
+
+
+def test_cli_plot_adjacency_of_a_model_without_graph_head_is_one_clear_error(tmp_path, capsys, make_checkpoint):
+    ckpt = make_checkpoint(tmp_path / "tokenpose_t.pt", "tokenpose_t")
+    image = tmp_path / "person.png"
+    cv2.imwrite(str(image), np.full((128, 96, 3), 127, np.uint8))
+    rc = main(["plot", "adjacency", "--weights", str(ckpt), "--image", str(image), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "has no graph head" in err and "tokenpose_t" in err
+    assert not (tmp_path / "out").exists()

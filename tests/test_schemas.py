@@ -80,9 +80,11 @@ def test_invalid_schema_is_rejected(kwargs, match):
         KeypointSchema(**{**base, **kwargs})
 
 
-def test_bad_category_and_schema_sources(tmp_path):
-    with pytest.raises(ValueError, match="skeleton"):
-        KeypointSchema.from_coco_category({"name": "x", "keypoints": ["a", "b"], "skeleton": [[0, 1]]})
+def test_bad_category_and_schema_sources(tmp_path, caplog):
+    # A bad skeleton edge is drawing metadata: dropped with a warning (tests/test_bad_input_topology.py).
+    with caplog.at_level("WARNING"):
+        schema = KeypointSchema.from_coco_category({"name": "x", "keypoints": ["a", "b"], "skeleton": [[0, 1], [1, 2]]})
+    assert schema.skeleton == ((0, 1),) and "[0, 1]" in caplog.text
     with pytest.raises(ValueError, match="'keypoints'"):
         KeypointSchema.from_coco_category({"name": "x", "keypoints": []})
     with pytest.raises(ValueError, match="unknown schema"):

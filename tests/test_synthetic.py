@@ -250,3 +250,25 @@ def test_cli_writes_dataset(tmp_path, capsys):
     assert [(i["width"], i["height"]) for i in coco.loadImgs(coco.getImgIds())] == [(96, 128)] * 2
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", "x", "--size", "96by128"])
+
+
+def test_distribution_description_follows_the_generator_constants(monkeypatch):
+    lines = synthetic.describe_distributions()
+    assert any("N(0, 15 deg)" in line for line in lines) and any("p=0.3 per person" in line for line in lines)
+    assert any("0.55..0.9 of the image height" in line for line in lines)
+    assert any("elbow 0..60" in line and "elbow 0..145" in line for line in lines)
+    monkeypatch.setattr(synthetic, "ROLL_SD", 25.0)
+    monkeypatch.setattr(synthetic_render, "OCCLUDER_P", 0.5)
+    changed = synthetic.describe_distributions()
+    assert any("N(0, 25 deg)" in line for line in changed) and any("p=0.5 per person" in line for line in changed)
+
+
+def test_cli_names_its_overwrite_flag(tmp_path, capsys):
+    from dspose_graph.cli.main import main
+
+    argv = ["synth", "--out", str(tmp_path / "cli"), "--train", "2", "--val", "1", "--size", "96x128"]
+    assert main(argv) == 0
+    assert main(argv + ["--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "pass --overwrite" in err and "overwrite=True" not in err
+    assert main(argv + ["--seed", "1", "--overwrite"]) == 0

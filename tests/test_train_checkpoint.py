@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from dspose_graph.train import checkpoint as ckpt
-from dspose_graph.train.checkpoint import load_checkpoint, previous_path, rng_state, save_checkpoint, set_rng_state
+from dspose_graph.models import checkpoint as ckpt
+from dspose_graph.models.checkpoint import load_checkpoint, previous_path, save_checkpoint
+from dspose_graph.train.rng import rng_state, set_rng_state
 
 
 def _state(value: float = 1.0) -> dict:
@@ -73,7 +74,7 @@ def test_garbage_and_foreign_files_are_refused(tmp_path):
 def test_pickled_code_is_not_executed(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "dspose-graph", "payload": object()}, path)  # not loadable with weights_only
-    with pytest.raises(ValueError, match="evil.pt: corrupt or truncated"):
+    with pytest.raises(ValueError, match="evil.pt: not a dspose-graph checkpoint: an intact torch.save file holding pickled Python objects \\(first found: object\\)"):
         load_checkpoint(path)
 
 
@@ -96,3 +97,45 @@ def test_disk_full_mid_write_leaves_the_old_checkpoint_intact(tmp_path, monkeypa
     assert path.read_bytes() == before
     assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.full((64, 64), 1.0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file left behind
+
+
+def test_inference_record_and_old_checkpoints_without_one(tmp_path):
+    from dspose_graph.models import create_model
+    from dspose_graph.models.checkpoint import checkpoint_state, inference_spec, load_model
+    from dspose_graph.weights import shipped_path
+
+    torch.manual_seed(0)
+    model = create_model("dspose_t", schema="lsp")
+    save_checkpoint(tmp_path / "new.pt", checkpoint_state(model, codec="udp", epoch=2))
+    loaded, state = load_model(tmp_path / "new.pt")
+    assert state["model"]["name"] == "dspose_t" and loaded.schema.name == "lsp" and not loaded.training
+    assert state["inference"] == {"input_size": [96, 128], "heatmap_size": [24, 32], "codec": "udp"}
+    assert inference_spec(state, loaded) == ckpt.InferenceSpec((96, 128), (24, 32), "udp")
+    # Older checkpoints decode as they were trained: a record with the udp flag, or no record and the stored
+    # training config's data.codec / data.udp; with neither, the pre-codec default (HRNet's conventions).
+    old = {k: v for k, v in state.items() if k != "inference"}
+    legacy_record = {"input_size": [96, 128], "heatmap_size": [24, 32], "udp": True}
+    assert inference_spec({**old, "inference": legacy_record}, loaded).codec == "udp"
+    assert inference_spec({**old, "inference": {**legacy_record, "udp": False}}, loaded).codec == "hrnet"
+    assert inference_spec({**old, "config": {"data": {"udp": True}}}, loaded).codec == "udp"
+    assert inference_spec({**old, "config": {"data": {"codec": "tokenpose"}}}, loaded).codec == "tokenpose"
+    assert inference_spec(old, loaded) == ckpt.InferenceSpec((96, 128), (24, 32), "hrnet")
+    shipped, shipped_state = load_model(shipped_path("dspose_t_synthetic"))
+    assert "inference" not in shipped_state and inference_spec(shipped_state, shipped).input_size == (96, 128)
+    assert inference_spec(shipped_state, shipped).codec == "hrnet"
+
+
+def test_checkpoint_default_codec_is_the_data_default():
+    from dspose_graph.data.codec import DEFAULT_CODEC
+
+    assert ckpt.DEFAULT_CODEC == DEFAULT_CODEC
+
+
+def test_load_model_refuses_a_checkpoint_whose_config_builds_no_model(tmp_path):
+    from dspose_graph.models.checkpoint import load_model
+
+    save_checkpoint(tmp_path / "bad.pt", {**_state(), "model": {"name": "dspose_t", "config": {"depth_typo": 4}},
+                                          "schema": {"name": "k2", "keypoints": ["a", "b"], "skeleton": [],
+                                                     "flip_pairs": []}})
+    with pytest.raises(ValueError, match=r"bad\.pt: checkpoint field 'model.config'.*depth_typo"):
+        load_model(tmp_path / "bad.pt")

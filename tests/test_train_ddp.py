@@ -1,4 +1,5 @@
-"""DDP through a real ``torchrun --nproc_per_node 2`` (gloo, CPU): metrics equal a single process's."""
+"""DDP through a real ``torchrun --nproc_per_node 2`` (gloo, CPU): metrics equal a single process's, the evaluation
+inside DDP training scores rank 0's saved weights, and a non-finite loss stops both ranks."""
 
 from __future__ import annotations
 
@@ -10,10 +11,8 @@ import sys
 import pytest
 import yaml
 
-from dspose_graph.train.checkpoint import load_checkpoint
+from dspose_graph.models.checkpoint import load_checkpoint
 from dspose_graph.train.logs import read_csv
-
-from test_train_resume import _env, write_config
 
 
 def _torchrun(nproc: int, *args: str) -> list[str]:
@@ -22,41 +21,46 @@ def _torchrun(nproc: int, *args: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_two_process_gloo_run_matches_one_process(coco_mini, tmp_path):
+def test_two_process_gloo_run_matches_one_process(coco_mini, tmp_path, child_env, write_config):
     cfg = write_config(tmp_path / "c.yaml", coco_mini, tmp_path / "one", workers=0, checkpoint_every=0)
     raw = yaml.safe_load(cfg.read_text())
     raw["optim"]["epochs"] = 1
     raw["data"]["limit_train"] = 16
     raw["data"]["limit_val"] = 12
     cfg.write_text(yaml.safe_dump(raw))
-    # Train once (1 process), then evaluate those weights with 1 and with 2 processes.
-    subprocess.run([sys.executable, "-m", "dspose_graph", "train", str(cfg)], check=True, env=_env(),
-                   capture_output=True)
-    ckpt = tmp_path / "one" / "last.pt"
-    one = json.loads((tmp_path / "one" / "metrics.json").read_text())["metrics"]
-    subprocess.run([sys.executable, "-m", "dspose_graph", "train", str(cfg), "--eval-only", "--resume", str(ckpt)],
-                   check=True, env=_env(), capture_output=True)
-    one_eval = json.loads((tmp_path / "one" / "metrics_eval.json").read_text())
-    res = subprocess.run(_torchrun(2, "train", str(cfg), "--eval-only", "--resume", str(ckpt),
-                                   "--set", f"run.out_dir={tmp_path / 'two'}"),
-                         env=_env(), capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-3000:]
-    two_eval = json.loads((tmp_path / "two" / "metrics_eval.json").read_text())
-    assert two_eval["world_size"] == 2 and one_eval["world_size"] == 1
-    assert set(two_eval["metrics"]) == set(one_eval["metrics"]) and "AP" in one_eval["metrics"]
-    for k, v in one_eval["metrics"].items():
-        assert two_eval["metrics"][k] == pytest.approx(v, abs=1e-9), k
-    # The end-of-training evaluation inside the run agrees with the standalone one.
-    for k, v in one.items():
-        assert one_eval["metrics"][k] == pytest.approx(v, abs=1e-9), k
-
-    # Training itself under DDP: 2 ranks x batch 4 over 16 samples = 2 steps, loss averaged over ranks.
+    # Training under DDP: 2 ranks x batch 4 over 16 samples = 2 steps, loss averaged over ranks.
     res = subprocess.run(_torchrun(2, "train", str(cfg), "--set", f"run.out_dir={tmp_path / 'ddp'}"),
-                         env=_env(), capture_output=True, text=True)
+                         env=child_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     steps = read_csv(tmp_path / "ddp" / "steps.csv")
     assert len(steps) == 2 and all(math.isfinite(float(r["loss"])) for r in steps)
-    state = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    ckpt = tmp_path / "ddp" / "last.pt"
+    state = load_checkpoint(ckpt)
     assert state["world_size"] == 2 and state["global_step"] == 2
-    ddp_metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
-    assert ddp_metrics["world_size"] == 2 and "AP" in ddp_metrics["metrics"]
+    ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert ddp["world_size"] == 2 and "AP" in ddp["metrics"]
+
+    # Those weights evaluated by 1 and by 2 processes: the same metrics, and the same as the evaluation inside
+    # DDP training (which scored rank 0's weights, BatchNorm statistics too, as last.pt holds them).
+    subprocess.run([sys.executable, "-m", "dspose_graph", "train", str(cfg), "--eval-only", "--resume", str(ckpt)],
+                   check=True, env=child_env(), capture_output=True)
+    one_eval = json.loads((tmp_path / "one" / "metrics_eval.json").read_text())
+    res = subprocess.run(_torchrun(2, "train", str(cfg), "--eval-only", "--resume", str(ckpt),
+                                   "--set", f"run.out_dir={tmp_path / 'two'}"),
+                         env=child_env(), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    two_eval = json.loads((tmp_path / "two" / "metrics_eval.json").read_text())
+    assert two_eval["world_size"] == 2 and one_eval["world_size"] == 1
+    assert set(two_eval["metrics"]) == set(one_eval["metrics"]) == set(ddp["metrics"]) and "AP" in one_eval["metrics"]
+    for k, v in one_eval["metrics"].items():
+        assert two_eval["metrics"][k] == pytest.approx(v, abs=1e-9), k
+        assert ddp["metrics"][k] == pytest.approx(v, abs=1e-9), k
+
+    # A diverging run (lr 1e30: step 1's update makes step 2's loss non-finite), losses read only at the epoch
+    # end: both ranks stop there with the error, nothing is saved.
+    res = subprocess.run(_torchrun(2, "train", str(cfg), "--set", f"run.out_dir={tmp_path / 'nan'}",
+                                   "--set", "optim.lr=1e30", "--set", "run.log_every=0"),
+                         env=child_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    assert res.stderr.count("loss became nan at global step 2") == 2, res.stderr[-3000:]
+    assert not (tmp_path / "nan" / "last.pt").exists()

@@ -1,16 +1,22 @@
-"""The demo end to end at toy size: topology, training, held-out table against baselines, figures, checkpoint."""
+"""The demo: its pieces (swap rate, table, verdict, settings) on inline numbers, and every preset end to end on a
+few generated people (no data folder needed); real data end to end at toy size when the shared data is there."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from dspose_graph.cli.demo import START_ROW, demo_milestones, metric_table, resolve_init, verdict
-from dspose_graph.train.checkpoint import load_checkpoint
+from dspose_graph.demo import DemoOptions, run_demo
+from dspose_graph.demo.baselines import START_ROW, goal_lines, metric_table, swap_rate, verdict
+from dspose_graph.demo.data import resolve_data
+from dspose_graph.demo.run import demo_milestones, resolve_init, train_config, with_defaults
+from dspose_graph.models.checkpoint import load_checkpoint
+from topology.schemas import COCO17, KeypointSchema
 
-from test_train_resume import _env
+ROW = {"AP": 0.5, "AP50": 0.6, "AP75": 0.4, "AR": 0.55, "PCK@0.2": 70.0, "swap": 4.0}
 
 
 def test_demo_milestones_stay_inside_the_run():
@@ -18,20 +24,54 @@ def test_demo_milestones_stay_inside_the_run():
     assert demo_milestones(15) == [14] and demo_milestones(30) == [27]
 
 
-def test_metric_table_lists_the_three_models():
-    row = {"AP": 0.5, "AP50": 0.6, "AP75": 0.4, "AR": 0.55, "PCK@0.2": 70.0}
-    table = metric_table({"mean pose": row, "untrained": row, "trained": row})
-    assert table.splitlines()[0].startswith("| model | AP |") and "| trained | 50.0 |" in table
+def test_swap_rate_counts_crossed_pairs_only_where_both_joints_are_labelled():
+    schema = KeypointSchema(name="toy", keypoints=("nose", "left_hand", "right_hand", "left_foot", "right_foot"),
+                            skeleton=(), flip_pairs=((1, 2), (3, 4)))
+    gt = np.array([[[50, 10, 2], [40, 50, 2], [60, 50, 2], [45, 90, 2], [55, 90, 1]],
+                   [[50, 10, 2], [40, 50, 2], [60, 50, 0], [45, 90, 2], [55, 90, 2]]], dtype=float)
+    straight = gt[..., :2].copy()
+    crossed = straight[:, [0, 2, 1, 4, 3]]
+    assert swap_rate(straight, gt, schema) == 0.0
+    # Person 2's hands are not both labelled: 3 pairs count, all crossed.
+    assert swap_rate(crossed, gt, schema) == 100.0
+    half = straight.copy()
+    half[0] = crossed[0]  # person 1 crossed (2 pairs), person 2 straight (its 1 countable pair)
+    assert swap_rate(half, gt, schema) == pytest.approx(200 / 3)
+    # Both joints at the midpoint: neither assignment is closer, so not a swap.
+    mid = straight.copy()
+    mid[:, 1:3] = mid[:, 1:3].mean(1, keepdims=True)
+    assert swap_rate(mid, gt, schema) == 0.0
+    with pytest.raises(ValueError, match="no left/right pairs"):
+        swap_rate(straight, gt, KeypointSchema(name="k2", keypoints=("a", "b"), skeleton=(), flip_pairs=()))
 
 
 def test_metric_table_and_verdict_with_a_pretrained_start():
-    row = {"AP": 0.5, "AP50": 0.6, "AP75": 0.4, "AR": 0.55, "PCK@0.2": 70.0}
-    start = {**row, "AP": 0.2, "PCK@0.2": 61.5}
-    rows = {"mean pose": row, "untrained": row, START_ROW: start, "trained": {**row, "AP": 0.6, "PCK@0.2": 72.0}}
-    names = [line.split("|")[1].strip() for line in metric_table(rows).splitlines()[2:]]
+    start = {**ROW, "AP": 0.2, "PCK@0.2": 61.5}
+    rows = {"mean pose": ROW, "untrained": ROW, START_ROW: start, "trained": {**ROW, "AP": 0.6, "PCK@0.2": 72.0}}
+    table = metric_table(rows)
+    assert table.splitlines()[0] == "| model | AP | AP50 | AP75 | AR | PCK@0.2 | swap |"
+    assert "| trained | 60.0 | 60.0 | 40.0 | 55.0 | 72.0 | 4.0 |" in table
+    names = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
     assert names == ["mean pose", "untrained", START_ROW, "trained"]
     ok, text = verdict(rows)
-    assert ok and "changed the pretrained starting point by AP +40.0, PCK@0.2 +10.5" in text
+    assert ok and "changed the starting weights' figures by AP +40.0, PCK@0.2 +10.5" in text
+    assert "swap rate of the trained model: 4.0%" in text
+
+
+def test_verdict_needs_both_baselines_beaten_and_reports_ties():
+    base = {"untrained": {"AP": 0.0, "PCK@0.2": 5.8}, "mean pose": {"AP": 0.0, "PCK@0.2": 69.5}}
+    ok, text = verdict({**base, "trained": {"AP": 0.0, "PCK@0.2": 72.8, "swap": 1.0}})
+    assert ok and "beats both baselines on held-out PCK@0.2" in text and "AP is 0 for all three" in text
+    ok, text = verdict({**base, "trained": {"AP": 0.0, "PCK@0.2": 64.2, "swap": 1.0}})
+    assert not ok and "does NOT" in text
+    ok, _ = verdict({**base, "trained": {"AP": 0.01, "PCK@0.2": 64.2, "swap": 1.0}})
+    assert not ok
+
+
+def test_goal_lines_state_each_target_and_whether_it_is_met():
+    rows = {"mean pose": {**ROW, "PCK@0.2": 69.5}, "trained": {**ROW, "AP": 0.31, "PCK@0.2": 84.0, "swap": 12.5}}
+    assert goal_lines(rows) == ["- OKS AP >= 25: 31.0 (met)", "- PCK@0.2 >= mean pose + 15: 84.0 vs 84.5 (NOT met)",
+                                "- left/right swap rate <= 10%: 12.5% (NOT met)"]
 
 
 def test_init_choice_follows_the_data():
@@ -41,32 +81,52 @@ def test_init_choice_follows_the_data():
     assert resolve_init("random", "dspose_t", real=True) == "" and resolve_init("x.pt", "dspose_t", False) == "x.pt"
 
 
-def test_verdict_needs_both_baselines_beaten_and_reports_ties():
-    base = {"untrained": {"AP": 0.0, "PCK@0.2": 5.8}, "mean pose": {"AP": 0.0, "PCK@0.2": 69.5}}
-    ok, text = verdict({**base, "trained": {"AP": 0.0, "PCK@0.2": 72.8}})
-    assert ok and "beats both baselines on held-out PCK@0.2" in text and "AP is 0 for all three" in text
-    ok, text = verdict({**base, "trained": {"AP": 0.0, "PCK@0.2": 64.2}})
-    assert not ok and "does NOT" in text
-    ok, _ = verdict({**base, "trained": {"AP": 0.01, "PCK@0.2": 64.2}})
-    assert not ok
+def test_generated_people_are_never_mirrored(tmp_path):
+    """A flip keeps the side colours but swaps the labels: no flip augmentation, no flip test on them."""
+    options = with_defaults(DemoOptions(out=tmp_path, data="synthetic", augment=True, train_images=2, val_images=1),
+                            real=False)
+    data = resolve_data("synthetic", tmp_path, sigma=3.0, augment=True, train_images=2, val_images=1)
+    config = train_config(options, data)
+    assert not data.real and not data.mirror_safe and data.generator
+    assert config.data.augment is False and config.eval.flip_test is False
+    assert options.epochs == 30 and options.lr == 2e-3
+
+
+@pytest.mark.parametrize("model, conv", [("dspose_t", None), ("tokenpose_t", None), ("dspose_t", "gat")])
+def test_every_preset_runs_through_the_demo(tmp_path, model, conv):
+    out = tmp_path / "demo"
+    result = run_demo(DemoOptions(out=out, data="synthetic", model=model, conv=conv, train_images=8, val_images=4,
+                                  epochs=1, minutes=0.5, batch_size=4, workers=0))
+    report = result.report.read_text()
+    for needle in ("| mean pose |", "| untrained |", "| trained |", "group 1:", "generated people",
+                   "starting weights: random", "- occluders: p=0.3 per person", "left/right swap rate <= 10%"):
+        assert needle in report, needle
+    assert set(result.rows) == {"mean pose", "untrained", "trained"}
+    assert 0.0 <= result.rows["trained"]["swap"] <= 100.0
+    for name in ("predictions.png", "topology_mpii.png", "topology_coco.png", "train/loss_curve.png"):
+        assert (out / name).stat().st_size > 0, name
+    graph = model != "tokenpose_t"
+    assert (out / "adjacency.png").exists() == graph
+    assert ("no adjacency figure: the 'mlp' head" in report) != graph
+    state = load_checkpoint(out / "train" / "last.pt")
+    assert state["model"]["name"] == model and state["model"]["config"]["conv"] == (conv or "dspose")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("data", ["lspet", "coco_mini", "synthetic"])
-def test_toy_demo_writes_report_figures_and_checkpoint(tmp_path, data, data_root):
+@pytest.mark.parametrize("data", ["lspet", "coco_mini"])
+def test_toy_demo_on_real_data_writes_report_figures_and_checkpoint(tmp_path, data, data_root, child_env):
     out = tmp_path / "demo"
-    extra = {"lspet": [], "coco_mini": ["--data", str(data_root / "coco_mini")],
-             "synthetic": ["--data", "synthetic", "--train-images", "32", "--val-images", "8"]}[data]
+    extra = {"lspet": [], "coco_mini": ["--data", str(data_root / "coco_mini")]}[data]
+    env = {**child_env(), "DSPOSE_DATA": str(data_root)}
     res = subprocess.run([sys.executable, "-m", "dspose_graph", "demo", "--out", str(out), "--minutes", "0.3",
-                          "--epochs", "1", "--batch-size", "8", *extra],
-                         env={**_env(), "DSPOSE_DATA": str(data_root)}, capture_output=True, text=True)
+                          "--epochs", "1", "--batch-size", "8", *extra], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     report = (out / "report.md").read_text()
-    expected = {"lspet": ("LSP Extended", f"| {START_ROW} |", "starting weights: 'dspose_t_synthetic'", "LSP ("),
-                "coco_mini": ("real COCO-format data from", f"| {START_ROW} |", "augmentation on"),
-                "synthetic": ("synthetic COCO-17", "asked for with --data synthetic", "starting weights: random")}
-    for needle in ("| mean pose |", "| untrained |", "| trained |", "group 1:", *expected[data]):
+    expected = {"lspet": ("LSP Extended", "starting weights: 'dspose_t_synthetic'", "LSP ("),
+                "coco_mini": ("real COCO-format data from", "augmentation on")}
+    for needle in ("| mean pose |", "| untrained |", f"| {START_ROW} |", "| trained |", "flip test", *expected[data]):
         assert needle in report, needle
+    assert "Goals for the generated-people demo" not in report
     figures = ["topology_lsp.png"] if data == "lspet" else []
     for name in ("report.md", "predictions.png", "adjacency.png", "topology_mpii.png", "topology_coco.png",
                  "train/loss_curve.png", "train/steps.csv", *figures):

@@ -8,6 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from dspose_graph.train import distributed as D
+from dspose_graph.train import evaluate
 
 
 class FakeCuda:
@@ -125,8 +126,28 @@ def _gloo_worker(rank: int, world: int, init_file: str, results) -> None:
         info = D.DistInfo(rank=rank, world_size=world, local_rank=rank)
         gathered = D.all_gather_objects({"rank": rank, "x": [rank] * (rank + 1)}, info)
         chosen = D.broadcast_object(f"from {rank}", info)
-        mean = D.mean_across_ranks(float(rank), info)
-        results[rank] = (gathered, chosen, mean)
+        total = D.all_reduce_(torch.tensor([float(rank), 1.0]), info).tolist()
+        low = D.all_reduce_(torch.tensor(float(rank) + 5.0), info, "min").item()
+        bn = torch.nn.BatchNorm1d(3)
+        bn.running_mean.fill_(float(rank + 1))
+        D.broadcast_buffers(bn, info)
+
+        def compute():
+            if rank != 0:
+                raise AssertionError("metrics computed off rank 0")
+            return {"AP": 0.25}
+
+        metrics = evaluate.metrics_once(compute, info)
+
+        def fails():
+            raise ValueError("no ground truth")
+
+        try:
+            evaluate.metrics_once(fails, info)
+            error = None
+        except (ValueError, RuntimeError) as e:
+            error = (type(e).__name__, str(e))
+        results[rank] = (gathered, chosen, total, low, bn.running_mean.tolist(), metrics, error)
     finally:
         dist.destroy_process_group()
 
@@ -135,4 +156,32 @@ def test_collectives_across_two_real_gloo_processes(tmp_path):
     results = mp.Manager().dict()
     mp.spawn(_gloo_worker, args=(2, str(tmp_path / "init"), results), nprocs=2, join=True)
     expected = [{"rank": 0, "x": [0]}, {"rank": 1, "x": [1, 1]}]
-    assert results[0] == results[1] == (expected, "from 0", 0.5)
+    for rank in (0, 1):
+        gathered, chosen, total, low, running_mean, metrics, _ = results[rank]
+        assert (gathered, chosen, total, low) == (expected, "from 0", [1.0, 2.0], 5.0)
+        assert running_mean == [1.0, 1.0, 1.0]  # rank 0's BatchNorm statistics everywhere
+        assert metrics == {"AP": 0.25}  # computed once, on rank 0
+    # An evaluation error on rank 0 stops every rank instead of leaving the others waiting.
+    assert results[0][-1] == ("ValueError", "no ground truth")
+    assert results[1][-1] == ("RuntimeError", "evaluation failed on rank 0: no ground truth")
+
+
+def test_workers_per_rank_splits_the_cpus_between_the_node_processes():
+    four = D.DistInfo(rank=5, world_size=8, local_rank=1, local_world_size=4)
+    assert D.workers_per_rank("auto", four, cpus=64) == 15
+    assert D.workers_per_rank(-1, four, cpus=16) == 3
+    assert D.workers_per_rank(-1, four, cpus=4) == 0  # one CPU per rank: load in the rank's own process
+    assert D.workers_per_rank(-1, D.DistInfo(), cpus=256) == 16
+    assert D.workers_per_rank(-1, D.DistInfo()) >= 0  # this machine's affinity
+    assert D.workers_per_rank(3, four, cpus=4) == 3  # an explicit count is kept
+    for bad in (-2, "many", 1.5, True):
+        with pytest.raises(ValueError, match="run.workers"):
+            D.workers_per_rank(bad, four, cpus=8)
+
+
+def test_local_world_size_comes_from_torchrun(monkeypatch):
+    _torchrun_env(monkeypatch, rank=6, world=8, local=2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert D.env_info().local_world_size == 4
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert D.env_info().local_world_size == 8  # no variable: assume one node

@@ -7,37 +7,14 @@ import re
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from dspose_graph.train.checkpoint import load_checkpoint
+from dspose_graph.models.checkpoint import load_checkpoint
 from dspose_graph.train.logs import read_csv
 
 STEP_LINE = re.compile(r"step (\d+) loss")
-
-
-def write_config(path: Path, coco_mini: Path, out: Path, **run) -> Path:
-    """A tiny real-data config: dspose_t on the first 24 coco_mini persons, 2 epochs of 6 steps."""
-    cfg = {
-        "model": {"name": "dspose_t"},
-        "data": {"kind": "coco", "root": str(coco_mini), "train_ann": "annotations/person_keypoints_train.json",
-                 "train_images": "images/train", "val_ann": "annotations/person_keypoints_val.json",
-                 "val_images": "images/val", "limit_train": 24, "limit_val": 8},
-        "optim": {"lr": 1e-3, "epochs": 2, "batch_size": 4, "milestones": [1], "grad_clip": 1.0},
-        "eval": {"every": 0, "flip_test": True, "batch_size": 8},
-        "run": {"out_dir": str(out), "seed": 3, "deterministic": True, "workers": 1, "checkpoint_every": 1,
-                "log_every": 1, "progress": False, "tensorboard": False, **run},
-    }
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
-    return env
 
 
 def _dspose(*args: str) -> list[str]:
@@ -45,15 +22,15 @@ def _dspose(*args: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_gives_identical_losses(coco_mini, tmp_path):
+def test_sigkill_mid_epoch_then_resume_gives_identical_losses(coco_mini, tmp_path, child_env, write_config):
     full_cfg = write_config(tmp_path / "full.yaml", coco_mini, tmp_path / "full")
     killed_cfg = write_config(tmp_path / "killed.yaml", coco_mini, tmp_path / "killed")
-    subprocess.run(_dspose("train", str(full_cfg)), check=True, env=_env(), capture_output=True)
+    subprocess.run(_dspose("train", str(full_cfg)), check=True, env=child_env(), capture_output=True)
     full = read_csv(tmp_path / "full" / "steps.csv")
     assert len(full) == 12
 
     # Kill the second run as soon as it reports step 8 (epoch 2 of 2, step 2 of 6).
-    proc = subprocess.Popen(_dspose("train", str(killed_cfg)), env=_env(), stderr=subprocess.PIPE,
+    proc = subprocess.Popen(_dspose("train", str(killed_cfg)), env=child_env(), stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, text=True)
     killed_at = None
     for line in proc.stderr:
@@ -68,7 +45,7 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_losses(coco_mini, tmp_pat
     assert state["epoch"] == 1 and 0 < state["step_in_epoch"] < 6, "the checkpoint must be mid-epoch"
 
     subprocess.run(_dspose("train", str(killed_cfg), "--resume", str(tmp_path / "killed" / "last.pt")),
-                   check=True, env=_env(), capture_output=True)
+                   check=True, env=child_env(), capture_output=True)
     resumed = read_csv(tmp_path / "killed" / "steps.csv")
     assert [r["global_step"] for r in resumed] == [r["global_step"] for r in full]
     assert [r["loss"] for r in resumed] == [r["loss"] for r in full]  # bit-identical (repr of the floats)
@@ -78,34 +55,34 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_losses(coco_mini, tmp_pat
     assert all((a[k] == b[k]).all() for k in a)
 
 
-def test_resume_from_truncated_checkpoint_is_refused_and_previous_kept(coco_mini, tmp_path):
+def test_resume_from_truncated_checkpoint_is_refused_and_previous_kept(coco_mini, tmp_path, child_env, write_config):
     cfg = write_config(tmp_path / "c.yaml", coco_mini, tmp_path / "out", checkpoint_every=0)
     cfg_small = yaml.safe_load(cfg.read_text())
     cfg_small["optim"]["epochs"] = 2
     cfg_small["data"]["limit_train"] = 8
     cfg.write_text(yaml.safe_dump(cfg_small))
-    subprocess.run(_dspose("train", str(cfg)), check=True, env=_env(), capture_output=True)
+    subprocess.run(_dspose("train", str(cfg)), check=True, env=child_env(), capture_output=True)
     last = tmp_path / "out" / "last.pt"
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])
-    res = subprocess.run(_dspose("train", str(cfg), "--resume", str(last)), env=_env(), capture_output=True, text=True)
+    res = subprocess.run(_dspose("train", str(cfg), "--resume", str(last)), env=child_env(), capture_output=True, text=True)
     assert res.returncode == 2
     assert "corrupt or truncated" in res.stderr and "last.pt.prev" in res.stderr
     assert load_checkpoint(tmp_path / "out" / "last.pt.prev")["epoch"] == 1
 
 
-def test_missing_data_path_names_the_config_key(coco_mini, tmp_path):
+def test_missing_data_path_names_the_config_key(coco_mini, tmp_path, child_env, write_config):
     cfg = write_config(tmp_path / "c.yaml", coco_mini, tmp_path / "out")
     raw = yaml.safe_load(cfg.read_text())
     raw["data"]["train_images"] = "images/no_such_folder"
     cfg.write_text(yaml.safe_dump(raw))
-    res = subprocess.run(_dspose("train", str(cfg)), env=_env(), capture_output=True, text=True)
+    res = subprocess.run(_dspose("train", str(cfg)), env=child_env(), capture_output=True, text=True)
     assert res.returncode == 2
     assert "data.train_images" in res.stderr and "no_such_folder" in res.stderr
 
 
-def test_unknown_config_key_is_reported_by_the_command(tmp_path):
+def test_unknown_config_key_is_reported_by_the_command(tmp_path, child_env):
     cfg = tmp_path / "typo.yaml"
     cfg.write_text("optim:\n  learning_rate: 0.1\n")
-    res = subprocess.run(_dspose("train", str(cfg)), env=_env(), capture_output=True, text=True)
+    res = subprocess.run(_dspose("train", str(cfg)), env=child_env(), capture_output=True, text=True)
     assert res.returncode == 2 and "typo.yaml" in res.stderr and "learning_rate" in res.stderr

@@ -6,18 +6,16 @@ import pytest
 import torch
 
 from dspose_graph.train.config import ModelConfig, TrainConfig
-from dspose_graph.cli.train import build_model
 from dspose_graph.models import create_model
 from dspose_graph.models.transfer import init_from_checkpoint
-from dspose_graph.predict import load_model
-from dspose_graph.train.checkpoint import export_weights, load_checkpoint, save_checkpoint
+from dspose_graph.models.checkpoint import export_weights, load_checkpoint, load_model, save_checkpoint
+from dspose_graph.train.pipeline import build_model
 from dspose_graph.weights import SHIPPED, WEIGHTS_DIR, resolve_weights, shipped_path
-from helpers_use import make_checkpoint
 from dspose_graph.io import read_json, sha256_file
 from topology.schemas import COCO17, LSP14
 
 
-def test_coco_weights_start_an_lsp_model_with_tokens_matched_by_name(tmp_path):
+def test_coco_weights_start_an_lsp_model_with_tokens_matched_by_name(tmp_path, make_checkpoint):
     ckpt = make_checkpoint(tmp_path / "coco.pt", "dspose_t", seed=1)
     source = load_checkpoint(ckpt)["state_dict"]
     torch.manual_seed(2)
@@ -40,7 +38,7 @@ def test_coco_weights_start_an_lsp_model_with_tokens_matched_by_name(tmp_path):
             assert torch.equal(v, source[k]), k
 
 
-def test_same_skeleton_loads_everything_and_p_matrix_is_remapped(tmp_path):
+def test_same_skeleton_loads_everything_and_p_matrix_is_remapped(tmp_path, make_checkpoint):
     ckpt = make_checkpoint(tmp_path / "m.pt", "dspose_t", seed=3, p_mode="matrix")
     model = create_model("dspose_t", p_mode="matrix")
     report = init_from_checkpoint(model, ckpt)
@@ -53,7 +51,7 @@ def test_same_skeleton_loads_everything_and_p_matrix_is_remapped(tmp_path):
     assert lsp.head.p[i, j] == source["head.p"][COCO17.index("left_knee"), COCO17.index("right_hip")]
 
 
-def test_mismatched_weights_name_the_file(tmp_path):
+def test_mismatched_weights_name_the_file(tmp_path, make_checkpoint):
     ckpt = make_checkpoint(tmp_path / "b.pt", "tokenpose_t")
     with pytest.raises(ValueError, match=r"b\.pt.*does not fit"):
         init_from_checkpoint(create_model("dspose_t", schema="lsp"), ckpt)
@@ -66,15 +64,15 @@ def test_mismatched_weights_name_the_file(tmp_path):
         init_from_checkpoint(create_model("tokenpose_t", schema="lsp"), tmp_path / "x.pt")
 
 
-def test_export_weights_drops_resume_state_and_predicts_the_same(tmp_path):
+def test_export_weights_drops_resume_state_and_predicts_the_same(tmp_path, make_checkpoint):
     ckpt = make_checkpoint(tmp_path / "full.pt")
     state = load_checkpoint(ckpt)
     save_checkpoint(ckpt, {**state, "optimizer": {"state": {}, "param_groups": []}, "rng": {"x": 1}})
     slim = export_weights(ckpt, tmp_path / "slim.pt", recipe="test")
     loaded = load_checkpoint(slim)
     assert "optimizer" not in loaded and "rng" not in loaded and loaded["provenance"]["recipe"] == "test"
-    a, _, _ = load_model(ckpt)
-    b, _, _ = load_model(slim)
+    a, _ = load_model(ckpt)
+    b, _ = load_model(slim)
     x = torch.randn(2, 3, 128, 96)
     with torch.no_grad():
         assert torch.equal(a(x), b(x))

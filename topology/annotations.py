@@ -17,10 +17,27 @@ from pathlib import Path
 
 import numpy as np
 
-from dspose_graph.io import read_json
+from dspose_graph.io import read_json, shared_data_dir
 from topology.schemas import MPII16, KeypointSchema, get_schema
 
 log = logging.getLogger(__name__)
+
+# Where the annotation file lies in an MPII folder, in the order looked for: the release layout
+# (``ROOT/annotations/``) first, then the file at the top (as in the shared data folder's ``mpii/``).
+MPII_ANNOTATION_FILES = ("annotations/mpii_annotations.json.gz", "annotations/mpii_annotations.json",
+                         "mpii_annotations.json.gz", "mpii_annotations.json")
+
+
+def find_mpii_annotations(root: str | Path) -> Path | None:
+    """The MPII annotation file of the MPII folder ``root`` (see ``MPII_ANNOTATION_FILES``), or None."""
+    root = Path(root)
+    return next((root / name for name in MPII_ANNOTATION_FILES if (root / name).is_file()), None)
+
+
+def shared_mpii_dir() -> Path | None:
+    """The MPII folder of the shared data folder (``<data>/mpii``: annotations and PCKh ground truth), or None."""
+    root = shared_data_dir()
+    return root / "mpii" if root is not None else None
 
 
 @dataclass(frozen=True)
@@ -128,10 +145,16 @@ def load_coco_statistics(path: str | Path) -> PoseStatistics:
             raise ValueError(f"{path}: annotations[{r}] is not an object")
         if ann.get("iscrowd", 0) or not ann.get("num_keypoints", 1):
             continue
-        kp = np.asarray(ann.get("keypoints", []), dtype=np.float64)
+        try:
+            kp = np.asarray(ann.get("keypoints", []), dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: annotations[{r}] field 'keypoints' is not a list of numbers ({e})") from None
         if kp.size != 3 * k:
             raise ValueError(f"{path}: annotations[{r}] field 'keypoints' has {kp.size} numbers; expected {3 * k} ({k} x [x, y, v])")
-        box = np.asarray(ann.get("bbox", []), dtype=np.float64)
+        try:
+            box = np.asarray(ann.get("bbox", []), dtype=np.float64)
+        except (TypeError, ValueError):
+            box = np.empty(0)
         if box.shape != (4,):
             raise ValueError(f"{path}: annotations[{r}] field 'bbox' must be [x, y, w, h]")
         joints.append(kp.reshape(k, 3))

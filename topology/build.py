@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from topology.annotations import load_coco_statistics, load_mpii_statistics
+from topology.annotations import find_mpii_annotations, load_coco_statistics, load_mpii_statistics, shared_mpii_dir
 from topology.files import PhysicalTopology, load_topology, shipped_path
 from dspose_graph.io import provenance, shared_data_dir
 from topology.mapping import map_clusters
@@ -23,10 +23,8 @@ from topology.schemas import COCO17, MPII16
 
 log = logging.getLogger(__name__)
 
-RAW_FILES = {
-    "mpii": ("mpii", "mpii_annotations.json.gz"),
-    "coco": ("coco_mini", "annotations", "person_keypoints_train.json"),
-}
+# The COCO-format annotations the shipped COCO MI was measured on, under the shared data folder.
+COCO_RAW_FILE = Path("coco_mini", "annotations", "person_keypoints_train.json")
 
 
 def find_annotations(dataset: str, annotations: str | Path | None = None) -> Path | None:
@@ -36,10 +34,13 @@ def find_annotations(dataset: str, annotations: str | Path | None = None) -> Pat
         if not path.is_file():
             raise FileNotFoundError(f"annotation file {path} does not exist")
         return path
+    if dataset == "mpii":
+        mpii_dir = shared_mpii_dir()
+        return find_mpii_annotations(mpii_dir) if mpii_dir is not None else None
     root = shared_data_dir()
-    if root is None or dataset not in RAW_FILES:
+    if root is None or dataset != "coco":
         return None
-    path = root.joinpath(*RAW_FILES[dataset])
+    path = root / COCO_RAW_FILE
     return path if path.is_file() else None
 
 

@@ -7,6 +7,7 @@ Indices are 0-based everywhere; COCO's 1-based ``skeleton`` is converted on read
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,6 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from dspose_graph.io import read_json
+
+log = logging.getLogger(__name__)
 
 _SIDE_PREFIXES = (("left_", "right_"), ("l_", "r_"), ("left", "right"))
 
@@ -145,18 +148,38 @@ class KeypointSchema:
         for known in (COCO17, LSP14):
             if tuple(names) == known.keypoints:
                 return known
-        k = len(names)
-        skeleton = []
-        for e in category.get("skeleton", []) or []:
-            if len(e) != 2 or not all(isinstance(v, int) and 1 <= v <= k for v in e):
-                raise ValueError(f"{source}: category {category.get('name')!r} field 'skeleton' edge {e} is not two 1-based indices in [1, {k}]")
-            skeleton.append((e[0] - 1, e[1] - 1))
         return cls(
             name=str(category.get("name", "custom")),
             keypoints=tuple(names),
-            skeleton=tuple(skeleton),
+            skeleton=_valid_skeleton(category, len(names), source),
             flip_pairs=infer_flip_pairs(names),
         )
+
+
+def _valid_skeleton(category: dict[str, Any], k: int, source: str) -> tuple[tuple[int, int], ...]:
+    """The category's 1-based ``skeleton`` as 0-based edges, invalid edges dropped with a warning.
+
+    The skeleton is drawing metadata, so a bad edge must not refuse the file: real CrowdPose files carry
+    COCO's 17-keypoint skeleton (``[16, 14], [17, 15], ...``) next to their 14 keypoints.
+    """
+    raw = category.get("skeleton") or []
+    if not isinstance(raw, list):
+        log.warning("%s: category %r field 'skeleton' is not a list of edges (%r); ignored",
+                    source, category.get("name"), raw)
+        return ()
+    edges, dropped = [], []
+    for e in raw:
+        ok = isinstance(e, (list, tuple)) and len(e) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= k for v in e)
+        if ok:
+            edges.append((e[0] - 1, e[1] - 1))
+        else:
+            dropped.append(e)
+    if dropped:
+        log.warning("%s: category %r field 'skeleton': dropped %d of %d edges that are not two 1-based indices "
+                    "in [1, %d] (K = %d keypoints): %s", source, category.get("name"), len(dropped), len(raw), k, k,
+                    ", ".join(map(str, dropped)))
+    return tuple(edges)
 
 
 def _idx(names: Sequence[str], *wanted: str) -> tuple[int, ...]:

@@ -6,8 +6,14 @@ import argparse
 from pathlib import Path
 
 from dspose_graph.data.coco import load_coco
-from dspose_graph.eval.coco_eval import evaluate_coco, format_coco_table, keypoint_category, load_results
-from dspose_graph.io import atomic_write_json, provenance
+from dspose_graph.eval.coco_eval import (
+    check_ground_truth,
+    evaluate_coco,
+    format_coco_table,
+    keypoint_category,
+    load_results,
+)
+from dspose_graph.io import atomic_write_json, check_output_file, provenance
 from topology.schemas import KeypointSchema
 
 HELP = "OKS AP/AR of a COCO keypoint results JSON (pycocotools COCOeval)"
@@ -23,7 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        check_output_file(args.out)
     coco_gt = load_coco(args.annotations)
+    check_ground_truth(coco_gt, str(args.annotations))
     sigmas = None
     if args.sigmas_from_schema:
         schema = KeypointSchema.from_coco_category(keypoint_category(coco_gt, str(args.annotations)), source=str(args.annotations))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dspose_graph.eval.pckh import default_gt_path, evaluate_pckh, format_pckh_table, load_predictions
-from dspose_graph.io import atomic_write_json, provenance
+from dspose_graph.eval.pckh import check_threshold, default_gt_path, evaluate_pckh, format_pckh_table, load_predictions
+from dspose_graph.io import atomic_write_json, check_output_file, provenance
 
 HELP = "PCKh of MPII validation predictions (.mat 'preds' (N,16,2) or (16,2,N), .npy, .json)"
 
@@ -24,11 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        check_output_file(args.out)
+    check_threshold(args.threshold, "--threshold")
+    check_threshold(args.low_threshold, "--low-threshold")
     preds = load_predictions(args.pred, key=args.key)
     if args.zero_based:
         preds = preds + 1.0
     gt = args.gt if args.gt is not None else default_gt_path()
-    result = evaluate_pckh(preds, gt, threshold=args.threshold, low_threshold=args.low_threshold)
+    result = evaluate_pckh(preds, gt, threshold=args.threshold, low_threshold=args.low_threshold, source=str(args.pred))
     print(format_pckh_table(result))
     if args.out is not None:
         atomic_write_json(args.out, {"result": result, "provenance": provenance(args.pred, gt=str(gt), zero_based=args.zero_based)})

@@ -6,18 +6,7 @@ import argparse
 import dataclasses
 import json
 
-from torch import nn
-
 HELP = "show a model preset's configuration and parameter counts"
-
-# Parameter counts the papers report, in millions (DSPose Tab. 1-2; TokenPose Tab. 1).
-PAPER_PARAMS_M = {
-    "dspose_b": (13.5, "DSPose-B, COCO 256x192, N=2"),
-    "dspose_l": (20.8, "DSPose-L; equals official TokenPose-L/D6 at COCO 256x192 (see docs/model.md)"),
-    "tokenpose_b": (13.5, "TokenPose-B, COCO 256x192"),
-    "tokenpose_l": (20.8, "TokenPose-L/D6, COCO 256x192 (MPII 256x256 official code: 21.49M)"),
-}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", help="preset name (omit with --list)")
@@ -41,15 +30,10 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def count_parameters(module: nn.Module) -> tuple[int, int]:
-    """``(trainable, frozen)`` parameter counts."""
-    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
-    return trainable, frozen
-
-
 def run(args: argparse.Namespace) -> int:
     from dspose_graph.models import create_model, list_models
+    from dspose_graph.models.presets import PAPER_PARAMS_M
+    from dspose_graph.train.pipeline import count_parameters
 
     if args.list or not args.model:
         for name in list_models():

@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import traceback
 import warnings
+from typing import Callable
 
 COMMANDS = {
     "eval-coco": "dspose_graph.cli.eval_coco",
@@ -28,13 +31,30 @@ COMMANDS = {
 }
 
 
+EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_OS, EXIT_RUNTIME, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_STATUS = f"""exit status:
+  {EXIT_OK}    success
+  {EXIT_BUG}    internal error (a bug): the traceback is printed; please report it
+  {EXIT_INPUT}    bad input or usage: a file, record, field or option is wrong (the message names it)
+  {EXIT_OS}    the system refused a file operation: disk full, permission denied, --out names a file
+       where a folder is expected (or the reverse)
+  {EXIT_RUNTIME}    a runtime failure: device or library error (CUDA out of memory, a failed CUDA call,
+       a non-finite training loss, a detector whose weights cannot be fetched)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C): files already written are complete (every output is written
+       atomically); a training run resumes from OUT/last.pt with --resume
+Errors print one line on stderr; --debug (or DSPOSE_DEBUG=1) adds the traceback."""
+DEBUG_ENV = "DSPOSE_DEBUG"
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; only ``command``'s module is imported (all of them when it is ``None``).
 
     Importing one command module pulls in torch and friends, so a call imports just the one it runs.
     """
-    parser = argparse.ArgumentParser(prog="dspose", description="DSPose: dual-space keypoint topology for pose estimation")
+    parser = argparse.ArgumentParser(prog="dspose", description="DSPose: dual-space keypoint topology for pose estimation",
+                                     epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help=f"print tracebacks of errors (also: {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         if command is not None and name != command:
@@ -55,17 +75,57 @@ def _requested_command(argv: list[str]) -> str | None:
     return None
 
 
+def check_device_option(args: argparse.Namespace) -> None:
+    """Refuse a ``--device`` that torch does not know or that this machine lacks, before any work starts."""
+    name = getattr(args, "device", None)
+    if isinstance(name, str) and name != "auto":
+        from dspose_graph.models.runtime import check_device
+
+        check_device(name)
+
+
+def _os_message(e: OSError) -> str:
+    if e.strerror and e.filename is not None:
+        target = f"{e.filename} -> {e.filename2}" if e.filename2 is not None else str(e.filename)
+        return f"{target}: {e.strerror}"
+    return str(e) or type(e).__name__
+
+
+def run_guarded(command: str, run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace,
+                debug: bool = False) -> int:
+    """Run a sub-command; every expected failure becomes one line on stderr and an exit status (EXIT_STATUS).
+
+    Bad input (``ValueError``, ``FileNotFoundError``, ``KeyError``) -> 2, other ``OSError`` -> 3,
+    ``RuntimeError`` -> 4, Ctrl-C -> 130. Anything else is a bug and keeps its traceback (exit 1).
+    """
+    try:
+        check_device_option(args)
+        return int(run(args) or 0)
+    except KeyboardInterrupt as e:
+        error: BaseException = e
+        code, message = EXIT_INTERRUPTED, ("interrupted; files already written are complete "
+                                           "(a training run resumes from OUT/last.pt with --resume)")
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        error, code, message = e, EXIT_INPUT, str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    except OSError as e:
+        error, code, message = e, EXIT_OS, _os_message(e)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        error, code, message = e, EXIT_RUNTIME, f"{type(e).__name__}: {first[0] if first else ''}"
+    if debug:
+        traceback.print_exception(error)
+    print(f"dspose {command}: error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     # torch_geometric scripts a few helpers at import time; torch 2.14 warns about that on every call.
     warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_requested_command(argv)).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"dspose {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    return run_guarded(args.command, args._run, args, debug)
 
 
 if __name__ == "__main__":

@@ -1,31 +1,15 @@
-"""``dspose predict``: keypoints for the people in your own images or video, drawn and saved as COCO results.
-
-Person boxes come from ``--boxes`` (see :func:`load_boxes` for the accepted formats) or, without it, each
-image (or frame) is one person box. Outputs in ``--out``: ``results.json`` (COCO keypoint results, one
-entry per person, written atomically) and the drawn images under ``images/`` or the drawn video
-``<name>_pose.mp4``. In a folder, a file that cannot be read is reported and skipped; the rest is processed.
-"""
+"""``dspose predict``: the CLI of ``dspose_graph.predict_files`` (images, a folder or a video -> COCO results + drawings)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import os
+import math
 import sys
-from collections import defaultdict
-from pathlib import Path
-from typing import Any, Iterator
-
-import cv2
-import numpy as np
-
-from dspose_graph.io import atomic_path, atomic_write_text, read_json
-from topology.schemas import KeypointSchema
 
 HELP = "predict keypoints on images, a folder or a video (COCO-results JSON + drawn skeletons)"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-log = logging.getLogger("dspose.predict")
+# The names of dspose_graph.detect.DETECTORS, spelled out so that --help does not import torchvision.
+DETECTOR_NAMES = ("fasterrcnn", "retinanet", "fasterrcnn_mobilenet")
+DEFAULT_DET_THRESHOLD, DEFAULT_MAX_PERSONS = 0.5, 20
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,267 +17,72 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="an image file or a folder of images")
     src.add_argument("--video", help="a video file (any format OpenCV reads)")
-    p.add_argument("--boxes", help="person boxes: COCO detection results (list) or a COCO dataset JSON")
+    persons = p.add_mutually_exclusive_group()
+    persons.add_argument("--boxes", help="person boxes: COCO detection results (list) or a COCO dataset JSON")
+    persons.add_argument("--detector", choices=DETECTOR_NAMES,
+                         help="find the persons with this torchvision COCO detector (weights fetched on first use)")
     p.add_argument("--coco-json", help="COCO JSON whose 'images' map file names to the image_id of --boxes")
-    p.add_argument("--det-thr", type=float, default=0.0, help="ignore boxes with a lower score (default 0)")
+    p.add_argument("--det-threshold", "--det-thr", dest="det_thr", type=float, default=None,
+                   help="ignore boxes with a lower score (default: 0 for --boxes, 0.5 for --detector)")
+    p.add_argument("--max-persons", type=int, default=None,
+                   help=f"--detector: keep at most N persons per image, best first (default {DEFAULT_MAX_PERSONS})")
     p.add_argument("--ignore-missing", action="store_true",
                    help="skip boxes whose image is not among the inputs instead of failing")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--batch-size", type=int, default=32, help="persons per forward pass")
     p.add_argument("--no-flip", action="store_true", help="disable flip-test averaging (faster)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="autocast precision of the model (default fp32; fp16 needs a CUDA --device; docs/speed.md)")
+    p.add_argument("--channels-last", action="store_true", help="run the model in the NHWC memory format")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (faster per image; compiling takes minutes on a CPU)")
     p.add_argument("--kpt-thr", type=float, default=0.3, help="draw keypoints with at least this score")
     p.add_argument("--max-frames", type=int, default=0, help="video: stop after N frames (0 = all)")
 
 
-def list_images(path: Path) -> list[Path]:
-    """The image files of a folder (sorted), or the one file given; clear errors for missing or empty input."""
-    if not path.exists():
-        raise FileNotFoundError(f"--images {path}: no such file or folder")
-    if path.is_file():
-        return [path]
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"--images {path}: the folder contains no images (looked for {', '.join(IMAGE_SUFFIXES)})")
-    return files
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse impossible option values, naming the option, before anything is read or written."""
+    from dspose_graph.models.runtime import autocast_dtype
 
-
-def _name_to_id(coco: dict[str, Any], source: Path) -> dict[str, int]:
-    images = coco.get("images")
-    if not isinstance(images, list):
-        raise ValueError(f"{source}: expected a COCO JSON with an 'images' list of {{'id', 'file_name'}}")
-    out = {}
-    for i, im in enumerate(images):
-        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
-            raise ValueError(f"{source}: images[{i}] needs 'id' and 'file_name', got {im!r}")
-        out[Path(im["file_name"]).name] = int(im["id"])
-    return out
-
-
-def coco_schema(coco: dict[str, Any], source: Path) -> KeypointSchema | None:
-    """The keypoint schema of a COCO dataset JSON's first keypoint category, if it has one."""
-    cats = [c for c in coco.get("categories", []) if isinstance(c, dict) and c.get("keypoints")]
-    return KeypointSchema.from_coco_category(cats[0], source=str(source)) if cats else None
-
-
-def load_boxes(path: Path, det_thr: float = 0.0) -> tuple[dict[Any, list[tuple[list[float], float]]], dict[str, int], KeypointSchema | None]:
-    """Person boxes per image from a detection file.
-
-    Accepted formats:
-      * COCO detection results: a list of ``{"image_id": int, "bbox": [x, y, w, h], "score": float,
-        "category_id": 1}``; ``"file_name"`` may replace ``"image_id"``. Entries with another
-        ``category_id`` than 1 (person) are ignored.
-      * A COCO dataset JSON (``images``, ``annotations``): its annotation boxes are used with score 1
-        (crowd regions skipped), its ``images`` give the file names, its keypoint category the schema.
-
-    Returns ``(boxes, name_to_id, schema)``: ``boxes`` maps an image id (int) or file name (str) to a list
-    of ``(box, score)``; ``name_to_id`` is the dataset JSON's file-name mapping (empty for a list).
-    """
-    data = read_json(path, "--boxes file")
-    boxes: dict[Any, list[tuple[list[float], float]]] = defaultdict(list)
-    name_to_id: dict[str, int] = {}
-    schema = None
-    if isinstance(data, dict):
-        if "annotations" not in data:
-            raise ValueError(f"--boxes {path}: a JSON object must be a COCO dataset with 'images' and 'annotations'")
-        name_to_id = _name_to_id(data, path)
-        schema = coco_schema(data, path)
-        entries = [dict(a, score=1.0) for a in data["annotations"] if not a.get("iscrowd", 0)]
-    elif isinstance(data, list):
-        entries = data
-    else:
-        raise ValueError(f"--boxes {path}: expected a list of detections or a COCO dataset object")
-    for i, det in enumerate(entries):
-        if not isinstance(det, dict) or "bbox" not in det or not ("image_id" in det or "file_name" in det):
-            raise ValueError(f"--boxes {path}: entry {i} needs 'bbox' and 'image_id' (or 'file_name'), got {det!r}")
-        if det.get("category_id", 1) != 1:
-            continue
-        bbox = det["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-            raise ValueError(f"--boxes {path}: entry {i} 'bbox' must be [x, y, w, h], got {bbox!r}")
-        if bbox[2] <= 0 or bbox[3] <= 0:
-            continue
-        score = float(det.get("score", 1.0))
-        if score < det_thr:
-            continue
-        key = int(det["image_id"]) if "image_id" in det else Path(str(det["file_name"])).name
-        boxes[key].append(([float(v) for v in bbox], score))
-    return dict(boxes), name_to_id, schema
-
-
-def image_id_for(path: Path, name_to_id: dict[str, int], fallback: int) -> int:
-    """COCO image id of a file: from the name mapping, else the numeric file stem (COCO naming), else ``fallback``."""
-    if path.name in name_to_id:
-        return name_to_id[path.name]
-    return int(path.stem) if path.stem.isdigit() else fallback
-
-
-def _check_missing(boxes: dict[Any, Any], known: set[Any], source: str, ignore: bool) -> None:
-    missing = sorted((k for k in boxes if k not in known), key=str)
-    if not missing:
-        return
-    msg = (f"--boxes {source}: boxes for {len(missing)} image(s) that are not among the inputs "
-           f"(first: {', '.join(map(str, missing[:5]))}); pass --ignore-missing to skip them")
-    if not ignore:
-        raise ValueError(msg)
-    log.warning("%s", msg.split(";")[0] + "; skipped")
-
-
-def result_entries(persons: list[dict[str, Any]], image_id: int, file_name: str) -> list[dict[str, Any]]:
-    """COCO keypoint-result dicts for one image's predictions."""
-    return [
-        {
-            "image_id": int(image_id),
-            "category_id": 1,
-            "keypoints": [round(float(v), 3) for v in p["keypoints"].reshape(-1)],
-            "score": round(float(p["score"]), 5),
-            "bbox": [round(float(v), 2) for v in p["box"]],
-            "file_name": file_name,
-        }
-        for p in persons
-    ]
-
-
-def write_results(path: Path, results: list[dict[str, Any]]) -> None:
-    """COCO results JSON, one person per line (compact but diff-able), written atomically."""
-    atomic_write_text(path, "[\n" + ",\n".join(json.dumps(r) for r in results) + "\n]\n" if results else "[]\n")
-
-
-def _draw(image: np.ndarray, persons: list[dict[str, Any]], schema: KeypointSchema, thr: float) -> np.ndarray:
-    from dspose_graph.viz.skeleton import draw_skeleton
-
-    if not persons:
-        return image
-    kps = np.stack([p["keypoints"] for p in persons])
-    return draw_skeleton(image, kps, schema, thr=thr)
-
-
-def _write_image(path: Path, rgb: np.ndarray) -> None:
-    ok, buf = cv2.imencode(path.suffix if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".jpg",
-                           cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError(f"could not encode {path}")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.tobytes())
-
-
-def _predictor(args: argparse.Namespace, expected: KeypointSchema | None):
-    from dspose_graph.predict import Predictor
-
-    return Predictor(args.weights, device=args.device, flip_test=not args.no_flip,
-                     batch_size=args.batch_size, expected_schema=expected)
-
-
-def _boxes_for(boxes: dict[Any, Any] | None, image_id: int, name: str) -> tuple[list | None, list | None]:
-    if boxes is None:
-        return None, None
-    found = boxes.get(image_id, []) + boxes.get(name, [])
-    return [b for b, _ in found], [s for _, s in found]
-
-
-def predict_images(args: argparse.Namespace) -> int:
-    files = list_images(Path(args.images))
-    boxes, name_to_id, expected = None, {}, None
-    if args.boxes:
-        boxes, name_to_id, expected = load_boxes(Path(args.boxes), args.det_thr)
-    if args.coco_json:
-        coco = read_json(args.coco_json, "--coco-json file")
-        name_to_id = _name_to_id(coco, Path(args.coco_json))
-        expected = coco_schema(coco, Path(args.coco_json)) or expected
-    ids = {f: image_id_for(f, name_to_id, i) for i, f in enumerate(files)}
-    if boxes is not None:
-        _check_missing(boxes, set(ids.values()) | {f.name for f in files}, args.boxes, args.ignore_missing)
-    predictor = _predictor(args, expected)
-    from dspose_graph.data import load_image
-
-    out = Path(args.out)
-    results, failed = [], []
-    for f in files:
-        try:
-            image = load_image(f)
-        except (ValueError, FileNotFoundError) as e:
-            log.error("skipping %s: %s", f, e)
-            failed.append(f"{f}: {e}")
-            continue
-        box_list, scores = _boxes_for(boxes, ids[f], f.name)
-        if boxes is not None and not box_list:
-            log.info("%s: no person boxes", f.name)
-        persons = predictor.predict(image, box_list, scores) if box_list != [] else []
-        results.extend(result_entries(persons, ids[f], f.name))
-        _write_image(out / "images" / f.name, _draw(image, persons, predictor.schema, args.kpt_thr))
-    if len(failed) == len(files):
-        raise ValueError(f"--images {args.images}: none of the {len(files)} image(s) could be read: {failed[0]}")
-    write_results(out / "results.json", results)
-    print(f"{len(results)} person(s) in {len(files) - len(failed)} image(s) -> {out / 'results.json'}, drawings in {out / 'images'}")
-    if failed:
-        print(f"skipped {len(failed)} unreadable file(s):\n  " + "\n  ".join(failed), file=sys.stderr)
-    return 0
-
-
-def read_frames(path: Path, max_frames: int = 0) -> tuple[float, Iterator[np.ndarray]]:
-    """Frame rate and an iterator of RGB frames; ``ValueError`` when the file is not a readable video."""
-    if not path.is_file():
-        raise FileNotFoundError(f"--video {path}: no such file")
-    cap = cv2.VideoCapture(str(path))
-    ok, first = cap.read() if cap.isOpened() else (False, None)
-    if not ok or first is None:
-        cap.release()
-        raise ValueError(f"--video {path}: OpenCV cannot read a frame (not a video, or an unsupported codec)")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-
-    def frames() -> Iterator[np.ndarray]:
-        frame, count = first, 0
-        try:
-            while frame is not None and (max_frames <= 0 or count < max_frames):
-                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                count += 1
-                ok, frame = cap.read()
-                frame = frame if ok else None
-        finally:
-            cap.release()
-
-    return float(fps), frames()
-
-
-def predict_video(args: argparse.Namespace) -> int:
-    video = Path(args.video)
-    fps, frames = read_frames(video, args.max_frames)
-    boxes, expected = None, None
-    if args.boxes:
-        boxes, _, expected = load_boxes(Path(args.boxes), args.det_thr)
-    predictor = _predictor(args, expected)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / f"{video.stem}_pose.mp4"
-    # VideoWriter picks the container from the suffix, so the partial file keeps ".mp4".
-    partial = out / f".{video.stem}_pose.partial.mp4"
-    writer, results, index = None, [], 0
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_frames < 0:
+        raise ValueError(f"--max-frames must be >= 0 (0 = all frames), got {args.max_frames}")
+    for option, value in (("--det-threshold", args.det_thr), ("--kpt-thr", args.kpt_thr)):
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{option} must be a finite number, got {value}")
+    if args.detector is None and args.max_persons is not None:
+        raise ValueError("--max-persons selects the persons of --detector; with --boxes, use --det-threshold")
+    if args.detector is not None:
+        if args.det_thr is not None and not 0.0 <= args.det_thr <= 1.0:
+            raise ValueError(f"--det-threshold must be in [0, 1] for --detector, got {args.det_thr}")
+        if args.max_persons is not None and args.max_persons < 1:
+            raise ValueError(f"--max-persons must be >= 1, got {args.max_persons}")
     try:
-        for index, frame in enumerate(frames):
-            if writer is None:
-                h, w = frame.shape[:2]
-                writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                if not writer.isOpened():
-                    raise ValueError(f"cannot open a video writer for {target} (mp4v codec)")
-            box_list, scores = _boxes_for(boxes, index, f"{video.name}#{index}")
-            persons = predictor.predict(frame, box_list, scores) if box_list != [] else []
-            results.extend(result_entries(persons, index, f"{video.name}#{index}"))
-            drawn = _draw(frame, persons, predictor.schema, args.kpt_thr)
-            writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-        writer.release()
-        os.replace(partial, target)
-    finally:
-        if writer is not None:
-            writer.release()
-        partial.unlink(missing_ok=True)
-    if boxes is not None:
-        _check_missing(boxes, set(range(index + 1)), args.boxes, True)
-    write_results(out / "results.json", results)
-    print(f"{len(results)} person(s) in {index + 1} frame(s) -> {out / 'results.json'}, video {target}")
-    return 0
+        autocast_dtype(args.precision, args.device)
+    except ValueError as e:
+        raise ValueError(f"--precision {args.precision}: {e}") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    return predict_images(args) if args.images else predict_video(args)
+    from dspose_graph.io import check_output_dir
+    from dspose_graph.predict_files import predict_images, predict_video
+
+    check_options(args)
+    check_output_dir(args.out)
+    det_thr = args.det_thr if args.det_thr is not None else DEFAULT_DET_THRESHOLD if args.detector else 0.0
+    common = dict(boxes=args.boxes, det_thr=det_thr, kpt_thr=args.kpt_thr, device=args.device,
+                  flip_test=not args.no_flip, batch_size=args.batch_size, detector=args.detector,
+                  max_persons=args.max_persons or DEFAULT_MAX_PERSONS, precision=args.precision,
+                  channels_last=args.channels_last, compile=args.compile)
+    if args.images:
+        done = predict_images(args.weights, args.images, args.out, coco_json=args.coco_json,
+                              ignore_missing=args.ignore_missing, **common)
+        print(f"{done.persons} person(s) in {done.inputs} image(s) -> {done.results}, drawings in {done.drawn}")
+    else:
+        done = predict_video(args.weights, args.video, args.out, max_frames=args.max_frames, **common)
+        print(f"{done.persons} person(s) in {done.inputs} frame(s) -> {done.results}, video {done.drawn}")
+    if done.failed:
+        print(f"skipped {len(done.failed)} unreadable file(s):\n  " + "\n  ".join(done.failed), file=sys.stderr)
+    return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from dspose_graph.io import check_output_dir
+
 HELP = "generate a synthetic COCO-format person-keypoint dataset (images + json)"
 
 
@@ -39,9 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dspose_graph.data.synthetic import generate_dataset
 
+    check_output_dir(args.out)
     start = time.perf_counter()
-    paths = generate_dataset(args.out, args.train, args.val, image_size=args.size, seed=args.seed,
-                             persons_per_image=args.persons, overwrite=args.overwrite)
+    try:
+        paths = generate_dataset(args.out, args.train, args.val, image_size=args.size, seed=args.seed,
+                                 persons_per_image=args.persons, overwrite=args.overwrite)
+    except ValueError as e:
+        # The library names its keyword argument; on the command line the same switch is a flag.
+        raise ValueError(str(e).replace("pass overwrite=True", "pass --overwrite")) from None
     print(f"synthetic dataset ready in {time.perf_counter() - start:.1f} s:")
     for key, path in paths.items():
         print(f"  {key:13s} {path}")

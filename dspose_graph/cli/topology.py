@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from dspose_graph.graph.keypoint_graph import KeypointGraph
+from dspose_graph.io import check_output_dir
 from dspose_graph.viz.topology import plot_mi_matrix, plot_topology_skeleton
 from topology.build import build_topology, compare_with_shipped
 from topology.files import save_topology
@@ -31,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
     if not 0.7 < args.a < 1.0:
         raise ValueError(f"--a {args.a} is outside the paper's range (0.7, 1); b = 1 - a")
     options = {"variable": args.variable, "estimator": args.estimator}

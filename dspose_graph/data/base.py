@@ -5,6 +5,7 @@ Letters: K keypoints, (H, W) input crop height/width, (h, w) heatmap height/widt
 A dataset is a list of :class:`PersonRecord` (one person box each); :class:`TopDownDataset` turns a
 record into the sample dict of the data contract: decode the image, pick the crop (the box itself, or a
 random one in training), warp image and keypoints with one affine, normalise, and draw Gaussian targets.
+How the crop and the targets are laid out is the dataset's codec (``data.codec``, default ``"tokenpose"``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import torch
 from torch.utils.data import Dataset
 
 from dspose_graph.data.augment import AugmentParams, CropParams, sample_crop, transform_keypoints
+from dspose_graph.data.codec import Codec, get_codec
 from dspose_graph.data.image import crop_matrix, decode_reduction, load_image, normalize_image, reduced_crop_matrix
-from dspose_graph.data.targets import gaussian_heatmaps, joints_to_heatmap
+from dspose_graph.data.targets import gaussian_heatmaps
 from topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,9 @@ class TopDownDataset(Dataset):
         heatmap_size: target heatmap ``(w, h)``.
         train: draw random crops (:class:`AugmentParams`) instead of the box itself.
         sigma: Gaussian sigma in heatmap pixels.
-        udp: unbiased data processing (UDP) crop and stride convention.
-        unbiased: sub-pixel Gaussian centres (DARK targets); implied by ``udp``.
+        codec: crop and target conventions (``data.codec``: ``"tokenpose"`` default, ``"hrnet"``, ``"udp"``).
+        udp: legacy switch: ``True`` is codec ``"udp"``, ``False`` codec ``"hrnet"``.
+        unbiased: sub-pixel Gaussian centres (DARK targets) where the codec would round to the nearest pixel.
         augment: augmentation ranges (default :class:`AugmentParams`).
         on_bad_image: ``"replace"`` a sample whose image is missing or does not decode by the next
             readable one (counted in ``bad_images`` and logged), or ``"raise"``. Default: replace in
@@ -61,6 +64,8 @@ class TopDownDataset(Dataset):
         seed: ``None`` draws augmentations from torch's generator (seeded per DataLoader worker and
             epoch); an int makes them a function of ``(seed, epoch, index)`` (see :meth:`set_epoch`).
         source: name of the annotation file, for messages.
+        reduced_decode: decode JPEGs at 1/2, 1/4 or 1/8 size when the crop needs fewer pixels (faster;
+            the crop's pixels then differ slightly from a full-size decode, see ``data.image.decode_reduction``).
 
     Attributes:
         bad_images: ``Counter`` image file -> records that could not be read from it (this process; each
@@ -76,12 +81,14 @@ class TopDownDataset(Dataset):
         heatmap_size: Sequence[int] = (48, 64),
         train: bool = False,
         sigma: float = 2.0,
-        udp: bool = False,
+        codec: str | Codec | None = None,
+        udp: bool | None = None,
         unbiased: bool = False,
         augment: AugmentParams | None = None,
         on_bad_image: str | None = None,
         seed: int | None = None,
         source: str = "<records>",
+        reduced_decode: bool = False,
     ) -> None:
         on_bad_image = on_bad_image or ("replace" if train else "raise")
         if on_bad_image not in BAD_IMAGE_POLICIES:
@@ -96,8 +103,8 @@ class TopDownDataset(Dataset):
         self.aspect_ratio = self.input_size[0] / self.input_size[1]
         self.train = train
         self.sigma = float(sigma)
-        self.udp = udp
-        self.unbiased = unbiased or udp
+        self.codec = get_codec(codec, udp)
+        self.target = "subpixel" if unbiased and self.codec.target == "nearest" else self.codec.target
         self.augment = augment or AugmentParams()
         self.on_bad_image = on_bad_image
         self.seed = seed
@@ -106,6 +113,7 @@ class TopDownDataset(Dataset):
         self.bad_images: collections.Counter[str] = collections.Counter()
         self._unreadable: set[int] = set()
         self._flip_index = schema.flip_index
+        self.reduced_decode = bool(reduced_decode)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -121,8 +129,8 @@ class TopDownDataset(Dataset):
 
     def _load(self, index: int, rng: np.random.Generator | None = None
               ) -> tuple[PersonRecord, np.ndarray, bool, CropParams, int]:
-        """The record's image, decoded only as large as its crop needs (with the crop and the decode
-        reduction); under the replace policy the next readable record's on failure."""
+        """The record's image (with ``reduced_decode``, decoded only as large as its crop needs), the crop and the
+        decode reduction; under the replace policy the next readable record's on failure."""
         n = len(self.records)
         for step in range(n):
             i = (index + step) % n
@@ -130,7 +138,7 @@ class TopDownDataset(Dataset):
                 continue
             record = self.records[i]
             crop = self.crop_for(record, rng)
-            reduction = decode_reduction(crop.scale, self.input_size)
+            reduction = decode_reduction(crop.scale, self.input_size) if self.reduced_decode else 1
             try:
                 return record, load_image(record.image_file, reduction), step > 0, crop, reduction
             except (FileNotFoundError, ValueError) as e:
@@ -153,17 +161,25 @@ class TopDownDataset(Dataset):
         record, image, replaced, crop, reduction = self._load(index, self._rng(index) if self.train else None)
         return self.make_sample(index, record, image, crop, replaced, reduction)
 
+    def targets(self, record: PersonRecord, crop: CropParams) -> tuple[np.ndarray, np.ndarray]:
+        """Target heatmaps ``(K, h, w)`` and weights ``(K,)`` of ``record`` seen through ``crop`` (no image needed).
+
+        The joints go to the heatmap through the codec's crop of the box onto the heatmap grid (TokenPose's
+        ``trans_heatmap``), which for the plain and UDP codecs equals the input crop followed by the stride.
+        """
+        m = crop_matrix(crop.center, crop.scale, crop.rotation, self.heatmap_size, flip=crop.flip, codec=self.codec)
+        kp = transform_keypoints(record.keypoints, m, self._flip_index if crop.flip else None)
+        return gaussian_heatmaps(kp[:, :2], kp[:, 2] > 0, self.heatmap_size, self.sigma, target=self.target)
+
     def make_sample(
         self, index: int, record: PersonRecord, image: np.ndarray, crop: CropParams, replaced: bool = False,
         reduction: int = 1,
     ) -> dict[str, Any]:
         """The sample dict for ``record`` cut out of ``image`` (decoded at ``1/reduction``) with ``crop``."""
-        m = crop_matrix(crop.center, crop.scale, crop.rotation, self.input_size, flip=crop.flip, udp=self.udp)
+        m = crop_matrix(crop.center, crop.scale, crop.rotation, self.input_size, flip=crop.flip, codec=self.codec)
         patch = cv2.warpAffine(image, reduced_crop_matrix(m, reduction), self.input_size, flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT)
-        kp = transform_keypoints(record.keypoints, m, self._flip_index if crop.flip else None)
-        joints_hm = joints_to_heatmap(kp[:, :2], self.input_size, self.heatmap_size, udp=self.udp)
-        heatmap, weight = gaussian_heatmaps(joints_hm, kp[:, 2] > 0, self.heatmap_size, self.sigma, self.unbiased)
+        heatmap, weight = self.targets(record, crop)
         meta = {
             "index": torch.tensor(index, dtype=torch.int64),
             "image_id": torch.tensor(record.image_id, dtype=torch.int64),

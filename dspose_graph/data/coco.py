@@ -11,6 +11,11 @@ detection file with no detection of the person category. Ordinary data that cann
 skipped, counted in ``skipped`` and logged once: crowd annotations, annotations without labelled
 keypoints (ground-truth boxes only), boxes of zero area after clipping to the image, detections of
 other categories or below the score threshold.
+
+Box geometry follows the codec (``data.codec``). Boxes are clipped to the image as HRNet does
+(``x2 = min(W - 1, x + max(0, w - 1))``); the crop centre is ``x1 + (x2 - x1) / 2`` in every codec. HRNet
+sizes the box ``x2 - x1``; TokenPose ``x2 - x1 + 1`` (its ``clean_bbox``), i.e. the box runs from the
+first pixel's left edge to the last pixel's right edge; and TokenPose uses detector boxes unclipped.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from dspose_graph.data.base import PersonRecord, TopDownDataset
-from dspose_graph.data.transforms import box_to_center_scale
+from dspose_graph.data.codec import get_codec
+from dspose_graph.data.transforms import BOX_PADDING, person_center_scale
 from dspose_graph.io import read_json
 from topology.schemas import KeypointSchema
 
@@ -53,18 +59,6 @@ def load_coco(path: str | Path) -> COCO:
     return coco
 
 
-def clip_box(box: Sequence[float], width: float | None, height: float | None) -> list[float] | None:
-    """Clip ``[x, y, w, h]`` to the image as HRNet does; ``None`` when nothing of positive area is left."""
-    x, y, w, h = (float(v) for v in box)
-    x1, y1 = max(0.0, x), max(0.0, y)
-    x2, y2 = x1 + max(0.0, w - 1.0), y1 + max(0.0, h - 1.0)
-    if width is not None and height is not None:
-        x2, y2 = min(float(width) - 1.0, x2), min(float(height) - 1.0, y2)
-    if w <= 0 or h <= 0 or x2 <= x1 or y2 <= y1:
-        return None
-    return [x1, y1, x2 - x1, y2 - y1]
-
-
 def _finite(values: Sequence[Any]) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
 
@@ -78,10 +72,10 @@ class CocoKeypointDataset(TopDownDataset):
         detections: optional detection-results json; its boxes replace the ground-truth ones.
         det_score_thr: keep detections with ``score >= det_score_thr``.
         schema: keypoint schema; default from the json's keypoint category.
-        padding: box padding factor (1.25).
+        padding: box padding factor (``BOX_PADDING``, 1.25).
         min_keypoints: ground-truth annotations with fewer labelled keypoints are skipped.
         **kwargs: :class:`TopDownDataset` knobs (``input_size``, ``heatmap_size``, ``train``, ``sigma``,
-            ``udp``, ``unbiased``, ``augment``, ``on_bad_image``, ``seed``).
+            ``codec``, ``udp``, ``unbiased``, ``augment``, ``on_bad_image``, ``seed``).
 
     Attributes:
         coco: the ``pycocotools`` index of ``ann_file`` (the evaluation ground truth).
@@ -97,7 +91,7 @@ class CocoKeypointDataset(TopDownDataset):
         detections: str | Path | None = None,
         det_score_thr: float = 0.0,
         schema: KeypointSchema | None = None,
-        padding: float = 1.25,
+        padding: float = BOX_PADDING,
         min_keypoints: int = 1,
         **kwargs: Any,
     ) -> None:
@@ -123,6 +117,7 @@ class CocoKeypointDataset(TopDownDataset):
         self.skipped: collections.Counter[str] = collections.Counter()
         aspect = kwargs.get("input_size", (192, 256))
         self._aspect = aspect[0] / aspect[1]
+        self._codec = get_codec(kwargs.get("codec"), kwargs.get("udp"))
         self._check_annotations(schema.num_keypoints)
         if detections is None:
             records = self._gt_records(schema.num_keypoints)
@@ -151,11 +146,12 @@ class CocoKeypointDataset(TopDownDataset):
 
     def _record(self, image_id: int, ann_id: int, box: Sequence[float], score: float, keypoints: np.ndarray) -> PersonRecord | None:
         img = self.coco.imgs[image_id]
-        clipped = clip_box(box, img.get("width"), img.get("height"))
-        if clipped is None:
+        center_scale = person_center_scale(box, self._codec, (img.get("width"), img.get("height")), self._aspect,
+                                           self.padding, detection=ann_id < 0)
+        if center_scale is None:
             self.skipped["zero_area_box"] += 1
             return None
-        center, scale = box_to_center_scale(clipped, self._aspect, self.padding)
+        center, scale = center_scale
         return PersonRecord(
             image_file=str(self.image_dir / img["file_name"]), image_id=int(image_id), ann_id=int(ann_id),
             center=center, scale=scale, score=float(score), keypoints=keypoints,

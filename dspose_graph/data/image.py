@@ -19,6 +19,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from dspose_graph.data.codec import Codec, get_codec
 from dspose_graph.data.transforms import crop_affine
 
 # torchvision / timm ImageNet statistics, RGB order, for images scaled to [0, 1].
@@ -54,6 +55,13 @@ def reduced_crop_matrix(m: np.ndarray, reduction: int) -> np.ndarray:
     return m @ to_full
 
 
+def opencv_single_thread(worker_id: int = 0) -> None:
+    """One OpenCV thread, to call in the parent before DataLoader workers fork (they inherit it): each worker's
+    own pool would oversubscribe the cores. Not a ``worker_init_fn``: ``cv2.setNumThreads`` inside a forked
+    worker deadlocks once the parent has used OpenCV's pool."""
+    cv2.setNumThreads(1)
+
+
 def load_image(path: str | Path, reduction: int = 1) -> np.ndarray:
     """Decode an image file into an RGB ``uint8 (H, W, 3)`` array, at ``1/reduction`` size (1, 2, 4 or 8).
 
@@ -69,16 +77,43 @@ def load_image(path: str | Path, reduction: int = 1) -> np.ndarray:
     image = cv2.imread(str(path), _REDUCED_FLAGS[reduction] | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None or image.size == 0:
         raise ValueError(f"image file {path} could not be decoded (corrupt or not an image)")
+    if _jpeg_truncated(path):
+        raise ValueError(f"image file {path} is a truncated JPEG (its data ends before the image does)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def flip_matrix(output_size: Sequence[int], udp: bool = False) -> np.ndarray:
+def _jpeg_truncated(path: Path) -> bool:
+    """Whether a JPEG file is cut short: OpenCV decodes those with a grey lower part and only a warning.
+
+    A complete JPEG ends with the end-of-image marker ``FF D9`` (checked on the last bytes: cheap). A file
+    with bytes after the marker (camera trailers) is decoded once more by Pillow, which raises on truncation.
+    """
+    with open(path, "rb") as f:
+        if f.read(2) != b"\xff\xd8":
+            return False
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 64))
+        if f.read().rstrip(b"\x00").endswith(b"\xff\xd9"):
+            return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except OSError:
+        return True
+    return False
+
+
+def flip_matrix(output_size: Sequence[int], udp: bool | None = None, codec: str | Codec | None = None) -> np.ndarray:
     """3x3 mirror about the crop's vertical centre line, in output-grid coordinates.
 
-    The centre line is where :func:`crop_affine` puts the box centre: ``w / 2`` (``(w - 1) / 2`` with
-    UDP). Mirroring there equals HRNet's "flip the whole image, then crop about the flipped centre".
+    The centre line is where :func:`crop_affine` puts the box centre: ``w / 2`` for the plain (HRNet) affine,
+    ``(w - 1) / 2`` for the UDP and TokenPose ones. Mirroring there equals HRNet's "flip the whole image,
+    then crop about the flipped centre".
     """
-    cx = (output_size[0] - 1.0) / 2.0 if udp else output_size[0] / 2.0
+    plain = get_codec(codec, udp).affine == "plain"
+    cx = output_size[0] / 2.0 if plain else (output_size[0] - 1.0) / 2.0
     return np.array([[-1.0, 0.0, 2.0 * cx], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 
 
@@ -88,16 +123,18 @@ def crop_matrix(
     rotation: float,
     output_size: Sequence[int],
     flip: bool = False,
-    udp: bool = False,
+    udp: bool | None = None,
+    codec: str | Codec | None = None,
 ) -> np.ndarray:
     """2x3 affine image -> output grid of a (possibly mirrored) crop; see ``transforms.crop_affine``.
 
     The crop is rotated first and mirrored second, so ``flip`` with ``rotation`` r equals HRNet's
     "mirror the image, then crop with rotation -r".
     """
-    m = crop_affine(center, scale, rotation, output_size, udp=udp)
+    codec = get_codec(codec, udp)
+    m = crop_affine(center, scale, rotation, output_size, codec=codec)
     if flip:
-        m = (flip_matrix(output_size, udp) @ np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
+        m = (flip_matrix(output_size, codec=codec) @ np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
     return m
 
 
@@ -108,14 +145,15 @@ def warp_image(
     rotation: float,
     output_size: Sequence[int],
     flip: bool = False,
-    udp: bool = False,
+    udp: bool | None = None,
+    codec: str | Codec | None = None,
 ) -> np.ndarray:
     """Cut the box ``center``/``scale`` (px, padded) rotated by ``rotation`` degrees out of ``image``.
 
     Returns an array of ``output_size`` (w, h) with the image's dtype and channels; outside the image
     is black. ``flip`` mirrors the crop (keypoints must then be permuted with ``schema.flip_index``).
     """
-    m = crop_matrix(center, scale, rotation, output_size, flip=flip, udp=udp)
+    m = crop_matrix(center, scale, rotation, output_size, flip=flip, udp=udp, codec=codec)
     return cv2.warpAffine(
         image, m, (int(output_size[0]), int(output_size[1])),
         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0,

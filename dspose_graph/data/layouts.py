@@ -26,10 +26,9 @@ from dspose_graph.data.base import TopDownDataset
 from dspose_graph.data.coco import CocoKeypointDataset
 from dspose_graph.data.mpii import SPLITS as MPII_SPLITS
 from dspose_graph.data.mpii import MPIIDataset
+from topology.annotations import MPII_ANNOTATION_FILES, find_mpii_annotations
 
 COCO_DETECTIONS = "person_detection_results/COCO_{split}2017_detections_AP_H_56_person.json"
-MPII_ANNOTATIONS = ("annotations/mpii_annotations.json.gz", "annotations/mpii_annotations.json",
-                    "mpii_annotations.json.gz", "mpii_annotations.json")
 
 
 def coco_paths(root: str | Path, split: str) -> tuple[Path, Path]:
@@ -49,8 +48,7 @@ def coco_paths(root: str | Path, split: str) -> tuple[Path, Path]:
 def mpii_paths(root: str | Path) -> tuple[Path | None, Path]:
     """``(annotation json or None if absent, image folder)`` of an MPII root."""
     root = Path(root)
-    ann = next((root / n for n in MPII_ANNOTATIONS if (root / n).is_file()), None)
-    return ann, root / "images"
+    return find_mpii_annotations(root), root / "images"
 
 
 def build_dataset(kind: str, root: str | Path, split: str, **kwargs: Any) -> TopDownDataset:
@@ -82,6 +80,6 @@ def build_dataset(kind: str, root: str | Path, split: str, **kwargs: Any) -> Top
         ann = kwargs.pop("ann_file", None) or found_ann
         images = kwargs.pop("image_dir", None) or found_images
         if ann is None:
-            raise FileNotFoundError(f"no MPII annotation file under {root}: expected one of {list(MPII_ANNOTATIONS)}")
+            raise FileNotFoundError(f"no MPII annotation file under {root}: expected one of {list(MPII_ANNOTATION_FILES)}")
         return MPIIDataset(ann, images, split=split, **kwargs)
     raise ValueError(f"unknown dataset kind {kind!r}: expected one of ['coco', 'mpii']")

@@ -7,7 +7,7 @@ so that sample ``i`` is column ``i`` of the official evaluation ground truth
 (``detections_our_format.mat``).
 
 Crop box. MPII's ``scale_provided`` is the person height / 200 px. As HRNet/TokenPose do, the centre is
-moved down by ``15 * scale_provided`` px and the height padded by 1.25: ``h = 200 * 1.25 * s``; the
+moved down by ``15 * scale_provided`` px and the height padded by ``BOX_PADDING`` (1.25): ``h = 200 * 1.25 * s``; the
 width is ``h * input_w / input_h`` (square for the usual 256x256 MPII input).
 
 Pixel frame. MPII coordinates are MATLAB's 1-based pixel indices; like HRNet we subtract 1 from
@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 
 from dspose_graph.data.base import PersonRecord, TopDownDataset
+from dspose_graph.data.transforms import BOX_PADDING
 from topology.schemas import MPII16, KeypointSchema
 
 log = logging.getLogger(__name__)
 
 SPLITS = {"train": (0,), "val": (1,), "trainval": (0, 1)}
-MPII_PADDING = 1.25
 MPII_CENTER_SHIFT = 15.0  # px per unit of scale_provided, as in HRNet's MPII loader
 # MPII annotations (and the PCKh ground truth) are 1-based MATLAB pixel indices. Samples and their
 # ``meta["keypoints"]`` are 0-based; add this to predictions before scoring them with the toolkit's GT.
@@ -83,7 +83,7 @@ def mpii_center_scale(objpos: Any, scale_provided: Any, aspect_ratio: float) -> 
     objpos = np.asarray(objpos, dtype=np.float64)
     s = np.asarray(scale_provided, dtype=np.float64)
     center = objpos + np.stack([np.zeros_like(s), MPII_CENTER_SHIFT * s], axis=-1)
-    h = 200.0 * s * MPII_PADDING
+    h = 200.0 * s * BOX_PADDING
     return center, np.stack([h * aspect_ratio, h], axis=-1)
 
 
@@ -102,10 +102,11 @@ class MPIIDataset(TopDownDataset):
         image_dir: the MPII ``images/`` folder.
         split: ``"train"``, ``"val"`` or ``"trainval"`` (by ``isValidation``).
         schema: must have 16 keypoints (default ``MPII16``).
+        keep_unannotated: keep training persons without any annotated joint (all-zero targets, weight 0),
+            as official TokenPose/HRNet do (default); ``False`` skips them (counted in ``skipped``).
         **kwargs: :class:`TopDownDataset` knobs (``input_size`` defaults to 256x256 here).
 
-    Training splits skip persons without any annotated joint (counted in ``skipped``); ``val`` keeps
-    every person so that it stays aligned with the PCKh ground truth.
+    ``val`` always keeps every person so that it stays aligned with the PCKh ground truth.
     """
 
     def __init__(
@@ -115,6 +116,7 @@ class MPIIDataset(TopDownDataset):
         *,
         split: str = "train",
         schema: KeypointSchema | None = None,
+        keep_unannotated: bool = True,
         **kwargs: Any,
     ) -> None:
         if split not in SPLITS:
@@ -127,6 +129,7 @@ class MPIIDataset(TopDownDataset):
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"MPII image folder {self.image_dir} does not exist")
         self.split = split
+        self.keep_unannotated = keep_unannotated
         kwargs.setdefault("input_size", (256, 256))
         kwargs.setdefault("heatmap_size", (64, 64))
         aspect = kwargs["input_size"][0] / kwargs["input_size"][1]
@@ -163,7 +166,7 @@ class MPIIDataset(TopDownDataset):
         # MATLAB's 1-based pixel frame -> the 0-based frame of decoded images (HRNet does the same).
         keypoints[:, :, :2] -= np.where(keypoints[:, :, 2:] > 0, MPII_INDEX_BASE, 0.0).astype(np.float32)
         objpos = objpos - MPII_INDEX_BASE
-        keep = (keypoints[:, :, 2] > 0).any(axis=1) | (self.split == "val")
+        keep = (keypoints[:, :, 2] > 0).any(axis=1) | (self.split == "val") | self.keep_unannotated
         self.skipped["no_annotated_joint"] += int((~keep).sum())
         centers, scales = mpii_center_scale(objpos, scale, aspect)
         return [

@@ -29,6 +29,7 @@ import numpy as np
 from dspose_graph.io import provenance
 from topology.schemas import COCO17
 
+from dspose_graph.data import synthetic_render
 from dspose_graph.data.synthetic_render import Person, render_image
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,10 @@ RELAXED_P = 0.5
 FRONTAL_P, FRONTAL_SD = 0.5, 30.0
 ROLL_SD = 15.0
 PROPORTION_JITTER = 0.08
+# Person height as a fraction of the image height: one person per image, or several sharing it.
+HEIGHT_SINGLE, HEIGHT_SEVERAL = (0.55, 0.9), (0.35, 0.7)
+# Fraction of persons pushed towards an image edge (some joints then fall outside, v=0).
+EDGE_P = 0.15
 
 _I = {name: i for i, name in enumerate(COCO17.keypoints)}
 
@@ -168,6 +173,31 @@ def project_person(rng: np.random.Generator, body: dict[str, Any], height_px: fl
     )
 
 
+def describe_distributions() -> list[str]:
+    """The generator's sampling distributions in words, read from the constants above (for reports).
+
+    Also says why a generated image must not be mirrored: the person's left limbs are warm and right
+    limbs cool, a colour code that a horizontal flip keeps while it swaps the left/right labels.
+    """
+    relaxed = ", ".join(f"{k} {lo:g}..{hi:g}" for k, ((lo, hi), _) in ANGLES.items())
+    full = ", ".join(f"{k} {lo:g}..{hi:g}" for k, (_, (lo, hi)) in ANGLES.items())
+    lo_occ, hi_occ = synthetic_render.OCCLUDER_SIZE
+    return [
+        f"pose: each joint angle (degrees) uniform in its relaxed range with p={RELAXED_P:g} ({relaxed}), "
+        f"else in its anatomical range ({full}); segment lengths jittered by +-{100 * PROPORTION_JITTER:g}%",
+        f"facing (yaw): N(0, {FRONTAL_SD:g} deg) with p={FRONTAL_P:g}, else uniform on the circle; "
+        f"camera pitch uniform +-10 deg",
+        f"in-plane rotation (roll): N(0, {ROLL_SD:g} deg)",
+        f"size: person height uniform in {HEIGHT_SINGLE[0]:g}..{HEIGHT_SINGLE[1]:g} of the image height "
+        f"({HEIGHT_SEVERAL[0]:g}..{HEIGHT_SEVERAL[1]:g} with several persons); p={EDGE_P:g} pushed towards an edge",
+        f"occluders: p={synthetic_render.OCCLUDER_P:g} per person, a textured rectangle with sides of "
+        f"{lo_occ:g}..{hi_occ:g} x the person's height "
+        "over one random joint",
+        "side cue: left limbs warm, right limbs cool; a mirrored image keeps the colours but swaps the labels, "
+        "so flip augmentation and flip test are not used on this data",
+    ]
+
+
 def _persons_count(rng: np.random.Generator, persons_per_image: int | tuple[int, int]) -> int:
     if isinstance(persons_per_image, int):
         return persons_per_image
@@ -182,10 +212,10 @@ def generate_image(rng: np.random.Generator, image_size: tuple[int, int],
     persons = []
     for _ in range(n):
         # One person fills most of the frame; several share it at smaller sizes.
-        frac = rng.uniform(0.55, 0.9) if n == 1 else rng.uniform(0.35, 0.7)
+        frac = rng.uniform(*(HEIGHT_SINGLE if n == 1 else HEIGHT_SEVERAL))
         height_px = frac * h
         # Mostly inside the frame; sometimes pushed over an edge so that joints fall outside (v=0).
-        spread = 0.35 if rng.random() < 0.15 else 0.12
+        spread = 0.35 if rng.random() < EDGE_P else 0.12
         centre = (w * (0.5 + rng.uniform(-spread, spread) * (1 if n == 1 else 2.5)),
                   h * (0.5 + rng.uniform(-spread, spread)))
         persons.append(project_person(rng, sample_body(rng), height_px, centre))

@@ -22,6 +22,8 @@ _ONE = 1 << _SHIFT
 OCCLUDER_LABEL = 65535
 _PARTS_PER_PERSON = 32
 OCCLUDER_P = 0.3
+# Occluder side lengths as fractions of the person's height.
+OCCLUDER_SIZE = (0.1, 0.35)
 # Widths of limbs as fractions of stature.
 _WIDTH = {"upper_arm": 0.050, "forearm": 0.040, "hand": 0.026, "thigh": 0.075, "shank": 0.055, "foot": 0.030,
           "torso": 0.150, "neck": 0.050}
@@ -204,7 +206,7 @@ def _draw(shape: tuple, targets: list[tuple[np.ndarray, Any, int]]) -> None:
 def _occluder(rng: np.random.Generator, person: Person, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
     """A textured rectangle over one of the person's joints: (corners (4, 2), texture (h, w, 3))."""
     j = person.joints[rng.integers(len(person.joints))]
-    size = rng.uniform(0.1, 0.35, 2) * person.height_px
+    size = rng.uniform(*OCCLUDER_SIZE, 2) * person.height_px
     centre = j + rng.uniform(-0.3, 0.3, 2) * size
     a = rng.uniform(-0.3, 0.3)
     rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])

@@ -2,16 +2,16 @@
 
 Letters: K keypoints, (h, w) heatmap height and width, ``...`` any leading batch dimensions.
 
-Two encodings of a joint at heatmap position ``mu``:
+Three encodings of a joint at heatmap position ``mu`` (a codec's ``target``, see ``data.codec``):
 
-- ``unbiased=False`` (SimpleBaseline/HRNet "MSRA" targets): the Gaussian is centred on the nearest
-  heatmap pixel ``floor(mu + 0.5)``, so the target carries up to half a pixel of quantisation error.
-- ``unbiased=True`` (DARK, Zhang et al. CVPR 2020; also what UDP's Gaussian targets do): the Gaussian
-  is centred on the exact sub-pixel position ``mu``.
-
-Either way the Gaussian is cut to the ``(6 sigma + 1)`` square around the nearest pixel, as HRNet does,
-and a joint gets weight 0 (and an all-zero map) when it is not visible or that square lies entirely
-outside the heatmap (HRNet's rule without its off-by-one, see below).
+- ``"nearest"`` (SimpleBaseline/HRNet "MSRA" targets): the Gaussian is centred on the nearest heatmap pixel
+  ``floor(mu + 0.5)``, so the target carries up to half a pixel of quantisation error; cut to the
+  ``(6 sigma + 1)`` square around that pixel. Weight 0 (and an all-zero map) when the joint is not visible
+  or the square lies entirely outside the heatmap (HRNet's rule without its off-by-one).
+- ``"subpixel"`` (DARK, Zhang et al. CVPR 2020; UDP): as ``"nearest"`` but centred on ``mu`` itself.
+- ``"tokenpose"`` (official TokenPose ``JointsDataset.generate_target``): centred on ``mu``, never cut, and
+  kept while ``int(mu - 3 sigma) < size`` and ``int(mu + 3 sigma + 1) >= 0`` on both axes (``int``
+  truncates towards zero, as Python's does).
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from typing import Sequence
 
 import numpy as np
 
+from dspose_graph.data.codec import TARGETS, Codec, get_codec
+from dspose_graph.data.transforms import crop_affine
+
 
 def gaussian_heatmaps(
     joints: np.ndarray,
@@ -27,6 +30,7 @@ def gaussian_heatmaps(
     heatmap_size: Sequence[int],
     sigma: float = 2.0,
     unbiased: bool = False,
+    target: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian target heatmaps for joints already in heatmap pixel coordinates.
 
@@ -35,13 +39,17 @@ def gaussian_heatmaps(
         visible: ``(..., K)`` truthy where the joint is labelled and should be learned.
         heatmap_size: ``(w, h)``.
         sigma: Gaussian standard deviation in heatmap pixels.
-        unbiased: centre on the sub-pixel position instead of the nearest pixel (see module doc).
+        unbiased: centre on the sub-pixel position instead of the nearest pixel (``target="subpixel"``).
+        target: the encoding (see module doc); default ``"subpixel"`` if ``unbiased`` else ``"nearest"``.
 
     Shapes:
         - returns heatmaps ``(..., K, h, w)`` float32 and target weights ``(..., K)`` float32 in {0, 1}.
     """
     if sigma <= 0:
         raise ValueError(f"heatmap sigma must be positive, got {sigma}")
+    target = target or ("subpixel" if unbiased else "nearest")
+    if target not in TARGETS:
+        raise ValueError(f"unknown target encoding {target!r}; valid: {list(TARGETS)}")
     w, h = int(heatmap_size[0]), int(heatmap_size[1])
     joints = np.asarray(joints, dtype=np.float64)
     if joints.shape[-1] != 2:
@@ -50,20 +58,25 @@ def gaussian_heatmaps(
     mu = np.where(finite[..., None], joints, 0.0)
     nearest = np.floor(mu + 0.5)
     radius = 3.0 * sigma
-    # Keep the joint while its (6 sigma + 1) patch overlaps the heatmap. HRNet tests the exclusive patch
-    # end with ">= 0", which also keeps a patch ending one pixel before column 0 (weight 1, empty map).
-    lo, hi = nearest - radius, nearest + radius
-    inside = (lo[..., 0] <= w - 1) & (lo[..., 1] <= h - 1) & (hi[..., 0] >= 0) & (hi[..., 1] >= 0)
+    if target == "tokenpose":
+        lo, hi = np.trunc(mu - radius), np.trunc(mu + radius + 1.0)
+        inside = (lo[..., 0] < w) & (lo[..., 1] < h) & (hi[..., 0] >= 0) & (hi[..., 1] >= 0)
+    else:
+        # Keep the joint while its (6 sigma + 1) patch overlaps the heatmap. HRNet tests the exclusive patch
+        # end with ">= 0", which also keeps a patch ending one pixel before column 0 (weight 1, empty map).
+        lo, hi = nearest - radius, nearest + radius
+        inside = (lo[..., 0] <= w - 1) & (lo[..., 1] <= h - 1) & (hi[..., 0] >= 0) & (hi[..., 1] >= 0)
     weights = (np.asarray(visible, dtype=bool) & finite & inside).astype(np.float32)
 
-    centre = mu if unbiased else nearest
+    centre = nearest if target == "nearest" else mu
     xs = np.arange(w, dtype=np.float64)
     ys = np.arange(h, dtype=np.float64)
-    # Separable Gaussian: (..., K, w) and (..., K, h) factors, each cut to the patch around the nearest pixel.
+    # Separable Gaussian: (..., K, w) and (..., K, h) factors, cut to the patch around the nearest pixel.
     gx = np.exp(-((xs - centre[..., 0:1]) ** 2) / (2.0 * sigma**2))
-    gx *= np.abs(xs - nearest[..., 0:1]) <= radius
     gy = np.exp(-((ys - centre[..., 1:2]) ** 2) / (2.0 * sigma**2))
-    gy *= np.abs(ys - nearest[..., 1:2]) <= radius
+    if target != "tokenpose":
+        gx *= np.abs(xs - nearest[..., 0:1]) <= radius
+        gy *= np.abs(ys - nearest[..., 1:2]) <= radius
     gy *= weights[..., None]
     heatmaps = (gy[..., :, None] * gx[..., None, :]).astype(np.float32)
     return heatmaps, weights
@@ -73,18 +86,19 @@ def joints_to_heatmap(
     joints_input: np.ndarray,
     input_size: Sequence[int],
     heatmap_size: Sequence[int],
-    udp: bool = False,
+    udp: bool | None = None,
+    codec: str | Codec | None = None,
 ) -> np.ndarray:
-    """Joints in input-crop pixels ``(..., 2)`` -> heatmap pixels.
+    """Joints in input-crop pixels ``(..., 2)`` -> heatmap pixels, under the codec's crop geometry.
 
-    The stride is ``input / heatmap`` (``(input - 1) / (heatmap - 1)`` with UDP, whose pixel grids are
-    aligned on their first and last pixel centres).
+    The map is the heatmap crop composed with the inverse input crop of the same box; it does not depend on
+    the box. Plain: ``x * heatmap / input``; UDP: ``x * (heatmap - 1) / (input - 1)``; TokenPose: one factor
+    ``(hw - 1) / (iw - 1)`` about the two grid centres (so not a pure stride when the aspect ratios round).
     """
-    joints_input = np.asarray(joints_input, dtype=np.float64)
-    iw, ih = float(input_size[0]), float(input_size[1])
-    hw, hh = float(heatmap_size[0]), float(heatmap_size[1])
-    if udp:
-        stride = np.array([(hw - 1.0) / (iw - 1.0), (hh - 1.0) / (ih - 1.0)])
-    else:
-        stride = np.array([hw / iw, hh / ih])
-    return joints_input * stride
+    codec = get_codec(codec, udp)
+    box = (float(input_size[0]) * 4.0, float(input_size[1]) * 4.0)
+    to_input = crop_affine((0.0, 0.0), box, 0.0, input_size, inverse=True, codec=codec)
+    to_heatmap = crop_affine((0.0, 0.0), box, 0.0, heatmap_size, codec=codec)
+    m = to_heatmap[:, :2] @ to_input[:, :2]
+    t = to_heatmap[:, :2] @ to_input[:, 2] + to_heatmap[:, 2]
+    return np.asarray(joints_input, dtype=np.float64) @ m.T + t

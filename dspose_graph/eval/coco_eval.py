@@ -3,7 +3,9 @@
 Top-down evaluation with detector boxes follows SimpleBaseline/HRNet/TokenPose: each person crop's score is
 rescored as ``box score x mean confidence of its keypoints above a threshold``, then OKS-NMS per image removes
 duplicate poses of one person found from overlapping boxes, then ``COCOeval`` (iouType ``keypoints``) scores
-the rest. For skeletons other than COCO-17, the schema's OKS sigmas are set on ``params.kpt_oks_sigmas``.
+the rest. OKS-NMS runs with ground-truth boxes too, as official TokenPose's ``evaluate`` always applies it.
+For skeletons other than COCO-17, the schema's OKS sigmas are set on ``params.kpt_oks_sigmas``; OKS-NMS
+without explicit sigmas uses COCO-17's (``topology.schemas.COCO17``) for 17 keypoints, as HRNet's does.
 
 Shapes: ``N`` persons, ``K`` keypoints; keypoints ``(N, K, 3)`` are image-pixel ``x, y`` and a confidence.
 """
@@ -23,6 +25,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from dspose_graph.io import atomic_write_json, read_json
+from topology.schemas import COCO17
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ def oks_nms(
     """Greedy OKS non-maximum suppression of one image's poses; indices kept, best score first.
 
     A pose is dropped when its OKS with an already kept, higher-scored pose exceeds ``threshold``.
+    ``sigmas`` default to COCO-17's for 17 keypoints and are required otherwise.
     """
     kp = np.asarray(keypoints, dtype=np.float64)
     sc = np.asarray(scores, dtype=np.float64)
@@ -80,8 +84,11 @@ def oks_nms(
     n = kp.shape[0]
     if kp.ndim != 3 or kp.shape[2] != 3 or sc.shape != (n,) or ar.shape != (n,):
         raise ValueError(f"oks_nms expects keypoints (N, K, 3), scores (N,), areas (N,); got {kp.shape}, {sc.shape}, {ar.shape}")
+    if sigmas is None and kp.shape[1] == COCO17.num_keypoints:
+        sigmas = COCO17.sigmas
     if sigmas is None:
-        raise ValueError("oks_nms needs the schema's OKS sigmas (schema.sigmas is None for this skeleton)")
+        raise ValueError(f"oks_nms needs OKS sigmas for a {kp.shape[1]}-keypoint skeleton (its schema defines "
+                         f"none); pass sigmas=")
     if len(sigmas) != kp.shape[1]:
         raise ValueError(f"{len(sigmas)} OKS sigmas for {kp.shape[1]} keypoints")
     order = np.argsort(-sc, kind="stable")
@@ -120,8 +127,8 @@ def make_coco_results(
 
     ``keypoints (N, K, 3)`` image-pixel x, y and confidence; ``image_ids (N,)``; ``box_scores (N,)`` (1 for
     ground-truth boxes); ``areas (N,)`` the crop areas used by OKS-NMS (e.g. ``scale_w * scale_h``).
-    Scores are rescored (:func:`rescore`); with ``nms_threshold`` OKS-NMS runs per image (needs ``areas``
-    and ``sigmas``).
+    Scores are rescored (:func:`rescore`); with ``nms_threshold`` OKS-NMS runs per image (needs ``areas``,
+    and ``sigmas`` unless K = 17). Official TokenPose applies both with detector and ground-truth boxes.
     """
     kp = np.asarray(keypoints, dtype=np.float64)
     ids = np.asarray(image_ids, dtype=np.int64)
@@ -160,17 +167,88 @@ def write_coco_results(results: list[dict[str, Any]], path: str | Path) -> Path:
     return Path(path)
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _numbers(values: Any, size: int, where: str, field: str, layout: str,
+             names: Sequence[str] | None = None) -> np.ndarray:
+    """``values`` as a float array of ``size`` finite numbers, else ``ValueError`` naming the first bad entry.
+
+    ``layout`` describes the expected content for the message; ``names`` label each group of three values
+    (keypoint names for ``x, y, v`` triples).
+    """
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"{where}: field {field!r} must be a list of {size} numbers ({layout}), "
+                         f"got {type(values).__name__} {values!r:.60}")
+    if len(values) != size:
+        raise ValueError(f"{where}: {field} must be {size} finite numbers ({layout}), got {len(values)} values")
+    for i, v in enumerate(values):
+        if not _is_number(v) or not math.isfinite(v):
+            label = f" (keypoint {names[i // 3]!r} {'xyv'[i % 3]})" if names is not None else ""
+            what = "NaN/inf" if _is_number(v) else f"a {type(v).__name__}, not a number"
+            raise ValueError(f"{where}: field {field!r}[{i}]{label} = {v!r} is {what}; expected {size} finite "
+                             f"numbers ({layout})")
+    return np.asarray(values, dtype=np.float64)
+
+
+def _id_hint(value: Any, known: Any) -> str:
+    """Why ``value`` misses ``known`` ids when only its JSON type is wrong (``"397133"`` vs ``397133``)."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and int(value) in known:
+        return f"; it is the string {value!r}, the ground truth has the number {int(value)}: write it without quotes"
+    if _is_number(value) and str(value) in known:
+        return f"; the ground truth has the string {str(value)!r}: ids must have the ground truth's JSON type"
+    return ""
+
+
+def check_ground_truth(coco_gt: COCO, source: str = "ground truth") -> None:
+    """Raise ``ValueError`` naming the annotation and field when ground truth cannot be scored.
+
+    Checks every annotation of the keypoint category: a known ``image_id``; ``keypoints`` ``3 K`` finite
+    numbers with visibility 0, 1 or 2; ``num_keypoints``, ``iscrowd``, finite ``area >= 0`` and ``bbox``
+    ``[x, y, w, h]``, all of which ``COCOeval`` reads. One NaN keypoint would otherwise make every
+    prediction match it (OKS of NaN distances).
+    """
+    cat = keypoint_category(coco_gt, source)
+    names = list(cat["keypoints"])
+    k = len(names)
+    for i, ann in enumerate(coco_gt.dataset.get("annotations", [])):
+        if ann.get("category_id") != cat["id"]:
+            continue
+        where = f"{source}: annotation id {ann.get('id')!r} (annotations[{i}], image_id {ann.get('image_id')!r})"
+        if ann.get("image_id") not in coco_gt.imgs:
+            raise ValueError(f"{where}: image_id is not in 'images'{_id_hint(ann.get('image_id'), coco_gt.imgs)}")
+        absent = [f for f in ("keypoints", "num_keypoints", "iscrowd", "area", "bbox") if f not in ann]
+        if absent:
+            raise ValueError(f"{where}: missing fields {absent} (COCOeval reads them)")
+        kp = _numbers(ann["keypoints"], 3 * k, where, "keypoints", f"x, y, v for {k} keypoints", names)
+        bad_v = np.flatnonzero(~np.isin(kp[2::3], (0, 1, 2)))
+        if bad_v.size:
+            j = int(bad_v[0])
+            raise ValueError(f"{where}: field 'keypoints' visibility of {names[j]!r} is {kp[3 * j + 2]:g}; "
+                             f"expected 0 (not labelled), 1 (occluded) or 2 (visible)")
+        box = _numbers(ann["bbox"], 4, where, "bbox", "x, y, w, h")
+        if (box[2:] < 0).any():
+            raise ValueError(f"{where}: field 'bbox' {ann['bbox']} has a negative width or height")
+        for field in ("area", "num_keypoints", "iscrowd"):
+            v = ann[field]
+            if not _is_number(v) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{where}: field {field!r} = {v!r} must be a finite number >= 0")
+
+
 def check_results(results: list[dict[str, Any]], coco_gt: COCO, source: str = "results", kind: str = "keypoints") -> None:
-    """Raise ``ValueError`` naming the record when results do not fit the ground truth.
+    """Raise ``ValueError`` naming the record and field when results do not fit the ground truth.
 
     ``kind="keypoints"`` checks keypoint results (``3 K`` finite numbers); ``kind="boxes"`` checks detection
-    results (``bbox [x, y, w, h]`` with positive size). Both need a known ``image_id``, the ground truth's
-    keypoint ``category_id`` and a finite ``score``.
+    results (``bbox [x, y, w, h]`` with positive size). Both need a known ``image_id`` (of the ground
+    truth's JSON type: ``"397133"`` is not ``397133``), the ground truth's keypoint ``category_id`` and a
+    finite ``score``.
     """
     if not isinstance(results, list):
         raise ValueError(f"{source}: expected a JSON list of result records, got {type(results).__name__}")
     cat = keypoint_category(coco_gt)
-    k = len(cat["keypoints"])
+    names = list(cat["keypoints"])
+    k = len(names)
     for i, r in enumerate(results):
         where = f"{source}: record {i}"
         if not isinstance(r, dict):
@@ -180,20 +258,19 @@ def check_results(results: list[dict[str, Any]], coco_gt: COCO, source: str = "r
         if absent:
             raise ValueError(f"{where}: missing fields {absent}")
         if r["category_id"] != cat["id"]:
-            raise ValueError(f"{where}: category_id {r['category_id']} but the ground truth's keypoint category is "
-                             f"{cat['id']} ({cat.get('name')!r}); is this a file for another category?")
+            raise ValueError(f"{where}: category_id {r['category_id']!r} but the ground truth's keypoint category is "
+                             f"{cat['id']} ({cat.get('name')!r}); is this a file for another category?"
+                             + _id_hint(r["category_id"], {cat["id"]}))
         if r["image_id"] not in coco_gt.imgs:
-            raise ValueError(f"{where}: image_id {r['image_id']} is not in the ground truth")
-        if not isinstance(r["score"], (int, float)) or not math.isfinite(r["score"]):
+            raise ValueError(f"{where}: image_id {r['image_id']!r} is not in the ground truth"
+                             + _id_hint(r["image_id"], coco_gt.imgs))
+        if not _is_number(r["score"]) or not math.isfinite(r["score"]):
             raise ValueError(f"{where}: score {r['score']!r} is not a finite number")
         if kind == "keypoints":
-            v = np.asarray(r["keypoints"], dtype=np.float64)
-            if v.shape != (3 * k,) or not np.isfinite(v).all():
-                raise ValueError(f"{where}: keypoints must be {3 * k} finite numbers (x, y, v for {k} keypoints), "
-                                 f"got {v.size} values{' with NaN/inf' if v.shape == (3 * k,) else ''}")
+            _numbers(r["keypoints"], 3 * k, where, "keypoints", f"x, y, v for {k} keypoints", names)
         else:
-            b = np.asarray(r["bbox"], dtype=np.float64)
-            if b.shape != (4,) or not np.isfinite(b).all() or b[2] <= 0 or b[3] <= 0:
+            b = _numbers(r["bbox"], 4, where, "bbox", "x, y, w, h with w, h > 0")
+            if b[2] <= 0 or b[3] <= 0:
                 raise ValueError(f"{where}: bbox must be [x, y, w, h] with w, h > 0, got {r['bbox']}")
 
 
@@ -223,6 +300,7 @@ def evaluate_coco(
     With ``results_path`` the results are also written there (atomically). Returns ``AP, AP50, AP75, APm,
     APl, AR, AR50, AR75, ARm, ARl`` (fractions in [0, 1]; -1 where pycocotools has no instance).
     """
+    check_ground_truth(coco_gt)
     check_results(results, coco_gt)
     if not results:
         raise ValueError("no keypoint results to evaluate")

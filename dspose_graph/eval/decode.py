@@ -8,6 +8,10 @@ heatmap is drawn, so :func:`heatmaps_to_image` with the same ``center``/``scale`
 
 Every function takes a ``torch.Tensor`` or a ``numpy.ndarray`` and returns the same kind. The work is done
 by whole-tensor torch operations over all ``B * K`` heatmaps at once (no per-joint Python loop).
+
+Decoding follows the codec that encoded the targets (``dspose_graph.data.codec``, default ``"tokenpose"``):
+its crop geometry for the back-projection, its flip-test shift, and DARK's blur border (zeros for
+TokenPose, as its ``gaussian_blur`` pads with zeros; OpenCV's reflect-101 for HRNet and UDP).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dspose_graph.data.codec import BLUR_BORDERS, Codec, get_codec
 from dspose_graph.data.transforms import crop_affine
 
 ArrayLike = TypeVar("ArrayLike", torch.Tensor, np.ndarray)
@@ -47,8 +52,17 @@ def gaussian_kernel_sigma(kernel: int) -> float:
     return 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
 
 
-def gaussian_blur(heatmaps: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Separable Gaussian blur of ``(B, K, h, w)`` heatmaps with reflect-101 borders (OpenCV's default)."""
+def _check_border(border: str) -> None:
+    if border not in BLUR_BORDERS:
+        raise ValueError(f"unknown DARK blur border {border!r}; valid: {list(BLUR_BORDERS)}")
+
+
+def gaussian_blur(heatmaps: torch.Tensor, kernel: int, border: str = "reflect") -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, K, h, w)`` heatmaps.
+
+    ``border="reflect"``: reflect-101 (OpenCV's default); ``"zero"``: zero padding (TokenPose's DARK).
+    """
+    _check_border(border)
     if kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"DARK kernel must be a positive odd integer, got {kernel}")
     b, k, h, w = heatmaps.shape
@@ -57,7 +71,7 @@ def gaussian_blur(heatmaps: torch.Tensor, kernel: int) -> torch.Tensor:
         raise ValueError(f"DARK kernel {kernel} is too large for {h}x{w} heatmaps")
     g = _gaussian_1d(kernel, heatmaps.dtype, heatmaps.device)
     x = heatmaps.reshape(b * k, 1, h, w)
-    x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    x = F.pad(x, (pad, pad, pad, pad), mode="reflect" if border == "reflect" else "constant")
     x = F.conv2d(x, g.view(1, 1, 1, kernel))
     x = F.conv2d(x, g.view(1, 1, kernel, 1))
     return x.view(b, k, h, w)
@@ -138,7 +152,8 @@ def _reflect101(i: torch.Tensor, n: int) -> torch.Tensor:
     return i.clamp(0, n - 1)
 
 
-def _window_5x5(heatmaps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kernel: int) -> torch.Tensor:
+def _window_5x5(heatmaps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kernel: int,
+                border: str = "reflect") -> torch.Tensor:
     """The Gaussian-blurred map on the 5x5 grid around ``(x, y)``, computed from a local window only.
 
     Equal to ``gaussian_blur(heatmaps)`` at those 25 points, at a tiny fraction of the cost: the blur is a
@@ -147,10 +162,17 @@ def _window_5x5(heatmaps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kernel
     b, k, h, w = heatmaps.shape
     half = kernel // 2 + 2
     r = torch.arange(-half, half + 1, device=heatmaps.device)
-    rows = _reflect101(y.reshape(-1, 1) + r, h)
-    cols = _reflect101(x.reshape(-1, 1) + r, w)
+    rows, cols = y.reshape(-1, 1) + r, x.reshape(-1, 1) + r
+    if border == "reflect":
+        rows, cols = _reflect101(rows, h), _reflect101(cols, w)
+        inside = None
+    else:
+        inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+        rows, cols = rows.clamp(0, h - 1), cols.clamp(0, w - 1)
     idx = (rows[:, :, None] * w + cols[:, None, :]).reshape(b * k, -1)
     patch = heatmaps.reshape(b * k, h * w).gather(1, idx).double().view(b * k, r.numel(), r.numel())
+    if inside is not None:
+        patch = patch * inside
     band = _band(kernel, str(heatmaps.device))
     return (band @ patch @ band.T).view(b, k, 5, 5)
 
@@ -165,11 +187,12 @@ def _band(kernel: int, device: str) -> torch.Tensor:
     return band
 
 
-def dark_refine(heatmaps: torch.Tensor, coords: torch.Tensor, kernel: int = 11, eps: float = 1e-10) -> torch.Tensor:
+def dark_refine(heatmaps: torch.Tensor, coords: torch.Tensor, kernel: int = 11, eps: float = 1e-10,
+                border: str = "reflect") -> torch.Tensor:
     """Distribution-aware refinement (DARK, Zhang et al., CVPR 2020) of integer maxima ``coords`` (B, K, 2).
 
     1. Modulate: blur each heatmap with a ``kernel`` x ``kernel`` Gaussian (OpenCV's sigma rule for that size,
-       reflect-101 borders) and rescale it to its original maximum (the network output is not a clean
+       ``border`` ``"reflect"`` (reflect-101) or ``"zero"`` padding) and rescale it to its original maximum (the network output is not a clean
        Gaussian; the blur restores one).
     2. Take ``log`` (clipped at ``eps``): a Gaussian becomes a quadratic, which a second-order Taylor
        expansion fits exactly.
@@ -185,20 +208,24 @@ def dark_refine(heatmaps: torch.Tensor, coords: torch.Tensor, kernel: int = 11, 
     through the full blurred map.
     """
     b, k, h, w = heatmaps.shape
+    _check_border(border)
     if kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"DARK kernel must be a positive odd integer, got {kernel}")
     if kernel // 2 + 2 >= min(h, w):
         raise ValueError(f"DARK kernel {kernel} is too large for {h}x{w} heatmaps; pass a smaller odd kernel "
                          f"(at most {2 * (min(h, w) - 3) + 1}) or method='argmax'")
     x, y = coords[..., 0], coords[..., 1]
-    local = _window_5x5(heatmaps, x, y, kernel)
+    local = _window_5x5(heatmaps, x, y, kernel, border)
     # The blurred maximum never exceeds the original one, so the rescale factor is >= 1: a stencil value
     # >= eps before rescaling is never clipped.
-    clipped = (local < eps).flatten(2).any(dim=2)
+    # A map without a positive maximum carries no location (decode_heatmaps zeroes it) and an all-zero one
+    # has no gradient either way: only positive maps take the exact path.
+    clipped = (local < eps).flatten(2).any(dim=2) & (_gather(heatmaps, x, y) > 0)
     logm = torch.log(local.clamp_min(eps))
     if clipped.any():
         sel = clipped.nonzero(as_tuple=True)
-        logm[sel] = _full_log_window(heatmaps[sel[0], sel[1]].double().unsqueeze(0), x[sel], y[sel], kernel, eps)[0]
+        logm[sel] = _full_log_window(heatmaps[sel[0], sel[1]].double().unsqueeze(0), x[sel], y[sel], kernel, eps,
+                                     border)[0]
     ox, oy = _taylor_step(logm, x, y, h, w)
     out = coords.to(torch.float64).clone()
     out[..., 0] += ox
@@ -206,10 +233,11 @@ def dark_refine(heatmaps: torch.Tensor, coords: torch.Tensor, kernel: int = 11, 
     return out
 
 
-def _full_log_window(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kernel: int, eps: float) -> torch.Tensor:
+def _full_log_window(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kernel: int, eps: float,
+                     border: str) -> torch.Tensor:
     """Exact DARK log-map (full blur, rescale to the original maximum, clip) on the 5x5 grid: ``(1, M, 5, 5)``."""
     peak = maps.flatten(2).amax(dim=2)[..., None, None]
-    blurred = gaussian_blur(maps, kernel)
+    blurred = gaussian_blur(maps, kernel, border)
     bpeak = blurred.flatten(2).amax(dim=2)[..., None, None]
     scale = torch.where(bpeak != 0, peak / torch.where(bpeak != 0, bpeak, torch.ones_like(bpeak)), torch.ones_like(peak))
     logm = torch.log(torch.clamp(blurred * scale, min=eps))
@@ -221,12 +249,15 @@ def _full_log_window(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kerne
     return logm.flatten(2).gather(2, idx).view(1, -1, 5, 5)
 
 
-def dark_reference(heatmaps: np.ndarray, kernel: int = 11) -> np.ndarray:
+def dark_reference(heatmaps: np.ndarray, kernel: int = 11, border: str = "reflect") -> np.ndarray:
     """DARK written the usual way, one heatmap at a time (``cv2.GaussianBlur``, log, Taylor step with an
     explicit 2x2 inverse): the readable specification that the tests and ``dspose bench dark`` hold
-    :func:`dark_refine` to. Slow; ``(B, K, h, w)`` in, ``(B, K, 2)`` x/y out (0 where a map is <= 0)."""
+    :func:`dark_refine` to. ``border="zero"`` embeds each map in a zero frame of half a kernel before the
+    blur, as TokenPose does. Slow; ``(B, K, h, w)`` in, ``(B, K, 2)`` x/y out (0 where a map is <= 0)."""
     import cv2
 
+    _check_border(border)
+    pad = kernel // 2
     b, k, h, w = heatmaps.shape
     out = np.zeros((b, k, 2))
     sigma = gaussian_kernel_sigma(kernel)
@@ -236,7 +267,11 @@ def dark_reference(heatmaps: np.ndarray, kernel: int = 11) -> np.ndarray:
             y, x = np.unravel_index(np.argmax(m), m.shape)
             if m[y, x] <= 0:
                 continue
-            blurred = cv2.GaussianBlur(m, (kernel, kernel), sigma)
+            if border == "zero":
+                framed = cv2.copyMakeBorder(m, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0.0)
+                blurred = cv2.GaussianBlur(framed, (kernel, kernel), sigma)[pad:pad + h, pad:pad + w]
+            else:
+                blurred = cv2.GaussianBlur(m, (kernel, kernel), sigma)
             blurred *= m.max() / blurred.max()
             lg = np.log(np.maximum(blurred, 1e-10))
             p = np.array([x, y], dtype=np.float64)
@@ -252,11 +287,18 @@ def dark_reference(heatmaps: np.ndarray, kernel: int = 11) -> np.ndarray:
     return out
 
 
-def decode_heatmaps(heatmaps: ArrayLike, method: str = "dark", kernel: int = 11) -> tuple[ArrayLike, ArrayLike]:
+def decode_heatmaps(
+    heatmaps: ArrayLike,
+    method: str = "dark",
+    kernel: int = 11,
+    codec: str | Codec | None = None,
+    udp: bool | None = None,
+) -> tuple[ArrayLike, ArrayLike]:
     """Keypoint locations ``(B, K, 2)`` in heatmap pixels and confidences ``(B, K)`` from ``(B, K, h, w)`` maps.
 
-    ``method``: ``"dark"`` (Taylor refinement on the modulated log-heatmap) or ``"argmax"`` (integer maximum
-    plus the quarter-pixel offset). The confidence is the heatmap maximum. A map whose maximum is not positive
+    ``method``: ``"dark"`` (Taylor refinement on the modulated log-heatmap, blurred with the border of
+    ``codec``: zeros for ``"tokenpose"``, the default) or ``"argmax"`` (integer maximum plus the
+    quarter-pixel offset). The confidence is the heatmap maximum. A map whose maximum is not positive
     carries no location: its coordinates are returned as ``(0, 0)`` with its (non-positive) score, as HRNet does.
     The maximum is found in the input's dtype; the refinement runs in float64. Outputs are float64 of the
     input's kind (tensor on the input's device, or numpy).
@@ -273,20 +315,29 @@ def decode_heatmaps(heatmaps: ArrayLike, method: str = "dark", kernel: int = 11)
         bad = (~torch.isfinite(maxvals)).nonzero()[0].tolist()
         raise ValueError(f"heatmaps contain NaN/inf (first in sample {bad[0]}, keypoint {bad[1]})")
     if method == "dark":
-        coords = dark_refine(hm, coords_int, kernel=kernel)
+        coords = dark_refine(hm, coords_int, kernel=kernel, border=get_codec(codec, udp).blur_border)
     else:
         coords = quarter_offset(hm, coords_int)
     coords = coords * (maxvals > 0).unsqueeze(2).to(coords.dtype)
     return _like(coords, heatmaps), _like(maxvals, heatmaps)
 
 
-def flip_back(heatmaps: ArrayLike, flip_index: Sequence[int] | np.ndarray, shift: bool = True) -> ArrayLike:
+def flip_back(
+    heatmaps: ArrayLike,
+    flip_index: Sequence[int] | np.ndarray,
+    shift: bool | None = None,
+    codec: str | Codec | None = None,
+    udp: bool | None = None,
+) -> ArrayLike:
     """Heatmaps predicted on horizontally flipped crops, mapped back to the un-flipped crop's frame.
 
     Mirrors the width axis and swaps left/right channels (``out[:, k] = flipped[:, flip_index[k]]``; use
     ``schema.flip_index``). ``shift=True`` moves the result one pixel right (HRNet's flip-test shift), which
-    compensates the half-pixel misalignment of the non-UDP crop convention; use ``shift=False`` with UDP.
+    compensates the half-pixel misalignment of the plain (HRNet) crop convention; TokenPose and UDP crops
+    mirror exactly and need none. ``shift=None`` takes the codec's choice (default ``"tokenpose"``: none).
     """
+    if shift is None:
+        shift = get_codec(codec, udp).flip_shift
     hm = heatmaps if isinstance(heatmaps, torch.Tensor) else torch.from_numpy(np.asarray(heatmaps))
     if hm.dim() != 4:
         raise ValueError(f"heatmaps must be (B, K, h, w), got shape {tuple(hm.shape)}")
@@ -306,14 +357,16 @@ def heatmaps_to_image(
     centers: ArrayLike,
     scales: ArrayLike,
     heatmap_size: Sequence[int],
-    udp: bool = False,
+    udp: bool | None = None,
     rotations: ArrayLike | None = None,
+    codec: str | Codec | None = None,
 ) -> ArrayLike:
     """Heatmap-pixel coordinates ``(B, K, 2)`` -> original-image pixels ``(B, K, 2)``.
 
     ``centers``/``scales`` ``(B, 2)`` are the crop boxes (``scale`` = padded box size in pixels, as the
     datasets' ``meta`` gives them), ``heatmap_size`` is ``(w, h)``, ``rotations`` ``(B,)`` degrees (default 0).
-    Uses ``crop_affine(..., inverse=True)``, so it inverts exactly how targets were placed.
+    Uses ``crop_affine(..., inverse=True)`` with the codec's geometry (default ``"tokenpose"``; the legacy
+    ``udp`` flag means ``"udp"``/``"hrnet"``), so it inverts exactly how targets were placed.
     """
     c = _as_tensor(coords, "coords", 3).double()
     ctr = _as_tensor(centers, "centers", 2).double().cpu().numpy()
@@ -326,7 +379,8 @@ def heatmaps_to_image(
     rot = np.zeros(b) if rotations is None else _as_tensor(rotations, "rotations", 1).double().cpu().numpy()
     if rot.shape != (b,):
         raise ValueError(f"rotations must be (B,) = ({b},), got {rot.shape}")
-    mats = np.stack([crop_affine(ctr[i], scl[i], rot[i], heatmap_size, inverse=True, udp=udp) for i in range(b)])
+    codec = get_codec(codec, udp)
+    mats = np.stack([crop_affine(ctr[i], scl[i], rot[i], heatmap_size, inverse=True, codec=codec) for i in range(b)])
     m = torch.from_numpy(mats).to(c.device)
     out = torch.einsum("bij,bkj->bki", m[:, :, :2], c) + m[:, None, :, 2]
     return _like(out, coords)

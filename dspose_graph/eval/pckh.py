@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import scipy.io
 
-from dspose_graph.io import read_json, shared_data_dir
+from dspose_graph.io import read_json
+from topology.annotations import shared_mpii_dir
 
 NUM_JOINTS = 16
 SC_BIAS = 0.6
@@ -50,10 +51,10 @@ GT_KEYS = ("jnt_missing", "pos_gt_src", "headboxes_src")
 
 def default_gt_path() -> Path:
     """``<shared data>/mpii/detections_our_format.mat`` (``$DSPOSE_DATA`` or ``../shared/data``)."""
-    root = shared_data_dir()
-    if root is None:
+    mpii_dir = shared_mpii_dir()
+    if mpii_dir is None:
         raise FileNotFoundError("MPII ground truth not given and no data folder found: pass --gt or set DSPOSE_DATA")
-    return root / "mpii" / "detections_our_format.mat"
+    return mpii_dir / "detections_our_format.mat"
 
 
 def load_mpii_gt(path: str | Path | None = None) -> dict[str, np.ndarray]:
@@ -78,7 +79,51 @@ def load_mpii_gt(path: str | Path | None = None) -> dict[str, np.ndarray]:
             f"got {pos.shape}, {missing.shape}, {boxes.shape}"
         )
     head_size = SC_BIAS * np.linalg.norm(boxes[1] - boxes[0], axis=0)
+    check_gt(pos.transpose(2, 0, 1), missing.T, head_size, path)
     return {"gt": pos.transpose(2, 0, 1), "missing": missing.T, "head_size": head_size, "path": path}
+
+
+def check_gt(gt: np.ndarray, missing: np.ndarray, head_size: np.ndarray, source: str | Path) -> None:
+    """Raise ``ValueError`` naming the person and field when ground truth cannot be scored.
+
+    A zero-size (or NaN) head box would divide every distance of its person by zero: the official
+    toolkit then counts that person's joints as wrong without a word. Ground truth with such a box is
+    damaged (the official file has none), so it is refused rather than silently scored. Joint positions
+    must be finite wherever ``jnt_missing`` says they are annotated.
+    """
+    bad = np.flatnonzero(~(np.isfinite(head_size) & (head_size > 0)))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{source}: person {i} (column {i} of 'headboxes_src') has head size {head_size[i]:g}; "
+                         f"expected a head box of positive size ({bad.size} person(s) affected)")
+    bad_joint = np.argwhere(~np.isfinite(gt).all(axis=2) & ~missing)
+    if bad_joint.size:
+        i, j = (int(v) for v in bad_joint[0])
+        raise ValueError(f"{source}: person {i} joint {JOINT_NAMES[j]!r} in 'pos_gt_src' is not finite "
+                         f"but 'jnt_missing' marks it annotated")
+
+
+def check_threshold(value: float, name: str = "threshold") -> None:
+    """Raise ``ValueError`` unless ``value`` is a PCKh threshold in ``(0, 1]`` (a fraction of the head size)."""
+    if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
+        raise ValueError(f"{name} {value!r} is outside (0, 1]; PCKh thresholds are fractions of the head size "
+                         f"(0.5 for PCKh@0.5)")
+
+
+def check_predictions(preds: np.ndarray, num_persons: int, source: str = "predictions") -> None:
+    """Raise ``ValueError`` unless ``preds`` is ``(N, 16, 2)`` finite with N the ground truth's persons."""
+    p = np.asarray(preds)
+    if p.shape != (num_persons, NUM_JOINTS, 2):
+        hint = ""
+        if p.ndim == 3 and p.shape[1] != NUM_JOINTS:
+            hint = f" ({p.shape[1]} joints per person, MPII has {NUM_JOINTS}: predictions for another skeleton?)"
+        elif p.ndim == 3 and p.shape[0] != num_persons:
+            hint = f" ({p.shape[0]} persons, the ground truth has {num_persons}: one row per val person, in order)"
+        raise ValueError(f"{source}: predictions must be (N, 16, 2) with N = {num_persons} validation persons, "
+                         f"got shape {p.shape}{hint}")
+    if not np.isfinite(p).all():
+        bad = np.argwhere(~np.isfinite(p).all(axis=2))[0]
+        raise ValueError(f"{source}: predictions contain NaN/inf (first at person {bad[0]}, joint {JOINT_NAMES[bad[1]]})")
 
 
 def _pooled(correct: np.ndarray, valid: np.ndarray, joints: list[int]) -> float:
@@ -90,22 +135,21 @@ def evaluate_pckh(
     gt_mat_path: str | Path | None = None,
     threshold: float = 0.5,
     low_threshold: float = 0.1,
+    source: str = "predictions",
 ) -> dict[str, Any]:
     """PCKh of ``preds (N, 16, 2)`` (original-image pixels, MATLAB frame as the .mat) against the MPII val GT.
 
     Returns the table values (``Head`` ... ``Ankle``, ``Mean``, ``Mean@0.1``) plus ``"Mean (unweighted)"``,
     ``"Head (toolkit)"``, ``"UBody"`` (the toolkit's pooled upper body: wrists, elbows, shoulders),
     ``"per_joint"`` (16 values at ``threshold``, NaN for joints never annotated) and ``"count"``
-    (annotated joints per joint).
+    (annotated joints per joint). ``source`` names the predictions in error messages.
     """
+    check_threshold(threshold, "threshold")
+    check_threshold(low_threshold, "low_threshold")
     gt = load_mpii_gt(gt_mat_path)
     p = np.asarray(preds, dtype=np.float64)
     n = gt["gt"].shape[0]
-    if p.shape != (n, NUM_JOINTS, 2):
-        raise ValueError(f"predictions must be (N, 16, 2) with N = {n} validation persons, got shape {p.shape}")
-    if not np.isfinite(p).all():
-        bad = np.argwhere(~np.isfinite(p).all(axis=2))[0]
-        raise ValueError(f"predictions contain NaN/inf (first at person {bad[0]}, joint {JOINT_NAMES[bad[1]]})")
+    check_predictions(p, n, source)
     valid = ~gt["missing"]
     dist = np.linalg.norm(p - gt["gt"], axis=2) / gt["head_size"][:, None]
     count = valid.sum(axis=0)

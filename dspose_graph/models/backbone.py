@@ -7,6 +7,15 @@ stride-4 branch of stage 3 and never builds stage 4. So we build timm's ``HighRe
 layers of stage 3's last module that feed the two coarser outputs (TokenPose's ``multi_scale_output=False``),
 and only then allocate and initialise what remains. Stage-4 weights are never materialised or run.
 
+Pretrained weights (``pretrained=PATH``): timm's HRNet and the ImageNet files official HRNet/TokenPose start
+from (``hrnet_w32-36af842e.pth``, ``hrnet_w48-8ef0771d.pth``, HRNet-Image-Classification's ``cls_hrnet.py``)
+name stage 1-3 tensors alike (``conv1.weight``, ``layer1.0.conv1.weight``, ``transition1.0.0.weight``,
+``stage2.0.branches.0.0.conv1.weight``, ``stage3.3.fuse_layers.0.2.0.weight``, ...): timm ported that code
+and its module indices, and the modules official HRNet leaves as ``None`` are parameter-free ``Identity`` in
+timm. The loader therefore reads both layouts by name; it also finds the backbone inside a whole-model file
+(TokenPose's ``pre_feature.``, MMPose's ``backbone.``, ours ``backbone.net.``) and accepts files without
+BatchNorm's ``num_batches_tracked`` counters (older PyTorch, and ignored by training anyway).
+
 Shapes:
     B: batch, C: channels of the highest-resolution stage-3 branch (32 for W32, 48 for W48),
     H, W: input size. ``(B, 3, H, W) -> (B, C, H/4, W/4)``.
@@ -15,6 +24,7 @@ Shapes:
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -26,6 +36,21 @@ log = logging.getLogger(__name__)
 BACKBONES = ("hrnet_w18_small", "hrnet_w18_small_v2", "hrnet_w18", "hrnet_w32", "hrnet_w48")
 # Modules of timm's HighResolutionNet that TokenPose's stage-3 cut does not use.
 _DROPPED = ("transition3", "stage4", "incre_modules", "downsamp_modules", "final_layer", "classifier")
+
+
+# Where a whole-model file keeps the HRNet: TokenPose's pose models (pre_feature.), MMPose (backbone.), our
+# DSPose (backbone.net.), an HRNetStage3 state dict (net.); a bare HRNet file has none.
+_PREFIXES = ("", "backbone.net.", "pre_feature.", "backbone.", "net.")
+
+
+@dataclass(frozen=True)
+class PretrainedReport:
+    """What :meth:`HRNetStage3.load_pretrained` took from a weight file."""
+
+    source: str
+    prefix: str
+    loaded: int
+    ignored: int
 
 
 def _init_like_timm(module: nn.Module) -> None:
@@ -96,8 +121,13 @@ class HRNetStage3(nn.Module):
         if pretrained:
             self.load_pretrained(pretrained)
 
-    def load_pretrained(self, pretrained: bool | str | Path) -> None:
-        """Load the stage 1-3 weights from a timm/ImageNet HRNet checkpoint; the rest of the file is ignored."""
+    def load_pretrained(self, pretrained: bool | str | Path) -> PretrainedReport:
+        """Load the stage 1-3 weights from a timm or official HRNet ImageNet checkpoint (or a whole pose model).
+
+        Every stage 1-3 tensor must be present (``num_batches_tracked`` may be absent) with this variant's
+        shape; otherwise ``ValueError`` lists the missing or mismatched names. The file's other tensors
+        (stage 4, classification head, a pose head) are ignored and counted.
+        """
         if pretrained is True:
             source = f"timm:{self.name}"
             state = timm.create_model(self.name, pretrained=True, head="").state_dict()
@@ -105,18 +135,26 @@ class HRNetStage3(nn.Module):
             source = str(pretrained)
             state = read_state_dict(pretrained)
         own = self.net.state_dict()
-        missing = [k for k in own if k not in state]
+        required = [k for k in own if not k.endswith("num_batches_tracked")]
+        prefix = max(_PREFIXES, key=lambda p: sum(p + k in state for k in required))
+        missing = [k for k in required if prefix + k not in state]
         if missing:
             raise ValueError(
-                f"weight file {source} lacks {len(missing)} of {len(own)} {self.name} stage 1-3 tensors "
-                f"(e.g. {missing[:3]}); expected a timm {self.name} checkpoint"
+                f"weight file {source} lacks {len(missing)} of {len(required)} {self.name} stage 1-3 tensors "
+                f"(looked for names {'with prefix ' + repr(prefix) if prefix else 'without prefix'}): "
+                f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}; expected a timm or official "
+                f"HRNet ImageNet {self.name} checkpoint (e.g. hrnet_w32-36af842e.pth for hrnet_w32)"
             )
-        bad = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if state[k].shape != v.shape]
+        taken = {k: state[prefix + k] for k in own if prefix + k in state}
+        bad = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in taken.items() if v.shape != own[k].shape]
         if bad:
-            raise ValueError(f"weight file {source} does not fit {self.name}: shape mismatch {bad[:3]}")
-        self.net.load_state_dict({k: state[k] for k in own})
-        log.info("loaded %d %s stage 1-3 tensors from %s (ignored %d others)", len(own), self.name, source,
-                 len(state) - len(own))
+            raise ValueError(f"weight file {source} does not fit {self.name}: {len(bad)} stage 1-3 tensors differ in "
+                             f"shape (file vs model), e.g. {'; '.join(bad[:5])}")
+        self.net.load_state_dict(taken, strict=False)
+        report = PretrainedReport(source=source, prefix=prefix, loaded=len(taken), ignored=len(state) - len(taken))
+        log.info("loaded %d %s stage 1-3 tensors from %s (prefix %r; ignored %d others)", report.loaded, self.name,
+                 source, prefix, report.ignored)
+        return report
 
     def forward(self, x: Tensor) -> Tensor:
         n = self.net

@@ -1,7 +1,7 @@
 r"""DSPose: HRNet stage 3 -> keypoint tokens (TokenPose) -> MLP or dual-space graph head -> heatmaps.
 
-Read top to bottom: :class:`DSPoseConfig` (every knob, JSON-serialisable), :func:`physical_adjacency_for`
-(the A_p buffer from a topology), :class:`DSPose` (the model). Presets live in ``presets.py``.
+Read top to bottom: :class:`DSPoseConfig` (every knob, JSON-serialisable), :class:`DSPose` (the model).
+Heads and the A_p buffer they build from a topology live in ``heads.py``. Presets live in ``presets.py``.
 
 Shapes (this module):
     B: batch, H, W: input image size, K: keypoints, h = H/4, w = W/4: heatmap size.
@@ -18,9 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from dspose_graph.models.backbone import HRNetStage3
-from dspose_graph.models.heads import HEADS, GraphHead, MLPHead
+from dspose_graph.models.heads import HEADS, physical_adjacency_for  # noqa: F401  (re-exported)
 from dspose_graph.models.transformer import KeypointTokenEncoder
-from topology.adjacency import labels_from_groups, physical_adjacency
 from topology.schemas import KeypointSchema, get_schema
 
 STRIDE = 4  # HRNet stage-3 high-resolution branch
@@ -78,44 +77,13 @@ class DSPoseConfig:
         return KeypointSchema.from_dict(self.schema) if isinstance(self.schema, dict) else get_schema(self.schema)
 
 
-def physical_adjacency_for(schema: KeypointSchema, topology: Any = None, a: float = 0.9) -> np.ndarray:
-    """A_p ``(K, K)`` (Eq. 4) for ``schema`` from a topology spec (see :class:`DSPoseConfig`), K checked."""
-    k = schema.num_keypoints
-    if topology is None:
-        return physical_adjacency(schema.group_labels(), a)
-    if isinstance(topology, (str, Path)):
-        from topology.files import load_topology  # lazy: the topology files are only needed here
-
-        topo = load_topology(topology)
-        if topo.schema.num_keypoints != k:
-            raise ValueError(
-                f"topology {topology!r} has {topo.schema.num_keypoints} keypoints but the model's schema "
-                f"{schema.name!r} has K={k}"
-            )
-        return physical_adjacency(topo.labels, a)
-    rows = [list(r) for r in topology]
-    square = all(len(r) == len(rows) for r in rows)
-    if square and len(rows) == k:
-        return np.asarray(rows, dtype=np.float32)
-    if square and not _is_partition(rows, k):
-        raise ValueError(f"topology adjacency has shape ({len(rows)}, {len(rows)}); expected ({k}, {k}) "
-                         f"for schema {schema.name!r}")
-    return physical_adjacency(labels_from_groups(rows, k), a)
-
-
-def _is_partition(rows: list, k: int) -> bool:
-    try:
-        return sorted(int(i) for r in rows for i in r) == list(range(k))
-    except (TypeError, ValueError):
-        return False
-
-
 class DSPose(nn.Module):
     """Top-down pose model: image crop -> K heatmaps.
 
     Shapes:
         input ``(B, 3, H, W)`` float (ImageNet-normalised), output ``(B, K, h, w)``; with
-        ``return_adjacency=True`` also the dict of :class:`~dspose_graph.models.heads.GraphHead`.
+        ``return_adjacency=True`` also the dict of :class:`~dspose_graph.models.heads.GraphHead`, or ``None``
+        for a head without a graph (``head="mlp"``).
     """
 
     def __init__(self, config: DSPoseConfig, pretrained_backbone: bool | str | Path | None = None,
@@ -140,17 +108,7 @@ class DSPose(nn.Module):
             config.heads, config.mlp_ratio,
         )
         out_dim = self.heatmap_size[0] * self.heatmap_size[1]
-        if config.head == "mlp":
-            self.head = MLPHead(self.encoder.out_dim, config.hidden_dim, out_dim, config.head_layers)
-        else:
-            a_p = torch.from_numpy(physical_adjacency_for(self.schema, config.topology, config.a)) \
-                if config.head == "dual" else torch.zeros(k, k)
-            self.head = GraphHead(
-                self.encoder.out_dim, config.hidden_dim, out_dim, config.head_layers, a_p, mode=config.head,
-                conv=config.conv, t=config.t, p_mode=config.p_mode, p_init=config.p_init,
-                af_binary=config.af_binary, af_source=config.af_source, normalize=config.normalize,
-                activation=config.activation, residual=config.residual, backend=config.backend,
-            )
+        self.head = HEADS[config.head](config, self.schema, self.encoder.out_dim, out_dim)
 
     @property
     def num_keypoints(self) -> int:

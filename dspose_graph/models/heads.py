@@ -4,19 +4,30 @@ Both map ``(B, K, D_in)`` keypoint tokens through N layers of widths ``D_in -> h
 flattened heatmap per keypoint. The MLP applies ``LN -> Linear`` per layer (TokenPose, no activation); the
 graph head applies Eq. (9) per layer, mixing keypoints through ``A_m`` (Eq. (8)).
 
+Heads are built by name from :data:`HEADS` (``DSPoseConfig.head``), a table of constructors
+``(config, schema, in_dim, out_dim) -> head``. ``forward(tokens, return_adjacency=True)`` returns
+``(heatmaps, adjacency)``; the adjacency is ``None`` for the MLP head, which has no graph.
+
 Shapes (this module):
     B: batch, K: keypoints, D_in: token width, HW: heatmap pixels (h*w).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from dspose_graph.graph.layers import GraphLayer, check_top_t, normalize_adjacency
+from topology.adjacency import labels_from_groups, physical_adjacency
 from topology.feature import feature_adjacency
+from topology.schemas import KeypointSchema
 
-HEADS = ("mlp", "feature", "dual")
+if TYPE_CHECKING:
+    from dspose_graph.models.dspose import DSPoseConfig
 
 
 def layer_widths(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> list[int]:
@@ -26,8 +37,36 @@ def layer_widths(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) ->
     return [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
 
 
-def _empty_adjacency(k: int, device: torch.device) -> dict:
-    return {"A_p": torch.zeros(k, k, device=device), "A_f": [], "A_m": [], "p": torch.zeros((), device=device)}
+def physical_adjacency_for(schema: KeypointSchema, topology: Any = None, a: float = 0.9) -> np.ndarray:
+    """A_p ``(K, K)`` (Eq. 4) for ``schema`` from a topology spec (see :class:`DSPoseConfig`), K checked."""
+    k = schema.num_keypoints
+    if topology is None:
+        return physical_adjacency(schema.group_labels(), a)
+    if isinstance(topology, (str, Path)):
+        from topology.files import load_topology  # lazy: the topology files are only needed here
+
+        topo = load_topology(topology)
+        if topo.schema.num_keypoints != k:
+            raise ValueError(
+                f"topology {topology!r} has {topo.schema.num_keypoints} keypoints but the model's schema "
+                f"{schema.name!r} has K={k}"
+            )
+        return physical_adjacency(topo.labels, a)
+    rows = [list(r) for r in topology]
+    square = all(len(r) == len(rows) for r in rows)
+    if square and len(rows) == k:
+        return np.asarray(rows, dtype=np.float32)
+    if square and not _is_partition(rows, k):
+        raise ValueError(f"topology adjacency has shape ({len(rows)}, {len(rows)}); expected ({k}, {k}) "
+                         f"for schema {schema.name!r}")
+    return physical_adjacency(labels_from_groups(rows, k), a)
+
+
+def _is_partition(rows: list, k: int) -> bool:
+    try:
+        return sorted(int(i) for r in rows for i in r) == list(range(k))
+    except (TypeError, ValueError):
+        return False
 
 
 class MLPHead(nn.Module):
@@ -56,9 +95,8 @@ class MLPHead(nn.Module):
 
     def forward(self, tokens: Tensor, return_adjacency: bool = False):
         out = self.mlp(tokens)
-        if return_adjacency:
-            return out, _empty_adjacency(tokens.shape[1], tokens.device)
-        return out
+        # No graph, so no adjacency: None rather than empty matrices a caller could mistake for a graph.
+        return (out, None) if return_adjacency else out
 
 
 class GraphHead(nn.Module):
@@ -148,3 +186,29 @@ class GraphHead(nn.Module):
         a_p = self.a_p if self.mode == "dual" else torch.zeros_like(self.a_p)
         p = self.p if self.mode == "dual" else torch.zeros((), device=h.device)
         return h, {"A_p": a_p, "A_f": a_fs, "A_m": a_ms, "p": p}
+
+
+def _mlp_head(config: DSPoseConfig, schema: KeypointSchema, in_dim: int, out_dim: int) -> MLPHead:
+    return MLPHead(in_dim, config.hidden_dim, out_dim, config.head_layers)
+
+
+def _graph_head(mode: str) -> Callable[..., GraphHead]:
+    def build(config: DSPoseConfig, schema: KeypointSchema, in_dim: int, out_dim: int) -> GraphHead:
+        k = schema.num_keypoints
+        # The feature-only ablation has no physical graph: A_p is a zero buffer it never reads.
+        a_p = torch.from_numpy(physical_adjacency_for(schema, config.topology, config.a)) if mode == "dual" \
+            else torch.zeros(k, k)
+        return GraphHead(in_dim, config.hidden_dim, out_dim, config.head_layers, a_p, mode=mode, conv=config.conv,
+                         t=config.t, p_mode=config.p_mode, p_init=config.p_init, af_binary=config.af_binary,
+                         af_source=config.af_source, normalize=config.normalize, activation=config.activation,
+                         residual=config.residual, backend=config.backend)
+
+    return build
+
+
+# DSPoseConfig.head -> constructor (config, schema, in_dim, out_dim) -> head module.
+HEADS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": _mlp_head,  # TokenPose
+    "feature": _graph_head("feature"),  # A_f only (Table 5)
+    "dual": _graph_head("dual"),  # A_m = p A_p + A_f (the paper)
+}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -41,6 +42,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(DSPoseConfig))
 
 
+# Parameter counts the papers report, in millions (DSPose Tab. 1-2; TokenPose Tab. 1).
+PAPER_PARAMS_M = {
+    "dspose_b": (13.5, "DSPose-B, COCO 256x192, N=2"),
+    "dspose_l": (20.8, "DSPose-L; equals official TokenPose-L/D6 at COCO 256x192 (see docs/model.md)"),
+    "tokenpose_b": (13.5, "TokenPose-B, COCO 256x192"),
+    "tokenpose_l": (20.8, "TokenPose-L/D6, COCO 256x192 (MPII 256x256 official code: 21.49M)"),
+}
+
+
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`."""
     return sorted(PRESETS)
@@ -48,6 +58,43 @@ def list_models() -> list[str]:
 
 def _generic_schema(k: int) -> KeypointSchema:
     return KeypointSchema(name=f"k{k}", keypoints=tuple(f"kp{i}" for i in range(k)), skeleton=(), flip_pairs=())
+
+
+# Fields that must be positive integers, with what they size (for the error message). The graph layer
+# checks ``t`` itself, against K.
+_POSITIVE_INTS = {"dim": "Transformer token width", "heads": "attention heads", "hidden_dim": "head hidden width",
+                  "head_layers": "head layers"}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def check_config(config: DSPoseConfig) -> None:
+    """Raise ``ValueError`` naming the field when ``config`` cannot build a working model.
+
+    Catches what would otherwise fail deep inside the build (``ZeroDivisionError``, negative dimensions)
+    or, worse, build a model whose heatmaps are constant (``dim=0``).
+    """
+    where = f"model {config.name!r}"
+    for field_name, what in _POSITIVE_INTS.items():
+        v = getattr(config, field_name)
+        if not _is_int(v) or v < 1:
+            raise ValueError(f"{where}: field {field_name!r} = {v!r} must be a positive integer ({what})")
+    if not config.depths or not all(_is_int(d) and d >= 1 for d in config.depths):
+        raise ValueError(f"{where}: field 'depths' = {config.depths!r} must be a non-empty list of positive block counts")
+    for field_name in ("input_size", "patch_size"):
+        v = getattr(config, field_name)
+        if len(v) != 2 or not all(d >= 1 for d in v):
+            raise ValueError(f"{where}: field {field_name!r} = {v!r} must be two positive integers (w, h)")
+    if config.dim % config.heads:
+        raise ValueError(f"{where}: field 'dim' = {config.dim} is not divisible by field 'heads' = {config.heads}")
+    if config.dim % 4:
+        raise ValueError(f"{where}: field 'dim' = {config.dim} must be divisible by 4 (2-D sine position embedding)")
+    if not (isinstance(config.mlp_ratio, (int, float)) and 0 < config.mlp_ratio < float("inf")):
+        raise ValueError(f"{where}: field 'mlp_ratio' = {config.mlp_ratio!r} must be a positive number")
+    if not (isinstance(config.a, (int, float)) and 0.0 <= config.a <= 1.0):
+        raise ValueError(f"{where}: field 'a' = {config.a!r} must be in [0, 1] (A_p = a A_s + (1 - a) 1, Eq. 4)")
 
 
 def resolve_config(name: str, **overrides: Any) -> DSPoseConfig:
@@ -65,8 +112,12 @@ def resolve_config(name: str, **overrides: Any) -> DSPoseConfig:
     if isinstance(cfg["schema"], KeypointSchema):
         cfg["schema"] = cfg["schema"].to_dict()
     config = DSPoseConfig(**cfg)
-    if num_keypoints is not None and int(num_keypoints) != config.get_schema().num_keypoints:
-        config.schema = _generic_schema(int(num_keypoints)).to_dict()
+    check_config(config)
+    if num_keypoints is not None:
+        if not _is_int(num_keypoints) or num_keypoints < 1:
+            raise ValueError(f"model {name!r}: num_keypoints = {num_keypoints!r} must be a positive integer")
+        if num_keypoints != config.get_schema().num_keypoints:
+            config.schema = _generic_schema(int(num_keypoints)).to_dict()
     return config
 
 
@@ -88,11 +139,14 @@ def create_model(name: str, pretrained: bool | str | Path | None = None, device:
 def create_model_from_config(config: Mapping[str, Any] | DSPoseConfig) -> DSPose:
     """Rebuild a model from ``dataclasses.asdict(model.config)`` (e.g. a checkpoint's ``model.config``)."""
     if isinstance(config, DSPoseConfig):
-        return DSPose(dataclasses.replace(config))
-    unknown = sorted(set(config) - set(CONFIG_FIELDS))
-    if unknown:
-        raise ValueError(f"model config has unknown field(s) {unknown}; valid: {', '.join(CONFIG_FIELDS)}")
-    return DSPose(DSPoseConfig(**dict(config)))
+        config = dataclasses.replace(config)
+    else:
+        unknown = sorted(set(config) - set(CONFIG_FIELDS))
+        if unknown:
+            raise ValueError(f"model config has unknown field(s) {unknown}; valid: {', '.join(CONFIG_FIELDS)}")
+        config = DSPoseConfig(**dict(config))
+    check_config(config)
+    return DSPose(config)
 
 
 def load_state_dict_checked(model: DSPose, state_dict: Mapping[str, Tensor], source: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from dspose_graph.models.checkpoint import checkpoint_schema, load_checkpoint
 from dspose_graph.models.dspose import DSPose
 from dspose_graph.models.presets import load_state_dict_checked
 from topology.mapping import correspondence
@@ -66,8 +67,6 @@ def init_from_checkpoint(model: DSPose, weights: str | Path) -> dict[str, Any]:
     file otherwise). Returns the report of :func:`transfer_state_dict` (all keypoints matched when the
     skeletons are the same).
     """
-    from dspose_graph.train.checkpoint import checkpoint_schema, load_checkpoint
-
     ckpt = load_checkpoint(weights, map_location="cpu")
     source = checkpoint_schema(ckpt, weights)
     try:

@@ -4,13 +4,16 @@ The one config schema of the project, read by the Python pipeline, the CLI and t
 A config is five sections (``model``, ``data``, ``optim``, ``eval``, ``run``) plus an optional ``paper`` block that experiment tables read. The defaults
 are the paper's schedule (Adam 1e-3, x0.1 at epochs 200 and 260, 300 epochs, batch 32 per GPU).
 
-Every key is checked: an unknown key or a value of the wrong type raises ``ValueError`` naming the key
-and the file, so a typo never silently falls back to a default.
+Every key is checked: an unknown key, a value of the wrong type or one outside its range (:data:`LIMITS`:
+negative epochs, batch size 0, ``limit_train: -5``...) raises ``ValueError`` naming the key and the file, so a
+typo never silently falls back to a default. The range check runs whenever a :class:`TrainConfig` is built,
+from YAML or in Python (``dspose demo``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +32,10 @@ class ModelConfig:
     # Start from these weights instead of random ones: a checkpoint path or the name of a shipped weight
     # file (dspose_graph/weights); keypoints are matched by name across skeletons. "" = random init.
     init_from: str = ""
+    # ImageNet HRNet weights for the backbone's stages 1-3 (timm or official HRNet layout), a path relative
+    # to the working directory as HRNet's models/pytorch/imagenet/ layout; null = random backbone.
+    # The paper configs name the file; training stops before reading data when it is missing.
+    pretrained: str | None = None
 
 
 @dataclass
@@ -44,8 +51,17 @@ class DataConfig:
     val_gt: str = ""  # MPII: the official val ground-truth .mat for PCKh
     input_size: list[int] | None = None  # (w, h); None = the model's own
     sigma: float = 2.0
-    udp: bool = False
-    augment: bool = True
+    codec: str = "tokenpose"  # crop/target/decode conventions: "tokenpose" (official), "hrnet", "udp"
+    # Training augmentation: true = the official preset of data.kind ("coco" or "mpii"), a preset name,
+    # or false (none); augment_overrides sets AugmentParams fields (scale_factor, rotation_factor, ...).
+    augment: bool | str = True
+    augment_overrides: dict[str, float] = field(default_factory=dict)
+    # Decode JPEGs at 1/2, 1/4 or 1/8 size when the crop needs fewer pixels: faster, but the input pixels are no
+    # longer official TokenPose's (docs/decisions/data.md, "Reduced JPEG decoding"), so off by default.
+    reduced_decode: bool = False
+    keep_unannotated: bool = True  # MPII: keep training persons without annotated joints, as official
+    val_boxes: str = ""  # COCO: person detections (COCO results JSON) to evaluate on instead of GT boxes
+    det_score_thr: float = 0.0  # keep val_boxes detections scoring at least this (official IMAGE_THRE)
     limit_train: int = 0  # 0 = all samples; > 0 = the first N (smoke runs)
     limit_val: int = 0
 
@@ -60,6 +76,9 @@ class OptimConfig:
     gamma: float = 0.1
     epochs: int = 300
     batch_size: int = 32  # per process (per GPU)
+    # The global batch (processes x batch_size) that lr was set for; 0 = not stated. Training warns when
+    # the actual global batch differs and keeps lr as configured (docs/reproducing.md: the linear rule).
+    global_batch: int = 0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     amp: str = "none"  # "none", "fp16" (CUDA, with GradScaler) or "bf16" (autocast, CPU or CUDA)
 
@@ -72,6 +91,13 @@ class EvalConfig:
     flip_test: bool = True
     decode: str = "dark"  # "dark" or "argmax"
     batch_size: int = 32
+    oks_nms_threshold: float = 0.9  # COCO: OKS-NMS per image, with ground-truth and detected boxes alike
+    rescore_threshold: float = 0.2  # COCO: person score = box score x mean keypoint score above this
+    # Fast paths of the evaluation forward pass (dspose_graph.models.runtime; docs/speed.md): autocast
+    # "fp32", "bf16" or "fp16" (CUDA only), NHWC memory format, torch.compile. Defaults: fp32 eager.
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
 
 
 @dataclass
@@ -81,8 +107,12 @@ class RunConfig:
     out_dir: str = "runs/train"
     seed: int = 0
     deterministic: bool = False
-    workers: int = 2
+    # DataLoader processes per rank (training and evaluation); -1 or "auto" = this rank's share of the CPUs
+    # less one, at most 16 (train/distributed.py: workers_per_rank).
+    workers: int | str = "auto"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"...
+    channels_last: bool = False  # NHWC weights and inputs in training (models/runtime.py)
+    compile: bool = False  # torch.compile the training model (a sparse graph head runs dense)
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch; 0 = only at epoch ends
     log_every: int = 10  # steps between progress-bar / TensorBoard updates
     progress: bool = True
@@ -101,6 +131,37 @@ class PaperConfig:
     params_m: float | None = None
 
 
+# (section, key) -> (lowest allowed value, whether the lowest value itself is allowed). Whole numbers that mean
+# "off" or "all" at 0 allow 0; sizes and rates must be positive. Every float must also be finite.
+LIMITS: dict[tuple[str, str], tuple[float, bool]] = {
+    ("optim", "epochs"): (1, True), ("optim", "batch_size"): (1, True), ("optim", "lr"): (0, False),
+    ("optim", "weight_decay"): (0, True), ("optim", "gamma"): (0, False), ("optim", "grad_clip"): (0, True),
+    ("optim", "milestones"): (1, True), ("optim", "global_batch"): (0, True),
+    ("data", "det_score_thr"): (0, True),
+    ("eval", "every"): (0, True), ("eval", "batch_size"): (1, True),
+    ("data", "limit_train"): (0, True), ("data", "limit_val"): (0, True), ("data", "sigma"): (0, False),
+    ("data", "input_size"): (1, True),
+    ("run", "workers"): (0, True), ("run", "checkpoint_every"): (0, True), ("run", "log_every"): (0, True),
+    ("run", "max_minutes"): (0, True),
+}
+
+
+def check_ranges(config: "TrainConfig") -> None:
+    """Raise ``ValueError`` ("optim.epochs = -1: must be >= 1") for the first value outside :data:`LIMITS`."""
+    for (section, key), (low, inclusive) in LIMITS.items():
+        value = getattr(getattr(config, section), key)
+        for i, v in enumerate(value if isinstance(value, list) else [] if value is None else [value]):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue  # a wrong type is reported by the type check with its own message
+            name = f"{section}.{key}" + (f"[{i}]" if isinstance(value, list) else "")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{name} = {v}: must be a finite number")
+            if v < low or (v == low and not inclusive):
+                raise ValueError(f"{name} = {v}: must be {'>=' if inclusive else '>'} {low:g}")
+    if config.data.input_size is not None and len(config.data.input_size) != 2:
+        raise ValueError(f"data.input_size = {config.data.input_size}: must be [width, height]")
+
+
 @dataclass
 class TrainConfig:
     """A whole training run."""
@@ -111,6 +172,24 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+    @property
+    def best_metric(self) -> str:
+        """The metric that selects ``best.pt``: OKS AP on COCO-format data, PCKh with the MPII ground-truth
+        file, PCK@0.2 otherwise."""
+        if self.data.kind == "coco":
+            return "AP"
+        return "PCKh_Mean" if self.data.val_gt else "PCK@0.2"
+
+
+# Keys that were renamed: reading the old name names the new one instead of "unknown key".
+RENAMED = {
+    "data.udp": "data.udp was replaced by data.codec: write codec: udp for udp: true, codec: hrnet for udp: false "
+                "(the old default); the default is now codec: tokenpose (official TokenPose's conventions)",
+}
 
 
 def _type_name(tp: Any) -> str:
@@ -171,6 +250,10 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(raw) - set(names))
+    section = where.rsplit(": ", 1)[-1]
+    for key in unknown:
+        if f"{section}.{key}" in RENAMED:
+            raise ValueError(f"{where}: {RENAMED[f'{section}.{key}']}")
     if unknown:
         raise ValueError(f"{where}: unknown key {unknown[0]!r} (valid keys: {', '.join(names)})")
     kwargs = {}
@@ -197,22 +280,63 @@ def config_from_dict(raw: Any, source: str = "<dict>") -> TrainConfig:
     if unknown:
         raise ValueError(f"{source}: unknown key {unknown[0]!r} (valid sections: {', '.join(hints)})")
     sections = {name: _build(hints[name], raw.get(name), f"{source}: {name}") for name in hints}
-    return TrainConfig(**sections)
+    try:
+        return TrainConfig(**sections)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config, apply ``key.sub=value`` overrides, check every key and type."""
+    """Read a YAML config and its ``base:`` chain, apply ``key.sub=value`` overrides, check every key and type.
+
+    A top-level ``base: RELATIVE/PATH.yaml`` names a file (relative to the one naming it, and possibly with a
+    base of its own) whose settings this file starts from: mappings merge key by key with this file winning,
+    lists and scalars are replaced whole.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
+    raw = _read_with_bases(path, ())
+    for item in overrides or []:
+        raw = apply_override(raw, item, source=f"{path} (--set {item})")
+    return config_from_dict(raw, source=str(path))
+
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The mapping in ``path`` merged over its ``base:`` chain; ``chain`` lists the files that led here."""
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML: {e}") from e
     raw = raw or {}
-    for item in overrides or []:
-        raw = apply_override(raw, item, source=f"{path} (--set {item})")
-    return config_from_dict(raw, source=str(path))
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a config must be a YAML mapping, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    # Each file is checked on its own first, so an unknown key or a bad type names the file that holds it.
+    config_from_dict(raw, source=str(path))
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base.strip():
+        raise ValueError(f"{path}: base must be a path to a YAML file relative to this file, got {base!r}")
+    base_path = path.parent / base
+    here = chain + (path.resolve(),)
+    if base_path.resolve() in here:
+        cycle = " -> ".join(str(p) for p in here[here.index(base_path.resolve()):] + (base_path.resolve(),))
+        raise ValueError(f"{path}: base {base!r} makes a cycle of base files: {cycle}")
+    if not base_path.is_file():
+        raise ValueError(f"{path}: base file {base_path} not found")
+    return _merge(_read_with_bases(base_path, here), raw)
+
+
+def _merge(base: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` over ``base``: mappings merge key by key, anything else in ``row`` replaces ``base``'s value."""
+    out = _deep_copy(base)
+    for key, value in row.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = _deep_copy(value)
+    return out
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:

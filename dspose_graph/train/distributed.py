@@ -14,6 +14,7 @@ first gather).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # processes on this node (torchrun's LOCAL_WORLD_SIZE)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
@@ -67,7 +69,8 @@ def env_info(env: Mapping[str, str] | None = None) -> DistInfo:
     rank, local = _env_int(env, "RANK", 0), _env_int(env, "LOCAL_RANK", 0)
     if rank >= world:
         raise ValueError(f"RANK={rank} is not below WORLD_SIZE={world}")
-    return DistInfo(rank=rank, world_size=world, local_rank=local)
+    local_world = max(_env_int(env, "LOCAL_WORLD_SIZE", world), 1)
+    return DistInfo(rank=rank, world_size=world, local_rank=local, local_world_size=local_world)
 
 
 def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
@@ -115,7 +118,7 @@ def init_distributed(device: torch.device) -> DistInfo:
             raise ValueError(f"rank {info.rank} (LOCAL_RANK={info.local_rank}) was given {device}; each rank must "
                              f"run on cuda:LOCAL_RANK (resolve it with resolve_device)")
         torch.cuda.set_device(device)
-    info = DistInfo(rank=info.rank, world_size=info.world_size, local_rank=info.local_rank, device=device)
+    info = dataclasses.replace(info, device=device)
     if info.enabled and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
@@ -165,10 +168,44 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     return box[0]
 
 
-def mean_across_ranks(value: float, info: DistInfo, device: torch.device | None = None) -> float:
-    """The average of a scalar over all ranks (training loss for logging), reduced on ``info.device``."""
+def all_reduce_(tensor: torch.Tensor, info: DistInfo, op: str = "sum") -> torch.Tensor:
+    """Reduce ``tensor`` (on ``info.device``) in place over all ranks with ``op`` (``"sum"``, ``"min"``, ``"max"``).
+
+    The collective is queued on the device's stream; reading the result (``.item()``) is the host's only wait.
+    """
+    if info.enabled:
+        dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}[op])
+    return tensor
+
+
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Overwrite every buffer of ``module`` (BatchNorm running statistics) with rank 0's.
+
+    DDP broadcasts buffers at the start of each training forward, and that forward then updates them with each
+    rank's own batch: after the last step the ranks differ. Rank 0's are the ones its checkpoint saves.
+    """
     if not info.enabled:
-        return float(value)
-    t = torch.tensor([float(value)], dtype=torch.float64, device=device or info.device)
-    dist.all_reduce(t)
-    return float(t.item()) / info.world_size
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf, src=0)
+
+
+def workers_per_rank(requested: int | str, info: DistInfo, cpus: int | None = None) -> int:
+    """DataLoader worker processes for one rank: ``requested`` when it is >= 0, else (``-1`` or ``"auto"``) the
+    rule: the CPUs this process may use, split between the processes of its node, less one for the rank's own
+    process, within [0, 16].
+
+    ``cpus`` defaults to the process's CPU affinity (what a container or ``taskset`` allows), not the machine's
+    core count. Raises ``ValueError`` naming ``run.workers`` for anything else.
+    """
+    if isinstance(requested, str) and requested.strip().lower() == "auto":
+        requested = -1
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < -1:
+        raise ValueError(f"run.workers={requested!r}: expected a number of worker processes >= 0, or -1 / 'auto' "
+                         "for one per CPU of this rank's share less one")
+    if requested >= 0:
+        return requested
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_rank = cpus // max(info.local_world_size, 1)
+    return max(0, min(16, per_rank - 1))

@@ -7,26 +7,32 @@ Metrics:
 
 - COCO-format data: OKS AP / AR through pycocotools (``dspose_graph.eval.coco_eval.evaluate_coco``).
 - MPII with its official val ``.mat`` and the full val split: PCKh@0.5 (``dspose_graph.eval.pckh``).
-- Always: PCK@0.2, a keypoint being correct when it lies within 0.2 x the longest side of the person box
-  (the crop box without its 1.25 padding), over keypoints labelled in the ground truth.
+- PCK@0.2 (``dspose_graph.eval.pck``), a keypoint being correct when it lies within 0.2 x the longest side of
+  the person box (the crop box without its ``BOX_PADDING``), over keypoints labelled in the ground truth; left
+  out when the boxes are detections (they carry no ground truth).
+
+Heatmaps are decoded with the codec the dataset encoded its targets with (``data.codec``): its flip shift,
+DARK's blur border and its crop geometry back to the image.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from dspose_graph.eval.decode import decode_heatmaps, flip_back, heatmaps_to_image
-from dspose_graph.train.distributed import DistInfo, all_gather_objects
+from dspose_graph.data.codec import Codec, get_codec
+from dspose_graph.eval.decode import decode_heatmaps, heatmaps_to_image
+from dspose_graph.eval.flip import flip_test_heatmaps
+from dspose_graph.eval.pck import pck, pck_normalizer
+from dspose_graph.data.image import opencv_single_thread
+from dspose_graph.train.distributed import DistInfo, all_gather_objects, broadcast_object
 
 log = logging.getLogger(__name__)
-
-BOX_PADDING = 1.25  # box_to_center_scale's default padding, undone for the PCK normaliser
 
 
 @torch.no_grad()
@@ -38,40 +44,52 @@ def predict_dataset(
     device: torch.device | str = "cpu",
     flip_test: bool = True,
     decode: str = "dark",
-    udp: bool = False,
+    codec: str | Codec | None = None,
     workers: int = 0,
     info: DistInfo | None = None,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, np.ndarray]:
     """Keypoints of every sample of ``dataset`` in original-image pixels, with ground truth beside them.
 
     Returns arrays sorted by dataset index: ``index`` (N,), ``coords`` (N, K, 2), ``scores`` (N, K),
     ``image_id`` (N,), ``ann_id`` (N,), ``center`` (N, 2), ``scale`` (N, 2), ``box_score`` (N,),
     ``gt`` (N, K, 3). Under DDP each rank predicts a strided shard and all ranks get the merged result.
+    ``codec`` defaults to the dataset's own (``dataset.codec``), else the default codec. ``forward`` runs the
+    network (e.g. a ``models.runtime.PreparedModel`` of ``model`` for a fast path); default ``model`` itself.
+    ``workers`` processes load the crops (one OpenCV thread each), into pinned memory on CUDA; heatmaps are
+    decoded on ``device``.
     """
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    codec = get_codec(codec if codec is not None else getattr(base, "codec", None))
     info = info or DistInfo()
     device = torch.device(device)
     indices = list(range(info.rank, len(dataset), info.world_size))  # type: ignore[arg-type]
-    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=workers)
+    if workers:
+        opencv_single_thread()  # inherited by the workers (see Trainer._loader)
+    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda")
     schema = getattr(model, "schema", None) or dataset.schema  # type: ignore[attr-defined]
     flip_index = list(schema.flip_index)
     heatmap_size = tuple(model.heatmap_size)  # type: ignore[attr-defined]
+    run = forward if forward is not None else model
     was_training = model.training
     model.eval()
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("coords", "scores", "center", "scale", "box_score",
                                                           "image_id", "ann_id", "gt")}
     for batch in loader:
-        images = batch["image"].to(device)
-        heatmaps = model(images).float()
+        images = batch["image"].to(device, non_blocking=True)
         if flip_test:
-            flipped = model(torch.flip(images, dims=[3])).float()
-            heatmaps = 0.5 * (heatmaps + torch.as_tensor(flip_back(flipped, flip_index, shift=not udp), device=device))
-        coords, scores = decode_heatmaps(heatmaps.cpu(), method=decode)
+            heatmaps = flip_test_heatmaps(run, images, flip_index, shift=codec.flip_shift)
+        else:
+            heatmaps = run(images).float()
+        # Decoded where the heatmaps are (DARK's blur and Taylor step in torch); one copy to the host per batch.
+        coords, scores = decode_heatmaps(heatmaps, method=decode, codec=codec)
         meta = batch["meta"]
         center = meta["center"].numpy().astype(np.float64)
         scale = meta["scale"].numpy().astype(np.float64)
-        coords = heatmaps_to_image(np.asarray(coords, dtype=np.float64), center, scale, heatmap_size, udp=udp)
-        parts["coords"].append(np.asarray(coords, dtype=np.float64))
-        parts["scores"].append(np.asarray(scores, dtype=np.float64))
+        coords = heatmaps_to_image(coords, center, scale, heatmap_size, codec=codec)
+        parts["coords"].append(coords.cpu().numpy().astype(np.float64))
+        parts["scores"].append(scores.cpu().numpy().astype(np.float64))
         parts["center"].append(center)
         parts["scale"].append(scale)
         parts["box_score"].append(meta["score"].numpy().astype(np.float64))
@@ -89,6 +107,27 @@ def _merge(shards: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     merged = {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
     order = np.argsort(merged["index"], kind="stable")
     return {k: v[order] for k, v in merged.items()}
+
+
+def metrics_once(compute: Callable[[], dict[str, float]], info: DistInfo) -> dict[str, float]:
+    """``compute()`` run on rank 0 only (pycocotools, the PCKh toolkit) and its metrics broadcast to every rank.
+
+    An error on rank 0 is broadcast too and raised on every rank, so none waits for metrics that never come.
+    """
+    if not info.enabled:
+        return compute()
+    result: Any = None
+    if info.is_main:
+        try:
+            result = compute()
+        except Exception as e:  # re-raised below on every rank, after the broadcast
+            result = e
+    result = broadcast_object(result if info.is_main else None, info)
+    if isinstance(result, Exception):
+        if info.is_main:
+            raise result
+        raise RuntimeError(f"evaluation failed on rank 0: {result}") from None
+    return result
 
 
 def mean_pose(dataset: Dataset, workers: int = 0, batch_size: int = 32) -> np.ndarray:
@@ -121,30 +160,18 @@ def mean_pose_predictions(pose: np.ndarray, reference: dict[str, np.ndarray]) ->
     return out
 
 
-def pck(pred: dict[str, np.ndarray], threshold: float = 0.2) -> float:
-    """PCK@threshold in percent, normalised by the longest side of the (unpadded) person box."""
-    gt = pred["gt"]
-    labelled = gt[..., 2] > 0
-    if not labelled.any():
-        raise ValueError("PCK: no labelled keypoint in the evaluation set")
-    size = pred["scale"].max(axis=1) / BOX_PADDING
-    dist = np.linalg.norm(pred["coords"] - gt[..., :2], axis=-1) / size[:, None]
-    return float(100.0 * (dist[labelled] < threshold).mean())
+def coco_results(pred: dict[str, np.ndarray], sigmas: np.ndarray | None = None, nms_threshold: float | None = 0.9,
+                 rescore_threshold: float = 0.2) -> list[dict[str, Any]]:
+    """pycocotools keypoint results of a prediction dict, rescored and OKS-NMSed over the crop areas.
 
-
-def coco_results(pred: dict[str, np.ndarray], sigmas: np.ndarray | None = None) -> list[dict[str, Any]]:
-    """pycocotools keypoint results of a prediction dict, rescored.
-
-    Ground-truth boxes are one per person, so no NMS; detector boxes (``ann_id == -1``) overlap and get
-    OKS-NMS over the crop areas, as SimpleBaseline/HRNet/TokenPose evaluate COCO val.
+    Official TokenPose applies OKS-NMS (``OKS_THRE`` 0.9) with detector and ground-truth boxes alike and
+    rescores with the keypoints above ``IN_VIS_THRE`` (0.2).
     """
     from dspose_graph.eval.coco_eval import make_coco_results
 
     keypoints = np.concatenate([pred["coords"], pred["scores"][..., None]], axis=-1)
-    detector_boxes = bool((pred["ann_id"] < 0).any())
-    return make_coco_results(keypoints, pred["image_id"], pred["box_score"],
-                             areas=pred["scale"].prod(axis=1), sigmas=sigmas,
-                             nms_threshold=0.9 if detector_boxes else None)
+    return make_coco_results(keypoints, pred["image_id"], pred["box_score"], areas=pred["scale"].prod(axis=1),
+                             sigmas=sigmas, nms_threshold=nms_threshold, rescore_threshold=rescore_threshold)
 
 
 def oks_sigmas(schema: Any) -> np.ndarray | None:
@@ -158,13 +185,19 @@ def compute_metrics(
     coco_gt: Any = None,
     sigmas: np.ndarray | None = None,
     pckh_mat: str | Path | None = None,
+    nms_threshold: float | None = 0.9,
+    rescore_threshold: float = 0.2,
 ) -> dict[str, float]:
-    """OKS AP (when ``coco_gt`` is given), PCKh (when ``pckh_mat`` is given) and PCK@0.2 of a prediction dict."""
-    metrics: dict[str, float] = {"PCK@0.2": pck(pred, 0.2)}
+    """OKS AP (when ``coco_gt`` is given), PCKh (when ``pckh_mat`` is given) and PCK@0.2 (when the boxes carry
+    ground-truth keypoints) of a prediction dict; ``nms_threshold`` and ``rescore_threshold`` as :func:`coco_results`."""
+    metrics: dict[str, float] = {}
+    if (pred["gt"][..., 2] > 0).any():
+        metrics["PCK@0.2"] = pck(pred["coords"], pred["gt"], pck_normalizer(pred["scale"]), 0.2)
     if coco_gt is not None:
         from dspose_graph.eval.coco_eval import evaluate_coco
 
-        stats = evaluate_coco(coco_results(pred, sigmas), coco_gt, sigmas=sigmas)
+        results = coco_results(pred, sigmas, nms_threshold=nms_threshold, rescore_threshold=rescore_threshold)
+        stats = evaluate_coco(results, coco_gt, sigmas=sigmas)
         metrics.update({k: float(v) for k, v in stats.items() if isinstance(v, (int, float, np.floating))})
     if pckh_mat is not None:
         from dspose_graph.eval.pckh import evaluate_pckh

@@ -12,7 +12,8 @@ STEP_FIELDS = ["global_step", "epoch", "step", "loss", "lr"]
 
 
 class StepLog:
-    """``steps.csv``: one row per optimiser step, flushed at once so a killed run loses nothing logged."""
+    """``steps.csv``: one row per loss read (the mean loss of the steps since the last read, see ``run.log_every``),
+    flushed at once so a killed run loses nothing logged."""
 
     def __init__(self, path: str | Path, resume_step: int | None = None) -> None:
         self.path = Path(path)

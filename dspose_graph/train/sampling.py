@@ -7,6 +7,10 @@ it was interrupted:
    step ``s`` skips the first ``s * batch_size`` indices of this process's shard.
 2. The augmentation of a sample is a pure function of ``(seed, epoch, index)``: :class:`SeededDataset`
    reseeds Python, NumPy and torch before each ``__getitem__`` (in whichever worker runs it).
+
+The DataLoader is built once and its workers persist across epochs, so a worker's copy of the dataset never
+sees a ``set_epoch`` made in the main process: the sampler (which runs in the main process) sends the epoch
+with every index, as ``(epoch, index)`` pairs (``ResumableSampler(..., with_epoch=True)``).
 """
 
 from __future__ import annotations
@@ -45,14 +49,19 @@ class SeededDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> Any:
+    def __getitem__(self, index: int | tuple[int, int]) -> Any:
+        """Sample ``index`` of the current epoch, or of ``epoch`` when given an ``(epoch, index)`` pair."""
+        if isinstance(index, tuple):
+            epoch, index = index
+            if epoch != self.epoch:
+                self.set_epoch(epoch)
         s = sample_seed(self.seed, self.epoch, int(index))
         random.seed(s)
         np.random.seed(s)
         torch.manual_seed(s)
         return self.dataset[index]
 
-    def __getitems__(self, indices: list[int]) -> list[Any]:
+    def __getitems__(self, indices: list[Any]) -> list[Any]:
         # Defined so that DataLoader's batched fetch cannot reach a wrapped ``__getitems__`` (Subset has
         # one) through ``__getattr__`` and skip the per-sample seeding.
         return [self[i] for i in indices]
@@ -68,10 +77,12 @@ class ResumableSampler(Sampler[int]):
     """Seeded per-epoch shuffle, sharded over ``world_size`` processes, able to start mid-epoch.
 
     Every process sees ``len(dataset) // world_size`` indices (the remainder is dropped so all shards have
-    the same number of steps, as DDP needs). With ``shuffle=False`` the order is 0, 1, 2...
+    the same number of steps, as DDP needs). With ``shuffle=False`` the order is 0, 1, 2... With
+    ``with_epoch=True`` it yields ``(epoch, index)`` pairs for :class:`SeededDataset` in persistent workers.
     """
 
-    def __init__(self, size: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, size: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                 with_epoch: bool = False) -> None:
         if size < world_size:
             raise ValueError(f"dataset of {size} samples cannot be split over {world_size} processes")
         self.size = int(size)
@@ -79,6 +90,7 @@ class ResumableSampler(Sampler[int]):
         self.shuffle = shuffle
         self.rank = rank
         self.world_size = world_size
+        self.with_epoch = with_epoch
         self.epoch = 0
         self.start = 0
 
@@ -96,8 +108,9 @@ class ResumableSampler(Sampler[int]):
         per_rank = self.size // self.world_size
         return order[self.rank : per_rank * self.world_size : self.world_size]
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.shard()[self.start :])
+    def __iter__(self) -> Iterator[Any]:
+        rest = self.shard()[self.start :]
+        return iter([(self.epoch, i) for i in rest] if self.with_epoch else rest)
 
     def __len__(self) -> int:
         return max(0, self.size // self.world_size - self.start)

@@ -4,14 +4,19 @@ Checkpoints (``last.pt``, ``best.pt``) hold everything a resumed run needs to co
 CPU in deterministic mode: model, optimiser, scheduler, GradScaler, RNG states, and the position in the
 epoch (``epoch`` = the epoch in progress, ``step_in_epoch`` = optimiser steps done in it). The sample
 order and augmentation are pure functions of the seed (see :mod:`dspose_graph.train.sampling`).
+
+A step never waits for the device: losses are summed on it (:class:`LossMeter`) and read, with one host wait and
+one all-reduce, every ``run.log_every`` steps, before every checkpoint and at the end of each epoch. A NaN/inf
+loss is found at that read: every rank reads the same reduced flag, so all stop together, before anything is
+saved, naming the first step whose loss was not finite. On CUDA the trainer turns on cuDNN autotuning (unless
+``run.deterministic``), TF32 and fused Adam; ``run.channels_last`` and ``run.compile`` go through
+:func:`dspose_graph.models.runtime.prepare_model`, ``optim.amp`` picks its precision.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -19,15 +24,22 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dspose_graph.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from dspose_graph.train.distributed import DistInfo, barrier, broadcast_object, mean_across_ranks
-from dspose_graph.train.logs import StepLog, plot_learning_curve, write_epoch_csv
-from dspose_graph.train.sampling import ResumableSampler, SeededDataset
+from dspose_graph.data.image import opencv_single_thread
 from dspose_graph.io import provenance
+from dspose_graph.models import DSPose, load_state_dict_checked
+from dspose_graph.models.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
+from dspose_graph.models.runtime import prepare_model
+from dspose_graph.train.config import TrainConfig, config_to_dict
+from dspose_graph.train.distributed import (DistInfo, all_reduce_, barrier, broadcast_buffers, broadcast_object,
+                                            workers_per_rank)
+from dspose_graph.train.logs import StepLog, plot_learning_curve, write_epoch_csv
+from dspose_graph.train.rng import rng_state, set_rng_state
+from dspose_graph.train.sampling import ResumableSampler, SeededDataset
 
 log = logging.getLogger(__name__)
 
 AMP_MODES = ("none", "fp16", "bf16")
+PRECISION_OF_AMP = {"none": "fp32", "fp16": "fp16", "bf16": "bf16"}  # optim.amp -> models.runtime precision
 
 
 class NonFiniteLossError(RuntimeError):
@@ -51,73 +63,127 @@ def set_deterministic(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.deterministic = True
 
 
-@dataclasses.dataclass
-class TrainSettings:
-    """Plain training knobs (the CLI fills these from its YAML config)."""
+def cuda_defaults(device: torch.device, deterministic: bool) -> None:
+    """Speed settings for training on CUDA: cuDNN picks the fastest convolution for each shape (not when
+    ``deterministic``: its choice may vary between runs), matmuls and convolutions in TF32 (Ampere and later;
+    10-bit mantissa products, fp32 accumulation). Nothing changes on other devices."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
 
-    epochs: int = 300
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    milestones: tuple[int, ...] = (200, 260)
-    gamma: float = 0.1
-    grad_clip: float = 0.0
-    amp: str = "none"
-    seed: int = 0
-    deterministic: bool = False
-    workers: int = 0
-    checkpoint_every: int = 0
-    log_every: int = 10
-    eval_every: int = 10
-    best_metric: str = "AP"
-    progress: bool = True
-    tensorboard: bool = True
-    max_minutes: float = 0.0  # stop at the first epoch end past this wall-clock budget; 0 = no budget
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
+    """Adam over ``model``'s parameters; the fused CUDA kernel (one launch for all tensors) on CUDA."""
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict[str, Any], source: str) -> None:
+    """Restore a GradScaler, or keep a fresh one where the checkpoint's scaler was off (a none/bf16 run resumed
+    with fp16: there is no scale to restore)."""
+    if scaler.is_enabled() and not saved:
+        log.info("%s was trained without fp16 loss scaling: starting a fresh GradScaler (scale %g)", source,
+                 scaler.get_scale())
+        return
+    scaler.load_state_dict(saved)
+
+
+class LossMeter:
+    """The losses of the steps since the last read, summed on the device, and the first step whose loss was not
+    finite; :meth:`read` all-reduces both over the ranks and waits for them once."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.total = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.first_bad = torch.full((), float("inf"), dtype=torch.float64, device=self.device)
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor, global_step: int) -> None:
+        """Queue ``loss`` (a 0-d device tensor) of optimiser step ``global_step``; no host wait."""
+        loss = loss.detach().double()
+        self.total += loss
+        self.first_bad = torch.where(torch.isfinite(loss), self.first_bad, self.first_bad.clamp(max=float(global_step)))
+        self.steps += 1
+
+    def read(self, info: DistInfo) -> tuple[float, int | None]:
+        """``(mean loss per step over the ranks, first non-finite global step or None)``, then reset."""
+        total = all_reduce_(self.total.clone(), info, "sum")
+        bad = all_reduce_(self.first_bad.clone(), info, "min")
+        total_v, bad_v = torch.stack([total, bad]).tolist()
+        mean = total_v / (self.steps * info.world_size)
+        self.reset()
+        return mean, None if bad_v == float("inf") else int(bad_v)
+
+
+@dataclasses.dataclass
+class FitSummary:
+    """What :meth:`Trainer.fit` returns: epochs done, optimiser steps, best value of the selection metric,
+    the last evaluation's metrics and one history row per epoch (loss, lr, seconds, metrics)."""
+
+    epochs: int
+    global_step: int
+    best: float | None
+    metrics: dict[str, float]
+    history: list[dict[str, Any]]
 
 
 class Trainer:
-    """Trains ``model`` on ``train_set``; ``evaluate(model) -> metrics`` is called every ``eval_every`` epochs."""
+    """Trains ``model`` on ``train_set`` as ``config`` says; ``evaluate(model) -> metrics`` runs every
+    ``config.eval.every`` epochs and at the end.
+
+    The schedule and run knobs are read from ``config.optim``, ``config.run`` and ``config.eval`` (their
+    defaults are the only defaults); outputs go to ``config.run.out_dir``.
+    """
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: DSPose,
         train_set: Dataset,
-        out_dir: str | Path,
-        settings: TrainSettings,
+        config: TrainConfig,
         *,
-        model_name: str,
         evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
         device: torch.device | str = "cpu",
         info: DistInfo | None = None,
-        extra: dict[str, Any] | None = None,
+        provenance: dict[str, Any] | None = None,
     ) -> None:
-        if settings.amp not in AMP_MODES:
-            raise ValueError(f"amp={settings.amp!r}: expected one of {', '.join(AMP_MODES)}")
+        self.optim, self.run = config.optim, config.run
+        if self.optim.amp not in AMP_MODES:
+            raise ValueError(f"optim.amp={self.optim.amp!r}: expected one of {', '.join(AMP_MODES)}")
         self.device = torch.device(device)
-        if settings.amp == "fp16" and self.device.type != "cuda":
-            raise ValueError("amp='fp16' needs CUDA (GradScaler); on CPU use amp='bf16' or 'none'")
-        self.s = settings
+        if self.optim.amp == "fp16" and self.device.type != "cuda":
+            raise ValueError("optim.amp='fp16' needs CUDA (GradScaler); on CPU use amp='bf16' or 'none'")
+        self.config = config
+        self.eval_every = config.eval.every
+        self.best_metric = config.best_metric
         self.info = info or DistInfo()
-        self.out_dir = Path(out_dir)
-        self.model_name = model_name
+        self.out_dir = Path(self.run.out_dir)
         self.evaluate = evaluate
-        self.extra = extra or {}
-        set_deterministic(settings.seed, settings.deterministic)
-        self.model = model.to(self.device)
-        self.net: torch.nn.Module = self.model
+        self.provenance = dict(provenance or {})
+        set_deterministic(self.run.seed, self.run.deterministic)
+        cuda_defaults(self.device, self.run.deterministic)
+        self.model = model
+        self.prepared = prepare_model(model, self.device, PRECISION_OF_AMP[self.optim.amp],
+                                      channels_last=self.run.channels_last, compile=self.run.compile)
+        self.net: torch.nn.Module = self.prepared.module
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.train_set = SeededDataset(train_set, settings.seed)
-        self.sampler = ResumableSampler(len(train_set), seed=settings.seed, shuffle=True,  # type: ignore[arg-type]
-                                        rank=self.info.rank, world_size=self.info.world_size)
-        self.steps_per_epoch = len(self.sampler) // settings.batch_size
+            self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+        self.train_set = SeededDataset(train_set, self.run.seed)
+        self.sampler = ResumableSampler(len(train_set), seed=self.run.seed, shuffle=True,  # type: ignore[arg-type]
+                                        rank=self.info.rank, world_size=self.info.world_size, with_epoch=True)
+        self.workers = workers_per_rank(self.run.workers, self.info)
+        self.steps_per_epoch = len(self.sampler) // self.optim.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(f"training set of {len(train_set)} samples gives no full batch of "  # type: ignore[arg-type]
-                             f"{settings.batch_size} per process (lower optim.batch_size)")
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(settings.milestones), settings.gamma)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=settings.amp == "fp16")
+                             f"{self.optim.batch_size} per process (lower optim.batch_size)")
+        self.optimizer = make_optimizer(self.model, self.optim.lr, self.optim.weight_decay, self.device)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(self.optim.milestones),
+                                                              self.optim.gamma)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.optim.amp == "fp16")
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
@@ -126,32 +192,21 @@ class Trainer:
         self.best_key: list[float] | None = None
         self.history: list[dict[str, Any]] = []
         self._epoch_loss_sum = 0.0
+        self.resumed_metrics: dict[str, float] = {}  # the last evaluation stored in the resumed checkpoint
+        self.meter = LossMeter(self.device)
+        self.loader = self._loader()
 
     # ----------------------------------------------------------------- checkpoints
     def state(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
-        model_config = getattr(self.model, "config", None)
-        schema = getattr(self.model, "schema", None)
-        return {
-            "model": {"name": self.model_name,
-                      "config": dataclasses.asdict(model_config) if model_config is not None else {}},
-            "schema": schema.to_dict() if schema is not None else {},
-            "state_dict": self.model.state_dict(),
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "global_step": self.global_step,
-            "epoch_loss_sum": self._epoch_loss_sum,
-            "metrics": dict(metrics or {}),
-            "best": self.best,
-            "best_key": self.best_key,
-            "history": self.history,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
-            "world_size": self.info.world_size,
-            "provenance": provenance(None, seed=self.s.seed, **self.extra.get("provenance", {})),
-            **{k: v for k, v in self.extra.items() if k != "provenance"},
-        }
+        """The checkpoint: the model (``models.checkpoint.checkpoint_state``), training config, resume state."""
+        return checkpoint_state(
+            self.model, name=self.config.model.name, epoch=self.epoch, metrics=metrics,
+            provenance=provenance(None, seed=self.run.seed, **self.provenance), codec=self.config.data.codec,
+            config=config_to_dict(self.config),
+            step_in_epoch=self.step_in_epoch, global_step=self.global_step, epoch_loss_sum=self._epoch_loss_sum,
+            best=self.best, best_key=self.best_key, history=self.history,
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(), rng=rng_state(), world_size=self.info.world_size)
 
     def save(self, name: str, metrics: dict[str, float] | None = None) -> Path | None:
         if not self.info.is_main:
@@ -160,72 +215,100 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         """Restore everything from a checkpoint written by this trainer (same model name and keypoints)."""
-        from dspose_graph.models import load_state_dict_checked
-
         state = load_checkpoint(path)
-        if state["model"].get("name") != self.model_name:
+        if state["model"].get("name") != self.config.model.name:
             raise ValueError(f"{path}: checkpoint is for model {state['model'].get('name')!r}, "
-                             f"this run trains {self.model_name!r}")
+                             f"this run trains {self.config.model.name!r}")
         load_state_dict_checked(self.model, state["state_dict"], source=str(path))
         for key in ("optimizer", "scheduler", "scaler", "rng"):
             if key not in state:
                 raise ValueError(f"{path}: checkpoint has no {key!r} state, it cannot resume training "
                                  "(it can still initialise a model)")
+        step_in_epoch = int(state.get("step_in_epoch", 0))
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.info.world_size:
+            if step_in_epoch:
+                raise ValueError(
+                    f"{path}: checkpoint was written by {saved_world} process(es) in the middle of epoch "
+                    f"{int(state['epoch']) + 1} (step {step_in_epoch}); this run has {self.info.world_size}. "
+                    f"The rest of that epoch's sample order depends on the process count: resume it with "
+                    f"{saved_world} process(es), or from a checkpoint written at an epoch end")
+            log.info("%s: written by %d process(es), resumed by %d at the start of epoch %d", path, saved_world,
+                     self.info.world_size, int(state["epoch"]) + 1)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        load_scaler_state(self.scaler, state["scaler"], str(path))
         self.epoch = int(state["epoch"])
-        self.step_in_epoch = int(state.get("step_in_epoch", 0))
+        self.step_in_epoch = step_in_epoch
         self.global_step = int(state.get("global_step", 0))
         self._epoch_loss_sum = float(state.get("epoch_loss_sum", 0.0))
         self.best = state.get("best")
         self.best_key = state.get("best_key")
         self.history = list(state.get("history", []))
+        self.resumed_metrics = dict(state.get("metrics") or {})
         set_rng_state(state["rng"])
         log.info("resumed from %s at epoch %d, step %d (global step %d)", path, self.epoch,
                  self.step_in_epoch, self.global_step)
 
     # ----------------------------------------------------------------- training
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.s.amp == "none":
-            return contextlib.nullcontext()
-        dtype = torch.float16 if self.s.amp == "fp16" else torch.bfloat16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
-
-    def _train_step(self, batch: dict[str, Any]) -> float:
-        images = batch["image"].to(self.device, non_blocking=True)
+    def _train_step(self, batch: dict[str, Any]) -> None:
+        images = self.prepared.prepare_input(batch["image"])
         target = batch["heatmap"].to(self.device, non_blocking=True)
         weight = batch["target_weight"].to(self.device, non_blocking=True)
-        with self._autocast():
+        with self.prepared.autocast():
             pred = self.net(images)
         loss = heatmap_mse_loss(pred, target, weight)
-        value = mean_across_ranks(loss.item(), self.info, self.device)
-        if not math.isfinite(value):
-            raise NonFiniteLossError(
-                f"loss became {value} at epoch {self.epoch}, step {self.step_in_epoch} (global step "
-                f"{self.global_step}); stopped without saving. The last good checkpoint is "
-                f"{self.out_dir / 'last.pt'} (lower optim.lr, enable optim.grad_clip, or check the data)")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if self.s.grad_clip > 0:
+        if self.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return value
+        self.meter.add(loss, self.global_step + 1)
 
     def _loader(self) -> DataLoader:
-        self.train_set.set_epoch(self.epoch)
-        self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * self.s.batch_size)
-        # The loader's own generator (not the global one) draws worker seeds, so creating it mid-epoch
-        # on resume does not shift the global torch RNG that dropout uses.
-        g = torch.Generator().manual_seed(self.s.seed * 7919 + self.epoch)
-        return DataLoader(self.train_set, batch_size=self.s.batch_size, sampler=self.sampler, drop_last=True,
-                          num_workers=self.s.workers, generator=g, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False)
+        """The training DataLoader, built once: workers persist across epochs and get each sample's epoch from
+        the sampler; :meth:`_run_epoch` sets the sampler's epoch and start before iterating."""
+        # The loader's own generator (not the global one) draws worker seeds, so starting it mid-epoch
+        # on resume does not shift the global torch RNG.
+        g = torch.Generator().manual_seed(self.run.seed * 7919)
+        if self.workers:
+            # Workers inherit one OpenCV thread from this process: setNumThreads inside a forked worker hangs
+            # when this process had used OpenCV's pool (the copied pool's threads no longer exist).
+            opencv_single_thread()
+        return DataLoader(self.train_set, batch_size=self.optim.batch_size, sampler=self.sampler, drop_last=True,
+                          num_workers=self.workers, generator=g, pin_memory=self.device.type == "cuda",
+                          persistent_workers=self.workers > 0)
 
-    def fit(self, resume: str | Path | None = None) -> dict[str, Any]:
-        """Train to ``settings.epochs``; returns ``{"epochs", "global_step", "best", "metrics", "history"}``."""
+    def _read_losses(self, steps_log: StepLog | None, writer: Any, lr: float, bar: Any, speed: float) -> None:
+        """Read the losses summed since the last read (the step's one host wait); stop on a non-finite one."""
+        if not self.meter.steps:
+            return
+        steps = self.meter.steps
+        value, bad = self.meter.read(self.info)
+        if bad is not None:
+            raise NonFiniteLossError(
+                f"loss became {value} at global step {bad} (found at global step {self.global_step}, epoch "
+                f"{self.epoch + 1}); stopped without saving. The last good checkpoint is "
+                f"{self.out_dir / 'last.pt'} (lower optim.lr, enable optim.grad_clip, or check the data)")
+        self._epoch_loss_sum += value * steps
+        if steps_log is not None:
+            steps_log.write(self.global_step, self.epoch, self.step_in_epoch, value, lr)
+        bar.set_postfix(loss=f"{value:.3e}", lr=f"{lr:.1e}", img_s=f"{speed:.1f}")
+        log.debug("step %d loss %.6e", self.global_step, value)
+        if writer is not None:
+            writer.add_scalar("train/loss", value, self.global_step)
+            writer.add_scalar("train/lr", lr, self.global_step)
+
+    def _evaluate(self) -> dict[str, float]:
+        """Evaluate the weights a checkpoint of this moment holds: rank 0's (buffers broadcast first)."""
+        assert self.evaluate is not None
+        broadcast_buffers(self.model, self.info)
+        return self.evaluate(self.model)
+
+    def fit(self, resume: str | Path | None = None) -> FitSummary:
+        """Train to ``optim.epochs`` (from the ``resume`` checkpoint when given)."""
         if resume is not None:
             self.resume(resume)
         main = self.info.is_main
@@ -233,19 +316,23 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         steps_log = StepLog(self.out_dir / "steps.csv", resume_step=self.global_step if resume else None) \
             if main else None
-        writer = _tensorboard(self.out_dir / "tb") if main and self.s.tensorboard else None
-        metrics: dict[str, float] = {}
+        writer = _tensorboard(self.out_dir / "tb") if main and self.run.tensorboard else None
+        # A finished run resumed again trains nothing: it reports the metrics its checkpoint holds.
+        metrics: dict[str, float] = dict(self.resumed_metrics)
+        if resume is not None and self.epoch >= self.optim.epochs:
+            log.warning("%s: the run already finished its %d epochs; nothing to train (raise optim.epochs to "
+                        "continue it); its metrics are kept", resume, self.optim.epochs)
         started = time.perf_counter()
         try:
-            while self.epoch < self.s.epochs:
+            while self.epoch < self.optim.epochs:
                 metrics = self._run_epoch(steps_log, writer) or metrics
-                over = bool(self.s.max_minutes) and (time.perf_counter() - started) / 60 > self.s.max_minutes
+                over = bool(self.run.max_minutes) and (time.perf_counter() - started) / 60 > self.run.max_minutes
                 # Rank 0 decides, so that all ranks stop at the same epoch.
-                if broadcast_object(over, self.info) and self.epoch < self.s.epochs:
+                if broadcast_object(over, self.info) and self.epoch < self.optim.epochs:
                     log.warning("time budget of %.1f min used up after epoch %d of %d: stopping early",
-                                self.s.max_minutes, self.epoch, self.s.epochs)
-                    if self.evaluate is not None and not (self.history and self.s.best_metric in self.history[-1]):
-                        metrics = self.evaluate(self.model)
+                                self.run.max_minutes, self.epoch, self.optim.epochs)
+                    if self.evaluate is not None and not (self.history and self.best_metric in self.history[-1]):
+                        metrics = self._evaluate()
                         self.history[-1].update(metrics)
                     break
         finally:
@@ -256,10 +343,9 @@ class Trainer:
         if main and self.history:
             write_epoch_csv(self.out_dir / "epochs.csv", self.history)
             plot_learning_curve(self.out_dir / "steps.csv", self.history, self.out_dir / "loss_curve.png",
-                                metric=self.s.best_metric)
+                                metric=self.best_metric)
         barrier(self.info)
-        return {"epochs": self.epoch, "global_step": self.global_step, "best": self.best, "metrics": metrics,
-                "history": self.history}
+        return FitSummary(self.epoch, self.global_step, self.best, metrics, self.history)
 
     def _run_epoch(self, steps_log: StepLog | None, writer: Any) -> dict[str, float] | None:
         from tqdm.auto import tqdm
@@ -267,28 +353,23 @@ class Trainer:
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
         start_time = time.perf_counter()
-        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.s.epochs}",
-                   disable=not (self.s.progress and self.info.is_main), leave=False, dynamic_ncols=True)
+        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.optim.epochs}",
+                   disable=not (self.run.progress and self.info.is_main), leave=False, dynamic_ncols=True)
         seen = 0
-        for batch in self._loader():
-            value = self._train_step(batch)
+        self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * self.optim.batch_size)
+        for batch in self.loader:
+            self._train_step(batch)
             self.step_in_epoch += 1
             self.global_step += 1
-            self._epoch_loss_sum += value
             seen += batch["image"].shape[0] * self.info.world_size
-            if steps_log is not None:
-                steps_log.write(self.global_step, self.epoch, self.step_in_epoch, value, lr)
-            if self.s.log_every and self.global_step % self.s.log_every == 0:
-                speed = seen / max(time.perf_counter() - start_time, 1e-9)
-                bar.set_postfix(loss=f"{value:.3e}", lr=f"{lr:.1e}", img_s=f"{speed:.1f}")
-                log.debug("step %d loss %.6e", self.global_step, value)
-                if writer is not None:
-                    writer.add_scalar("train/loss", value, self.global_step)
-                    writer.add_scalar("train/lr", lr, self.global_step)
+            save = bool(self.run.checkpoint_every) and self.global_step % self.run.checkpoint_every == 0 \
+                and self.step_in_epoch < self.steps_per_epoch
+            if save or (self.run.log_every and self.global_step % self.run.log_every == 0):
+                self._read_losses(steps_log, writer, lr, bar, seen / max(time.perf_counter() - start_time, 1e-9))
             bar.update(1)
-            if self.s.checkpoint_every and self.global_step % self.s.checkpoint_every == 0 \
-                    and self.step_in_epoch < self.steps_per_epoch:
+            if save:
                 self.save("last.pt")
+        self._read_losses(steps_log, writer, lr, bar, seen / max(time.perf_counter() - start_time, 1e-9))
         bar.close()
         train_loss = self._epoch_loss_sum / max(1, self.step_in_epoch)
         row: dict[str, Any] = {"epoch": self.epoch, "train_loss": train_loss, "lr": lr,
@@ -298,9 +379,9 @@ class Trainer:
         self.step_in_epoch = 0
         self._epoch_loss_sum = 0.0
         metrics = None
-        last_epoch = self.epoch == self.s.epochs
-        if self.evaluate is not None and (last_epoch or (self.s.eval_every and self.epoch % self.s.eval_every == 0)):
-            metrics = self.evaluate(self.model)
+        last_epoch = self.epoch == self.optim.epochs
+        if self.evaluate is not None and (last_epoch or (self.eval_every and self.epoch % self.eval_every == 0)):
+            metrics = self._evaluate()
             row.update(metrics)
             if writer is not None:
                 for k, v in metrics.items():
@@ -308,10 +389,10 @@ class Trainer:
         self.history.append(row)
         if writer is not None:
             writer.add_scalar("train/epoch_loss", train_loss, self.epoch)
-        log.info("epoch %d/%d: loss %.4e%s", self.epoch, self.s.epochs, train_loss,
+        log.info("epoch %d/%d: loss %.4e%s", self.epoch, self.optim.epochs, train_loss,
                  "".join(f", {k} {v:.4g}" for k, v in (metrics or {}).items()))
-        key = [float(metrics[self.s.best_metric]), float(metrics.get("PCK@0.2", float("-inf")))] \
-            if metrics and self.s.best_metric in metrics else None
+        key = [float(metrics[self.best_metric]), float(metrics.get("PCK@0.2", float("-inf")))] \
+            if metrics and self.best_metric in metrics else None
         is_best = key is not None and (self.best_key is None or key > self.best_key)
         if is_best:
             self.best, self.best_key = key[0], key

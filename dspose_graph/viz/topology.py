@@ -81,6 +81,22 @@ def _block(start: int, size: int, colour) -> Rectangle:
     return Rectangle((start - 0.5, start - 0.5), size, size, fill=False, edgecolor=colour, linewidth=2.0)
 
 
+def write_topology_figures(topo: PhysicalTopology, out: Path, formats: str, source: str = "") -> list[Path]:
+    """``mi_matrix`` (when ``topo`` stores the MI) and ``topology_skeleton`` figures in each of ``formats``."""
+    from dspose_graph.viz.learned import output_paths
+
+    written = []
+    if topo.mi is None:
+        log.warning("topology %s stores no mutual-information matrix; mi_matrix not drawn", source or topo.schema.name)
+    for path in output_paths(out, "mi_matrix", formats) if topo.mi is not None else []:
+        plot_mi_matrix(topo, path)
+        written.append(path)
+    for path in output_paths(out, "topology_skeleton", formats):
+        plot_topology_skeleton(topo, path)
+        written.append(path)
+    return written
+
+
 def plot_topology_skeleton(topo: PhysicalTopology, path: str | Path, positions: np.ndarray | None = None) -> Figure:
     """The skeleton with joints coloured by cluster and a legend naming each cluster's joints."""
     schema = topo.schema

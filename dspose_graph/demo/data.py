@@ -1,0 +1,116 @@
+"""Which data the demo trains on, and the settings that go with it.
+
+Order: a COCO-format root given explicitly; else LSP Extended from the shared data folder (300 real images,
+read in place); else a set of generated people (a fresh clone with no data). Generated people are painted
+with side colours (left limbs warm, right cool) that a horizontal flip keeps while it swaps the labels, so
+on them the demo neither flips in training nor averages a flipped pass at test time
+(``docs/decisions/synthetic.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dspose_graph.io import shared_data_dir
+from dspose_graph.train.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True)
+class DemoData:
+    """The resolved data: its config, a sentence for the report, and what its images allow.
+
+    ``real``: photographs (fine-tuned from the shipped weights). ``mirror_safe``: a mirrored image with
+    swapped left/right labels is a valid sample, so flip augmentation and flip test may be used.
+    """
+
+    config: DataConfig
+    description: str
+    real: bool
+    mirror_safe: bool
+    generator: list[str] | None = None  # the generated people's distributions (synthetic data only)
+
+
+# Settings that differ between fine-tuning on a few hundred real images and training a fresh model on the
+# generated set (docs/decisions/training.md); explicit options override them.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "real": {"epochs": 80, "lr": 1e-3, "augment": True},
+    "synthetic": {"epochs": 30, "lr": 2e-3, "augment": False},
+}
+
+
+def shared_lspet() -> Path | None:
+    """LSP Extended in the shared data folder, when it is there."""
+    shared = shared_data_dir()
+    root = shared / "lspet" if shared is not None else None
+    return root if root is not None and (root / "joints.mat").is_file() else None
+
+
+def is_real(data: str | Path | None) -> bool:
+    """Whether the demo trains on photographs: ``data`` given (not ``"synthetic"``), or LSPET found."""
+    return str(data) != SYNTHETIC if data is not None else shared_lspet() is not None
+
+
+def resolve_data(data: str | Path | None, out: Path, *, sigma: float, augment: bool, train_images: int = 1200,
+                 val_images: int = 150, lspet_val: int = 50, seed: int = 0) -> DemoData:
+    """The demo's dataset (see the module docstring); LSPET and generated data are written under ``out/data``.
+
+    ``augment`` is the random crop augmentation asked for; on generated people it is forced off (it
+    includes flips, which these images do not allow).
+    """
+    from dspose_graph.data.layouts import coco_paths
+
+    real = is_real(data)
+    generator = None
+    if real and data is not None:
+        train_ann, train_images_dir = coco_paths(Path(data), "train")
+        val_ann, val_images_dir = coco_paths(Path(data), "val")
+        desc = f"real COCO-format data from {data}: train {train_ann.name}, held-out {val_ann.name}"
+    elif real:
+        from dspose_graph.data.lspet import lspet_to_coco
+
+        root = shared_lspet()
+        paths = lspet_to_coco(root, out / "data" / "lspet", num_val=lspet_val)
+        train_ann, val_ann = paths["train_json"], paths["val_json"]
+        train_images_dir = val_images_dir = paths["images"]
+        desc = (f"real images: LSP Extended (Johnson & Everingham, CVPR 2011) read in place from {root}, "
+                f"the {lspet_val} last of its images held out; annotations converted to COCO format "
+                f"(14 LSP joints) in {out / 'data' / 'lspet'} by dspose_graph.data.lspet. Other data: --data DIR "
+                "(COCO-format root) or --data synthetic.")
+    else:
+        from dspose_graph.data.synthetic import describe_distributions, generate_dataset
+
+        started = time.perf_counter()
+        paths = generate_dataset(out / "data", train_images, val_images, image_size=(192, 256), seed=seed)
+        train_ann, train_images_dir = paths["train_json"], paths["train_images"]
+        val_ann, val_images_dir = paths["val_json"], paths["val_images"]
+        generator = describe_distributions()
+        desc = (f"generated people (COCO-17) written by dspose_graph.data.synthetic to {out / 'data'} "
+                f"({train_images} training / {val_images} held-out images, seed {seed}, "
+                f"{time.perf_counter() - started:.0f} s): "
+                + ("asked for with --data synthetic." if data is not None else
+                   "no dataset was given (--data / $DATA) and none was found in the shared data folder "
+                   "($DSPOSE_DATA or ../shared/data); pass --data DIR for a real one."))
+    config = DataConfig(kind="coco", train_ann=str(train_ann), train_images=str(train_images_dir),
+                        val_ann=str(val_ann), val_images=str(val_images_dir), augment=augment and real, sigma=sigma)
+    log.info("demo data: %s", desc)
+    return DemoData(config=config, description=desc, real=real, mirror_safe=real, generator=generator)
+
+
+def model_overrides(data: DataConfig) -> dict[str, Any]:
+    """Preset overrides: the dataset's keypoint schema (by name when it is a built-in one).
+
+    Read from the held-out file, the smaller of the two (COCO 2017: about 10 MB against 240 MB); the training
+    set is checked against the model's schema when it is loaded.
+    """
+    from topology.schemas import SCHEMAS, get_schema
+
+    schema = get_schema(data.val_ann)
+    return {"schema": schema.name if SCHEMAS.get(schema.name) == schema else schema.to_dict()}

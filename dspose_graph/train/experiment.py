@@ -1,0 +1,185 @@
+"""Paper tables as experiments: run every row of a table and write our numbers beside the paper's.
+
+A table is the set of ``experiments/*.yaml`` whose ``paper.table`` is TABLE (``coco``, ``table5``, ``table6``,
+``table7``, ``table8``, ``mpii``, ``convs``). Each row is trained with its own config by
+:func:`dspose_graph.train.pipeline.train` (the paper schedule by default; ``epochs`` shortens it,
+milestones scaled alike), then ``results.md``, ``results.csv`` and ``rows.yaml`` list the row, its
+trainable parameter count (ours and the paper's: the papers count trainable weights, so the frozen sine
+position table is left out), the paper's metric and ours. ``tiny`` swaps each row's preset for the
+CPU-sized ``*_t`` one (same head/conv/t/N overrides): a smoke run of a whole table, not a reproduction.
+``dspose experiment`` is the command line of :func:`run_table`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from dspose_graph.io import atomic_write_text
+from dspose_graph.train.config import TrainConfig, apply_override, config_from_dict, config_to_dict, load_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RowResult:
+    """One row of a results table; ``params_m`` is our trainable parameter count in millions."""
+
+    row: str
+    config: str
+    model: str
+    params_m: float
+    paper_params_m: float | None
+    metric: str
+    paper: float | None
+    ours: float | None
+    epochs: int
+    data: str
+    out_dir: str
+
+
+FIELDS = [f.name for f in dataclasses.fields(RowResult)]
+
+
+def default_experiments_dir() -> Path:
+    """The source checkout's ``experiments/`` folder, else ``./experiments``."""
+    here = Path(__file__).resolve().parents[2] / "experiments"
+    return here if here.is_dir() else Path("experiments")
+
+
+def table_rows(directory: Path) -> dict[str, list[tuple[Path, TrainConfig]]]:
+    """Table name -> its rows ``(yaml path, config)``, in file-name order."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"experiments folder {directory} does not exist")
+    tables: dict[str, list[tuple[Path, TrainConfig]]] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        config = load_config(path)
+        if not config.paper.table:
+            raise ValueError(f"{path}: paper.table is empty: every experiment YAML names its table")
+        tables.setdefault(config.paper.table, []).append((path, config))
+    return tables
+
+
+def scale_milestones(milestones: list[int], epochs: int, new_epochs: int) -> list[int]:
+    """Milestones at the same fractions of a shorter (or longer) run; those that fall on 0 or the end are dropped."""
+    return sorted({round(m * new_epochs / epochs) for m in milestones} - {0} - {new_epochs})
+
+
+def prepare(config: TrainConfig, out_dir: Path, *, epochs: int | None = None, data: Path | None = None,
+            limit: int = 0, tiny: bool = False, overrides: Sequence[str] = ()) -> TrainConfig:
+    """The row's config with these changes: ``epochs`` (milestones scaled), a ``data`` root in a known
+    layout, the first ``limit`` training and held-out persons, the ``*_t`` preset, ``--set`` overrides."""
+    raw = config_to_dict(config)
+    if epochs is not None:
+        raw["optim"]["milestones"] = scale_milestones(config.optim.milestones, config.optim.epochs, epochs)
+        raw["optim"]["epochs"] = epochs
+    if data is not None:
+        raw["data"].update(data_paths(config.data.kind, data))
+    if limit:
+        raw["data"]["limit_train"] = raw["data"]["limit_val"] = limit
+    if tiny:
+        base = config.model.name.rsplit("_", 1)[0]
+        raw["model"]["name"] = f"{base}_t"
+        raw["model"]["pretrained"] = None  # the ImageNet HRNet file is for the row's W32/W48 backbone
+        if config.data.kind == "mpii":
+            raw["model"]["overrides"].setdefault("schema", "mpii")
+    raw["run"]["out_dir"] = str(out_dir)
+    for item in overrides:
+        raw = apply_override(raw, item)
+    return config_from_dict(raw, source=f"{config.paper.table}/{config.paper.row}")
+
+
+def data_paths(kind: str, root: Path) -> dict[str, str]:
+    """The data.* path fields for a dataset root in one of the known layouts (COCO: with HRNet's person
+    detections when the root has them, else ground-truth boxes)."""
+    from dspose_graph.data.layouts import COCO_DETECTIONS, coco_paths, mpii_paths
+
+    if kind == "coco":
+        train_ann, train_images = coco_paths(root, "train")
+        val_ann, val_images = coco_paths(root, "val")
+        boxes = root / COCO_DETECTIONS.format(split="val")
+        if not boxes.is_file():
+            log.warning("no person detections at %s: evaluating with ground-truth boxes", boxes)
+        return {"root": "", "train_ann": str(train_ann), "train_images": str(train_images),
+                "val_ann": str(val_ann), "val_images": str(val_images), "val_boxes": str(boxes) if boxes.is_file() else ""}
+    ann, images = mpii_paths(root)
+    if ann is None:
+        raise FileNotFoundError(f"no MPII annotation file under {root}")
+    gt = next((p for p in (root / "annotations" / "detections_our_format.mat", root / "detections_our_format.mat")
+               if p.is_file()), None)
+    return {"root": "", "train_ann": str(ann), "train_images": str(images), "val_ann": str(ann),
+            "val_images": str(images), "val_gt": str(gt) if gt else ""}
+
+
+def our_value(config: TrainConfig, metrics: dict[str, float]) -> float | None:
+    """The row's metric in the paper's units (AP in %, PCKh in %)."""
+    if config.paper.metric == "AP":
+        return 100.0 * metrics["AP"] if "AP" in metrics else None
+    if config.paper.metric == "PCKh":
+        return metrics.get("PCKh_Mean")
+    return metrics.get(config.paper.metric)
+
+
+def run_table(table: str, rows: list[tuple[Path, TrainConfig]], out: Path, *, dry_run: bool = False,
+              **changes: Any) -> list[RowResult]:
+    """Train (or, with ``dry_run``, only build) every row; results are rewritten under ``out`` after each row.
+
+    ``changes`` are :func:`prepare`'s keyword arguments, applied to every row.
+    """
+    from dspose_graph.train.pipeline import build_model, count_parameters, train
+
+    results: list[RowResult] = []
+    for path, row in rows:
+        config = prepare(row, out / path.stem, **changes)
+        if dry_run:
+            params, ours = count_parameters(build_model(config, load_pretrained=False))[0], None
+        else:
+            log.info("table %s, row %s (%s)", table, row.paper.row, path.name)
+            trained = train(config, source=str(path))
+            params, ours = trained.params, our_value(config, trained.metrics)
+        results.append(RowResult(row=row.paper.row, config=path.name, model=config.model.name, params_m=params / 1e6,
+                                 paper_params_m=row.paper.params_m, metric=row.paper.metric, paper=row.paper.value,
+                                 ours=ours, epochs=config.optim.epochs,
+                                 data=config.data.train_ann or config.data.root, out_dir=config.run.out_dir))
+        write_results(out, table, results)
+    return results
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None or v == "":
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def render_markdown(table: str, results: list[RowResult]) -> str:
+    """The results table in Markdown, paper numbers beside ours."""
+    lines = [f"# Results: {table}", "",
+             "| row | model | trainable params (M) ours | params (M) paper | metric | paper | ours | epochs |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.row} | {r.model} | {_fmt(r.params_m, 2)} | {_fmt(r.paper_params_m)} | "
+                     f"{r.metric} | {_fmt(r.paper)} | {_fmt(r.ours)} | {r.epochs} |")
+    lines += ["", "Parameter counts are trainable weights (the frozen sine position table is not counted, as in "
+              "the papers). Paper values of '-' are not transcribed in the YAML (see its header comment). 'ours' is "
+              "measured by this run on the data named in results.csv; short or --tiny runs are smoke tests, "
+              "not reproductions."]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path, table: str, results: list[RowResult]) -> None:
+    """``results.csv``, ``results.md`` and ``rows.yaml`` under ``out`` (each written atomically)."""
+    rows = [dataclasses.asdict(r) for r in results]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=FIELDS)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if r[k] is None else r[k]) for k in FIELDS})
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    atomic_write_text(out / "results.md", render_markdown(table, results))
+    atomic_write_text(out / "rows.yaml", yaml.safe_dump(rows, sort_keys=False))

@@ -1,0 +1,358 @@
+"""The training pipeline: a :class:`~dspose_graph.train.config.TrainConfig` in, a trained model and its metrics out.
+
+``train(config)`` builds the model (:func:`build_model`), the datasets (:func:`build_datasets`) and the
+held-out evaluator (:func:`build_evaluator`), runs the :class:`~dspose_graph.train.trainer.Trainer` and
+returns a :class:`TrainResult`; ``evaluate(config, weights)`` scores a checkpoint on the config's
+held-out split; ``dry_run(config)`` builds everything and stops before training. The config's fidelity keys
+are read here: ``model.pretrained`` (checked before any data is read), ``data.codec`` (datasets and
+evaluation), ``data.augment``, ``data.val_boxes``, the ``eval`` thresholds and ``optim.global_batch``. The CLI (``dspose train``), the experiment runner and the demo are thin callers of
+these functions. Under ``torchrun`` every process calls the same function (see docs/training.md).
+
+Files written to ``config.run.out_dir``: ``config.yaml``, the trainer's checkpoints and logs, and
+``metrics.json`` (``metrics_eval.json`` for :func:`evaluate`). The folder is locked while a run writes it
+(``dspose_graph.io.FolderLock``), so a second run on it stops before writing anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from dspose_graph.data.augment import AugmentParams, augment_preset
+from dspose_graph.data.codec import Codec, get_codec
+from dspose_graph.io import FolderLock, atomic_write_json, atomic_write_text
+from dspose_graph.models import DSPose, create_model
+from dspose_graph.models.checkpoint import load_model
+from dspose_graph.models.runtime import PreparedModel, autocast_dtype, prepare_model
+from dspose_graph.train.config import TrainConfig, config_to_yaml
+from dspose_graph.train.distributed import DistInfo, cleanup, init_distributed, resolve_device, workers_per_rank
+from dspose_graph.train.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+DATA_KINDS = ("coco", "mpii")
+# Where the ImageNet HRNet files named by model.pretrained come from (said when one is missing).
+PRETRAINED_SOURCE = (
+    "the ImageNet HRNet files official HRNet and TokenPose start from (hrnet_w32-36af842e.pth for the -B models, "
+    "hrnet_w48-8ef0771d.pth for -L) are in the model zoo linked from the README of "
+    "github.com/leoxiaobin/deep-high-resolution-net.pytorch (folder imagenet/, placed as models/pytorch/imagenet/); "
+    "timm's hrnet_w32/hrnet_w48 weights load too")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    ``metrics`` are the last held-out evaluation's; ``best`` the best value of ``config.best_metric``;
+    ``params`` the trainable parameter count (what papers report; ``params_frozen`` is the fixed sine
+    position table); ``last`` and ``best_checkpoint`` the checkpoint files (``None`` on other ranks than 0
+    or when no epoch improved). ``model`` is the trained model (on the training device).
+    """
+
+    metrics: dict[str, float]
+    out_dir: Path
+    params: int
+    params_frozen: int
+    epochs: int
+    global_step: int
+    best: float | None
+    history: list[dict[str, Any]]
+    last: Path | None
+    best_checkpoint: Path | None
+    model: DSPose
+    train_set: Dataset
+    val_set: Dataset
+    world_size: int = 1
+    is_main: bool = True
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """``(trainable, frozen)`` parameter counts (frozen: ``requires_grad=False``, e.g. the sine table)."""
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    return trainable, frozen
+
+
+def data_path(config: TrainConfig, field: str, must_exist: bool = True) -> Path:
+    """``data.<field>`` resolved against ``data.root``; ``FileNotFoundError`` naming the key when missing."""
+    value = getattr(config.data, field)
+    if not value:
+        raise ValueError(f"config data.{field} is empty: expected a path")
+    path = Path(config.data.root) / value if config.data.root else Path(value)
+    if must_exist and not path.exists():
+        raise FileNotFoundError(f"config data.{field}: {path} does not exist")
+    return path
+
+
+def pretrained_path(config: TrainConfig) -> Path | None:
+    """``model.pretrained`` (relative to the working directory), or ``None`` for a random backbone.
+
+    Raises ``FileNotFoundError`` naming the file, the backbone and where such files come from when it is missing.
+    """
+    value = config.model.pretrained
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError("config model.pretrained is empty: give the ImageNet HRNet file, or null for a random backbone")
+    path = Path(value)
+    if not path.is_file():
+        from dspose_graph.models.presets import resolve_config
+
+        backbone = resolve_config(config.model.name, **config.model.overrides).backbone
+        raise FileNotFoundError(
+            f"config model.pretrained: {path} not found (relative to {Path.cwd()}); it holds the ImageNet weights "
+            f"the {backbone} backbone of {config.model.name} starts from, as in official TokenPose. {PRETRAINED_SOURCE}. "
+            "Or set model.pretrained: null to train from a random backbone (not the paper's recipe); "
+            "see docs/reproducing.md")
+    return path
+
+
+def build_model(config: TrainConfig, load_pretrained: bool = True) -> DSPose:
+    """The configured preset: its backbone from ``model.pretrained`` (unless ``load_pretrained`` is off, e.g.
+    to count parameters), then ``model.init_from`` weights when given."""
+    pretrained = pretrained_path(config) if load_pretrained else None
+    model = create_model(config.model.name, pretrained=pretrained, **config.model.overrides)
+    if config.model.init_from:
+        from dspose_graph.models.transfer import init_from_checkpoint
+        from dspose_graph.weights import resolve_weights
+
+        path = resolve_weights(config.model.init_from)
+        report = init_from_checkpoint(model, path)
+        log.info("model initialised from %s (%s skeleton; new keypoints: %s)", path, report["source"],
+                 ", ".join(report["new"]) or "none")
+    return model
+
+
+def codec_of(config: TrainConfig) -> Codec:
+    """The :class:`~dspose_graph.data.codec.Codec` named by ``data.codec``."""
+    try:
+        return get_codec(config.data.codec)
+    except ValueError as e:
+        raise ValueError(f"config data.codec: {e}") from None
+
+
+def augment_of(config: TrainConfig) -> AugmentParams | None:
+    """The training augmentation of ``data.augment`` (+ ``data.augment_overrides``); ``None`` when it is off."""
+    d = config.data
+    if d.augment is False or d.augment == "none":
+        return None
+    name = d.kind if d.augment is True else d.augment
+    fields = {f.name for f in dataclasses.fields(AugmentParams)}
+    unknown = sorted(set(d.augment_overrides) - fields)
+    if unknown:
+        raise ValueError(f"config data.augment_overrides: unknown field {unknown[0]!r} (valid: {', '.join(sorted(fields))})")
+    try:
+        return augment_preset(name, **d.augment_overrides)
+    except ValueError as e:
+        raise ValueError(f"config data.augment: {e}") from None
+
+
+def build_dataset(config: TrainConfig, model: DSPose, split: str, augment: bool = False) -> Dataset:
+    """The ``split`` (``"train"``/``"val"``) dataset of ``config``, cropped for ``model``; no ``limit_*`` applied.
+
+    Paths come from ``data.<split>_ann`` / ``data.<split>_images``; when both are empty, from the
+    official folder layout under ``data.root`` (``dspose_graph.data.layouts``). ``augment`` applies
+    :func:`augment_of`; the COCO val split takes its person boxes from ``data.val_boxes`` when set.
+    """
+    from dspose_graph.data import build_dataset as dataset_from_layout
+
+    d = config.data
+    if d.kind not in DATA_KINDS:
+        raise ValueError(f"config data.kind={d.kind!r}: expected one of {', '.join(DATA_KINDS)}")
+    params = augment_of(config) if augment else None
+    kwargs: dict[str, Any] = dict(input_size=tuple(d.input_size) if d.input_size else tuple(model.input_size),
+                                  heatmap_size=tuple(model.heatmap_size), sigma=d.sigma, codec=codec_of(config),
+                                  schema=model.schema, train=params is not None, augment=params,
+                                  reduced_decode=d.reduced_decode)
+    if d.kind == "mpii":
+        kwargs["keep_unannotated"] = d.keep_unannotated
+    if d.val_boxes and split == "val":
+        if d.kind != "coco":
+            raise ValueError(f"config data.val_boxes is for COCO-format data, not data.kind={d.kind!r}")
+        kwargs.update(detections=data_path(config, "val_boxes"), det_score_thr=d.det_score_thr)
+    if getattr(d, f"{split}_ann") or getattr(d, f"{split}_images"):
+        kwargs.update(ann_file=data_path(config, f"{split}_ann"), image_dir=data_path(config, f"{split}_images"))
+    return dataset_from_layout(d.kind, d.root or ".", split, **kwargs)
+
+
+def _limit(dataset: Dataset, n: int) -> Dataset:
+    return Subset(dataset, list(range(min(n, len(dataset))))) if n > 0 else dataset  # type: ignore[arg-type]
+
+
+def build_datasets(config: TrainConfig, model: DSPose, need_train: bool = True) -> tuple[Dataset | None, Dataset]:
+    """Training (augmented as ``data.augment`` says; ``None`` when not needed) and validation datasets,
+    cut to ``data.limit_train`` / ``data.limit_val``."""
+    d = config.data
+    train_set = _limit(build_dataset(config, model, "train", d.augment), d.limit_train) if need_train else None
+    return train_set, _limit(build_dataset(config, model, "val"), d.limit_val)
+
+
+def subset_coco(coco: Any, image_ids: set[int]) -> Any:
+    """A pycocotools index restricted to ``image_ids`` (so a limited run is not scored on unseen images)."""
+    from pycocotools.coco import COCO
+
+    sub = COCO()
+    sub.dataset = {**coco.dataset,
+                   "images": [im for im in coco.dataset["images"] if im["id"] in image_ids],
+                   "annotations": [a for a in coco.dataset["annotations"] if a["image_id"] in image_ids]}
+    sub.createIndex()
+    return sub
+
+
+def build_evaluator(config: TrainConfig, model: DSPose, val_set: Dataset, device: torch.device | str = "cpu",
+                    info: DistInfo | None = None) -> Callable[[nn.Module], dict[str, float]]:
+    """``evaluate(model) -> metrics`` on ``val_set``: OKS AP for COCO-format data, PCKh for full MPII val."""
+    from dspose_graph.train.evaluate import compute_metrics, metrics_once, oks_sigmas, predict_dataset
+
+    base = val_set.dataset if isinstance(val_set, Subset) else val_set
+    coco_gt = None
+    pckh_mat = None
+    if config.data.kind == "coco":
+        coco_gt = base.coco  # type: ignore[attr-defined]
+        if isinstance(val_set, Subset):
+            coco_gt = subset_coco(coco_gt, {int(base.records[i].image_id) for i in val_set.indices})  # type: ignore[attr-defined]
+    elif config.data.val_gt and not isinstance(val_set, Subset):
+        pckh_mat = data_path(config, "val_gt")
+    sigmas = oks_sigmas(model.schema)
+    info = info or DistInfo()
+    e = config.eval
+    try:
+        autocast_dtype(e.precision, device)
+    except ValueError as err:
+        raise ValueError(f"config eval.precision: {err}") from None
+
+    prepared: list[PreparedModel] = []  # one per evaluated model, so that compilation happens once
+
+    def evaluate_model(m: nn.Module) -> dict[str, float]:
+        if not prepared or prepared[0].original is not m:
+            # In place: NHWC weights leave the maths (and the training of this model) unchanged.
+            prepared[:] = [prepare_model(m, device, precision=e.precision, channels_last=e.channels_last,
+                                         compile=e.compile)]
+        runner = prepared[0]
+        pred = predict_dataset(m, val_set, batch_size=e.batch_size, device=torch.device(device),
+                               flip_test=e.flip_test, decode=e.decode, codec=codec_of(config), info=info,
+                               forward=runner, workers=workers_per_rank(config.run.workers, info))
+        return metrics_once(lambda: compute_metrics(pred, coco_gt=coco_gt, sigmas=sigmas, pckh_mat=pckh_mat,
+                            nms_threshold=e.oks_nms_threshold, rescore_threshold=e.rescore_threshold), info)
+
+    return evaluate_model
+
+
+def check_global_batch(config: TrainConfig, world_size: int) -> int:
+    """Log processes x per-process batch and the lr; warn when that global batch is not ``optim.global_batch``.
+
+    The lr is never rescaled here: a run on fewer GPUs than the paper's trains with the configured lr unless
+    the user changes it (docs/reproducing.md gives the linear rule). Returns the actual global batch.
+    """
+    o = config.optim
+    actual = world_size * o.batch_size
+    log.info("batch: %d process(es) x %d per process = global batch %d, lr %g", world_size, o.batch_size, actual, o.lr)
+    if o.global_batch and actual != o.global_batch:
+        log.warning("global batch %d (%d process(es) x %d) differs from optim.global_batch %d that lr %g is set for; "
+                    "training with lr %g as configured (the linear rule would give lr %g: --set optim.lr=%g)",
+                    actual, world_size, o.batch_size, o.global_batch, o.lr, o.lr, o.lr * actual / o.global_batch,
+                    o.lr * actual / o.global_batch)
+    return actual
+
+
+def _start(config: TrainConfig, lock: FolderLock) -> tuple[DistInfo, torch.device, Path]:
+    info = init_distributed(resolve_device(config.run.device))
+    device = resolve_device(config.run.device, info)
+    out_dir = Path(config.run.out_dir)
+    if info.is_main:
+        lock.acquire()  # before the first write: a second run on this folder stops here
+        atomic_write_text(out_dir / "config.yaml", config_to_yaml(config))
+    return info, device, out_dir
+
+
+def _write_metrics(path: Path, metrics: dict[str, float], model: DSPose, config: TrainConfig, source: str,
+                   info: DistInfo) -> None:
+    if info.is_main:
+        trainable, frozen = count_parameters(model)
+        atomic_write_json(path, {"metrics": metrics, "params": trainable + frozen, "params_trainable": trainable,
+                                 "world_size": info.world_size, "config": source, "model": config.model.name})
+
+
+def train(config: TrainConfig, *, resume: str | Path | None = None, source: str = "<config>") -> TrainResult:
+    """Train as ``config`` says (from the ``resume`` checkpoint when given) and evaluate on its held-out split.
+
+    ``source`` names the config in provenance records (e.g. its YAML path). A distributed process group
+    started here (under ``torchrun``) is closed before returning.
+    """
+    lock = FolderLock(config.run.out_dir, "run.out_dir")
+    try:
+        info, device, out_dir = _start(config, lock)
+        if info.is_main:
+            check_global_batch(config, info.world_size)
+        torch.manual_seed(config.run.seed)
+        model = build_model(config)
+        train_set, val_set = build_datasets(config, model)
+        assert train_set is not None
+        trainable, frozen = count_parameters(model)
+        trainer = Trainer(model, train_set, config, evaluate=build_evaluator(config, model, val_set, device, info),
+                          device=device, info=info, provenance={"config": source, "params": trainable + frozen})
+        summary = trainer.fit(resume=resume)
+        _write_metrics(out_dir / "metrics.json", summary.metrics, model, config, source, info)
+    finally:
+        lock.release()
+        cleanup()
+    last, best = out_dir / "last.pt", out_dir / "best.pt"
+    return TrainResult(metrics=summary.metrics, out_dir=out_dir, params=trainable, params_frozen=frozen,
+                       epochs=summary.epochs, global_step=summary.global_step, best=summary.best,
+                       history=summary.history, last=last if last.is_file() else None,
+                       best_checkpoint=best if best.is_file() else None, model=model, train_set=train_set,
+                       val_set=val_set, world_size=info.world_size, is_main=info.is_main)
+
+
+def evaluate(config: TrainConfig, weights: str | Path, *, source: str = "<config>") -> dict[str, float]:
+    """Metrics of checkpoint ``weights`` on ``config``'s held-out split (also written to ``metrics_eval.json``).
+
+    The model is rebuilt from the checkpoint's own model config, so ``config.model`` is not consulted.
+    """
+    lock = FolderLock(config.run.out_dir, "run.out_dir")
+    try:
+        info, device, out_dir = _start(config, lock)
+        model, _ = load_model(weights, device)
+        _, val_set = build_datasets(config, model, need_train=False)
+        metrics = build_evaluator(config, model, val_set, device, info)(model)
+        _write_metrics(out_dir / "metrics_eval.json", metrics, model, config, source, info)
+    finally:
+        lock.release()
+        cleanup()
+    return metrics
+
+
+def dry_run(config: TrainConfig) -> dict[str, Any]:
+    """Build what :func:`train` builds and read one sample of each split, then stop before training.
+
+    Checks a config and every file it names (pretrained backbone, annotations, images, detections, MPII ground
+    truth) in minutes on a CPU; nothing is written. Returns a summary: model, trainable parameters, backbone
+    file, codec, augmentation, samples per split, processes, batch and lr.
+    """
+    try:
+        info = init_distributed(resolve_device(config.run.device))
+        device = resolve_device(config.run.device, info)
+        global_batch = check_global_batch(config, info.world_size)
+        model = build_model(config)
+        train_set, val_set = build_datasets(config, model)
+        assert train_set is not None
+        build_evaluator(config, model, val_set, device, info)
+        for name, dataset in (("train", train_set), ("val", val_set)):
+            if len(dataset) == 0:  # type: ignore[arg-type]
+                raise ValueError(f"config data: the {name} split has no samples")
+            dataset[0]
+    finally:
+        cleanup()
+    params = augment_of(config)
+    return {"model": config.model.name, "params": count_parameters(model)[0],
+            "pretrained": config.model.pretrained, "codec": config.data.codec,
+            "augment": dataclasses.asdict(params) if params else None,
+            "train_samples": len(train_set), "val_samples": len(val_set),  # type: ignore[arg-type]
+            "val_boxes": config.data.val_boxes or None, "world_size": info.world_size,
+            "batch_per_process": config.optim.batch_size, "global_batch": global_batch, "lr": config.optim.lr}
