@@ -31,7 +31,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dspose_graph.data import AugmentParams, CropParams, TopDownDataset, build_dataset, load_image
-from dspose_graph.data.image import opencv_single_thread
 from dspose_graph.data.transforms import crop_affine
 from dspose_graph.io import shared_data_dir
 
@@ -166,11 +165,11 @@ def check_agreement(ours: TopDownDataset, naive: NaiveTopDown) -> None:
             raise RuntimeError(f"reference and ours disagree on the image crop of sample {i}")
 
 
-def throughput(dataset: Dataset, samples: int, workers: int, batch: int, repeats: int, worker_init=None) -> float:
+def throughput(dataset: Dataset, samples: int, workers: int, batch: int, repeats: int) -> float:
     """Samples/s through a DataLoader whose workers are already started (one untimed warm-up pass)."""
     indices = [i % len(dataset) for i in range(samples)]
     loader = DataLoader(dataset, batch_size=batch, num_workers=workers, sampler=indices,
-                        persistent_workers=workers > 0, worker_init_fn=worker_init)
+                        persistent_workers=workers > 0)
     best = math.inf
     for attempt in range(repeats + 1):
         start = time.perf_counter()
@@ -213,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "reference, HRNet patch loop": lambda imgs: NaiveTopDown(ours, images=imgs, patch=True),
         "ours": lambda imgs: ours if imgs is None else Preloaded(ours, imgs),
     }
-    rates = {name: throughput(make(None), args.samples, args.workers, args.batch, args.repeats,
-                              opencv_single_thread if name == "ours" else None)
+    rates = {name: throughput(make(None), args.samples, args.workers, args.batch, args.repeats)
              for name, make in pipelines.items()}
     costs = {name: in_process(make(images), args.samples, args.repeats) for name, make in pipelines.items()}
     print(f"data pipeline, {len(ours)} COCO persons from {root}, {args.samples} samples, best of {args.repeats}")

@@ -56,8 +56,9 @@ def reduced_crop_matrix(m: np.ndarray, reduction: int) -> np.ndarray:
 
 
 def opencv_single_thread(worker_id: int = 0) -> None:
-    """DataLoader ``worker_init_fn``: one OpenCV thread per worker (its own pool would oversubscribe the cores
-    the other workers use; each warp and decode is small)."""
+    """One OpenCV thread, to call in the parent before DataLoader workers fork (they inherit it): each worker's
+    own pool would oversubscribe the cores. Not a ``worker_init_fn``: ``cv2.setNumThreads`` inside a forked
+    worker deadlocks once the parent has used OpenCV's pool."""
     cv2.setNumThreads(1)
 
 
