@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "folder when present, else generated people")
     parser.add_argument("--model", default="dspose_t", help="model preset (default dspose_t; tokenpose_t has no graph)")
     parser.add_argument("--conv", default=None,
-                        help="graph convolution of the graph head (dspose, gcn, gat, gatv2, graphconv, sage, transformer)")
+                        help="graph convolution of the graph head (dspose, gcn, gat, gatv2, graphconv, sage, transformer; "
+                             "default graphconv on generated people, the paper's dspose on real data)")
     parser.add_argument("--minutes", type=float, default=7.5, help="training time budget in minutes (default 7.5)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs, unless the time budget ends first (default 80 on real data, 30 on generated)")
