@@ -41,7 +41,7 @@ class DemoOptions:
     data: str | Path | None = None  # a COCO-format root, "synthetic", or None (LSPET when found, else generated)
     model: str = "dspose_t"
     conv: str | None = None  # the graph head's convolution (dspose_graph.graph.layers.CONVS); None: SETTINGS
-    minutes: float = 7.5
+    minutes: float | None = None  # the training time budget
     epochs: int | None = None
     lr: float | None = None
     augment: bool | None = None
