@@ -3,17 +3,21 @@ few generated people (no data folder needed); real data end to end at toy size w
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 from dspose_graph.demo import DemoOptions, run_demo
 from dspose_graph.demo.baselines import START_ROW, goal_lines, metric_table, swap_rate, verdict
 from dspose_graph.demo.data import resolve_data
-from dspose_graph.demo.run import demo_milestones, resolve_init, train_config, with_defaults
+from dspose_graph.demo.run import body_init, body_start, demo_milestones, resolve_init, train_config, with_defaults
 from dspose_graph.models.checkpoint import load_checkpoint
+from dspose_graph.models.presets import create_model
+from dspose_graph.weights import resolve_weights
 from topology.schemas import COCO17, KeypointSchema
 
 ROW = {"AP": 0.5, "AP50": 0.6, "AP75": 0.4, "AR": 0.55, "PCK@0.2": 70.0, "swap": 4.0}
@@ -78,6 +82,9 @@ def test_init_choice_follows_the_data():
     assert resolve_init("auto", "dspose_t", real=True) == "dspose_t_synthetic"
     assert resolve_init("auto", "dspose_t", real=False) == ""
     assert resolve_init("auto", "tokenpose_t", real=True) == ""  # no shipped weights for it
+    assert body_init("auto", "dspose_t", real=False) == "dspose_t_synthetic"
+    assert body_init("auto", "dspose_t", real=True) == "" and body_init("random", "dspose_t", real=False) == ""
+    assert body_init("auto", "tokenpose_t", real=False) == ""
     assert resolve_init("random", "dspose_t", real=True) == "" and resolve_init("x.pt", "dspose_t", False) == "x.pt"
 
 
@@ -89,7 +96,48 @@ def test_generated_people_are_never_mirrored(tmp_path):
     config = train_config(options, data)
     assert not data.real and not data.mirror_safe and data.generator
     assert config.data.augment is False and config.eval.flip_test is False
-    assert options.epochs == 30 and options.lr == 2e-3
+    assert options.epochs == 20 and options.lr == 1e-3
+    assert options.conv == "graphconv" and config.model.overrides["conv"] == "graphconv"
+
+
+def test_demo_convolution_defaults_follow_the_data_and_the_head():
+    """GraphConv for a graph head on generated people; real data, an MLP head and an explicit --conv untouched."""
+    assert with_defaults(DemoOptions(model="dspose_t"), real=True).conv is None
+    assert with_defaults(DemoOptions(model="tokenpose_t"), real=False).conv is None
+    assert with_defaults(DemoOptions(model="dspose_t", conv="gat"), real=False).conv == "gat"
+
+
+def _pair_distance_ratio(conv: str) -> float:
+    """Mean distance between the heatmaps of a left joint and its right partner over the mean distance between
+    any two joints, for a freshly built dspose_t on random crops."""
+    torch.manual_seed(0)
+    model = create_model("dspose_t", conv=conv).eval()
+    with torch.no_grad():
+        heat = model(torch.randn(4, 3, 128, 96)).flatten(2)
+    dist = torch.cdist(heat, heat)
+    pairs = torch.stack([dist[:, i, j] for i, j in COCO17.flip_pairs], 1).mean()
+    return float(pairs / (dist.sum((1, 2)).mean() / (17 * 16)))
+
+
+def test_demo_convolution_breaks_the_graph_heads_symmetric_start():
+    """The paper's A_m X W starts with each left/right pair nearly on one heatmap; GraphConv's root term not."""
+    assert _pair_distance_ratio("dspose") < 0.3
+    assert _pair_distance_ratio("graphconv") > 0.7
+
+
+def test_body_start_keeps_the_shipped_body_and_draws_a_new_head(tmp_path):
+    options = with_defaults(DemoOptions(out=tmp_path, data="synthetic"), real=False)
+    config = train_config(options, resolve_data("synthetic", tmp_path, sigma=3.0, augment=False, train_images=2,
+                                                val_images=1))
+    shipped = load_checkpoint(resolve_weights("dspose_t_synthetic"))["state_dict"]
+    start = load_checkpoint(body_start("dspose_t_synthetic", config, tmp_path / "start.pt", seed=0))
+    assert start["model"]["config"]["conv"] == "graphconv"
+    body = [k for k in shipped if not k.startswith("head.")]
+    assert body and all(torch.equal(start["state_dict"][k], shipped[k]) for k in body)
+    assert any(k.startswith("head.") and k not in shipped for k in start["state_dict"])  # GraphConv's own weights
+    wide = dataclasses.replace(config.model, overrides={**config.model.overrides, "dim": 64})
+    with pytest.raises(ValueError, match="dspose_t_synthetic.pt: its backbone/Transformer do not fit"):
+        body_start("dspose_t_synthetic", dataclasses.replace(config, model=wide), tmp_path / "bad.pt", seed=0)
 
 
 @pytest.mark.parametrize("model, conv", [("dspose_t", None), ("tokenpose_t", None), ("dspose_t", "gat")])
@@ -98,18 +146,20 @@ def test_every_preset_runs_through_the_demo(tmp_path, model, conv):
     result = run_demo(DemoOptions(out=out, data="synthetic", model=model, conv=conv, train_images=8, val_images=4,
                                   epochs=1, minutes=0.5, batch_size=4, workers=0))
     report = result.report.read_text()
-    for needle in ("| mean pose |", "| untrained |", "| trained |", "group 1:", "generated people",
-                   "starting weights: random", "- occluders: p=0.3 per person", "left/right swap rate <= 10%"):
+    graph = model != "tokenpose_t"
+    start = "starting weights: backbone + Transformer of 'dspose_t_synthetic'" if graph else "starting weights: random"
+    for needle in ("| mean pose |", "| untrained |", "| trained |", "group 1:", "generated people", start,
+                   "- occluders: p=0.3 per person", "left/right swap rate <= 10%"):
         assert needle in report, needle
-    assert set(result.rows) == {"mean pose", "untrained", "trained"}
+    assert set(result.rows) == {"mean pose", "untrained", "trained"} | ({START_ROW} if graph else set())
     assert 0.0 <= result.rows["trained"]["swap"] <= 100.0
     for name in ("predictions.png", "topology_mpii.png", "topology_coco.png", "train/loss_curve.png"):
         assert (out / name).stat().st_size > 0, name
-    graph = model != "tokenpose_t"
     assert (out / "adjacency.png").exists() == graph
     assert ("no adjacency figure: the 'mlp' head" in report) != graph
     state = load_checkpoint(out / "train" / "last.pt")
-    assert state["model"]["name"] == model and state["model"]["config"]["conv"] == (conv or "dspose")
+    assert state["model"]["name"] == model
+    assert state["model"]["config"]["conv"] == (conv or ("graphconv" if graph else "dspose"))
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@
    folder (real images, read in place), else people the project generates.
 2. Physical topology: the MPII clusters, the COCO groups and the trained skeleton's groups, with figures.
 3. A small model (``dspose_t`` by default) trained for a few minutes: on real data fine-tuned from the
-   shipped weights pretrained on generated people, on generated people from random weights.
+   shipped weights pretrained on generated people; on generated people from their backbone and Transformer
+   with a fresh GraphConv graph head (docs/decisions/synthetic.md, decision 15).
 4. Held-out evaluation (OKS AP, PCK@0.2, left/right swap rate) against the untrained network, the starting
    weights and the mean pose; ``report.md`` with the table, figures and the checkpoint.
 
@@ -32,8 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "folder when present, else generated people")
     parser.add_argument("--model", default="dspose_t", help="model preset (default dspose_t; tokenpose_t has no graph)")
     parser.add_argument("--conv", default=None,
-                        help="graph convolution of the graph head (dspose, gcn, gat, gatv2, graphconv, sage, transformer)")
-    parser.add_argument("--minutes", type=float, default=7.5, help="training time budget in minutes (default 7.5)")
+                        help="graph convolution of the graph head (dspose, gcn, gat, gatv2, graphconv, sage, transformer; "
+                             "default graphconv on generated people, the paper's dspose on real data)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="training time budget in minutes (default 7.5 on real data, 9 on generated people)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs, unless the time budget ends first (default 80 on real data, 30 on generated)")
     parser.add_argument("--sigma", type=float, default=3.0,
@@ -52,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch compute threads (default 1: with one loader process that fills two cores, "
                              "and stays fast when other jobs share the machine)")
     parser.add_argument("--init", default="auto",
-                        help="starting weights: 'auto' (the shipped weights for real data, random for generated "
-                             "people), 'random', a shipped weight name or a checkpoint path")
+                        help="starting weights: 'auto' (the shipped weights for real data; their backbone and "
+                             "Transformer with a fresh graph head for generated people), 'random', a shipped weight name or a checkpoint path")
     parser.add_argument("--seed", type=int, default=0)
 
 

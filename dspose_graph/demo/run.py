@@ -19,8 +19,11 @@ from dspose_graph.demo.baselines import START_ROW, evaluate_rows, goal_lines, me
 from dspose_graph.demo.data import SETTINGS, DemoData, is_real, model_overrides, resolve_data
 from dspose_graph.demo.report import adjacency_figure, predictions_figure, render_report, topology_section
 from dspose_graph.io import atomic_write_text
+from dspose_graph.models.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
+from dspose_graph.models.presets import resolve_config
 from dspose_graph.train.config import EvalConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from dspose_graph.train.pipeline import TrainResult, build_dataset, build_model, train
+from dspose_graph.weights import resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,8 @@ class DemoOptions:
     out: Path = Path("runs/demo")
     data: str | Path | None = None  # a COCO-format root, "synthetic", or None (LSPET when found, else generated)
     model: str = "dspose_t"
-    conv: str | None = None  # a graph convolution of dspose_graph.graph.layers.CONVS for the graph head
-    minutes: float = 7.5
+    conv: str | None = None  # the graph head's convolution (dspose_graph.graph.layers.CONVS); None: SETTINGS
+    minutes: float | None = None  # the training time budget
     epochs: int | None = None
     lr: float | None = None
     augment: bool | None = None
@@ -66,10 +69,39 @@ class DemoResult:
 
 
 def resolve_init(init: str, model: str, real: bool) -> str:
-    """``ModelConfig.init_from`` for ``--init``: "" for random weights."""
+    """``ModelConfig.init_from`` for ``--init``: "" for random weights (or, see :func:`body_init`, a new head)."""
     if init == "auto":
         return PRETRAINED.get(model, "") if real else ""
     return "" if init == "random" else init
+
+
+def body_init(init: str, model: str, real: bool) -> str:
+    """The shipped weights whose backbone and Transformer start a run on generated people ("" for none).
+
+    Their graph head is not reused: it is the paper's convolution trained with flips, which put each left
+    joint and its right partner on one heatmap (decisions 12 and 15 of docs/decisions/synthetic.md).
+    """
+    return PRETRAINED.get(model, "") if init == "auto" and not real else ""
+
+
+def body_start(weights: str, config: TrainConfig, path: Path, seed: int) -> Path:
+    """Write a checkpoint of ``config``'s model at ``path``: backbone and Transformer from ``weights``, the
+    head freshly initialised (seeded with ``seed``); returns ``path``, for ``ModelConfig.init_from``."""
+    torch.manual_seed(seed)
+    model = build_model(dataclasses.replace(config, model=dataclasses.replace(config.model, init_from="")))
+    source = resolve_weights(weights)
+    state = load_checkpoint(source)["state_dict"]
+    where = f"{source}: its backbone/Transformer do not fit model {config.model.name!r} {config.model.overrides}"
+    try:
+        missing, unexpected = model.load_state_dict(
+            {k: v for k, v in state.items() if not k.startswith("head.")}, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ValueError(f"{where}: {str(e).splitlines()[1].strip()}") from None
+    wrong = unexpected + [k for k in missing if not k.startswith("head.")]
+    if wrong:
+        raise ValueError(f"{where}: {wrong[:5]}")
+    provenance = {"body_from": str(source), "head": f"fresh, seed {seed}"}
+    return save_checkpoint(path, checkpoint_state(model, provenance=provenance), keep_previous=False)
 
 
 def demo_milestones(epochs: int) -> list[int]:
@@ -100,8 +132,11 @@ def train_config(options: DemoOptions, data: DemoData) -> TrainConfig:
 
 
 def with_defaults(options: DemoOptions, real: bool) -> DemoOptions:
-    """``options`` with its ``None`` fields set from :data:`SETTINGS` for real or generated data."""
-    preset = SETTINGS["real" if real else "synthetic"]
+    """``options`` with its ``None`` fields set from :data:`SETTINGS` for real or generated data (``conv`` only
+    for a model with a graph head)."""
+    preset = dict(SETTINGS["real" if real else "synthetic"])
+    if resolve_config(options.model).head == "mlp":
+        preset.pop("conv", None)
     return dataclasses.replace(options, **{k: v for k, v in preset.items() if getattr(options, k) is None})
 
 
@@ -117,6 +152,10 @@ def run_demo(options: DemoOptions) -> DemoResult:
                         lspet_val=options.lspet_val, seed=options.seed)
     topology = topology_section(out, model_overrides(data.config)["schema"])
     config = train_config(options, data)
+    body = body_init(options.init, options.model, data.real)
+    if body:
+        start = body_start(body, config, out / "start.pt", options.seed)
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, init_from=str(start)))
     # train() seeds the same way: the same random draw, and with init_from its exact starting weights.
     baselines: dict[str, torch.nn.Module] = {}
     torch.manual_seed(options.seed)
@@ -136,7 +175,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
         figures["adjacency"] = out / "adjacency.png"
     learned, verdict_text = verdict(rows)
     total_minutes = (time.perf_counter() - started) / 60
-    summary = _summary(options, config, result, train_minutes, total_minutes)
+    summary = _summary(options, config, result, train_minutes, total_minutes, body)
     text = render_report(
         summary=summary, data_description=data.description, generator=data.generator, table=metric_table(rows),
         verdict_text=verdict_text, goals=None if data.real else goal_lines(rows),
@@ -150,14 +189,16 @@ def run_demo(options: DemoOptions) -> DemoResult:
 
 
 def _summary(options: DemoOptions, config: TrainConfig, result: TrainResult, train_minutes: float,
-             total_minutes: float) -> str:
+             total_minutes: float, body: str) -> str:
     epochs = len(result.history)
     init = config.model.init_from
+    start = (f"backbone + Transformer of {body!r} (see dspose_graph/weights) with a fresh graph head, saved as "
+             f"{init}" if body else repr(init) + " (see dspose_graph/weights)" if init else "random")
     return (f"Model `{options.model}` ({result.params / 1e6:.2f} M parameters), trained {epochs} epochs "
             f"({result.global_step} steps of batch {options.batch_size}) in {train_minutes:.1f} min; whole demo "
             f"{total_minutes:.1f} min on {os.cpu_count()} CPU cores ({options.threads} compute thread(s), "
             f"{options.workers} data-loading process(es)). Model overrides: {config.model.overrides}; starting "
-            f"weights: {repr(init) + ' (see dspose_graph/weights)' if init else 'random'}; target sigma "
+            f"weights: {start}; target sigma "
             f"{options.sigma:g}; training augmentation {'on' if config.data.augment else 'off'}; Adam lr "
             f"{options.lr:g}, batch {options.batch_size}, budget {options.minutes:g} min / {options.epochs} epochs; "
             f"{len(result.train_set)} training and {len(result.val_set)} held-out persons (ground-truth boxes).")
