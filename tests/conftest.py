@@ -146,3 +146,17 @@ def _make_checkpoint(path: Path, preset: str = "dspose_t", seed: int = 0, **over
 def make_checkpoint() -> Callable[..., Path]:
     """``make_checkpoint(path, preset="dspose_t", seed=0, **overrides)``: a random-init checkpoint file."""
     return _make_checkpoint
+
+
+def _marker_state(value: float, size: int = 8) -> dict[str, Any]:
+    """A minimal checkpoint dict whose ``epoch`` and ``size x size`` weight both carry ``value``."""
+    import torch
+
+    return {"model": {"name": "dspose_t", "config": {}}, "schema": {"name": "coco"},
+            "state_dict": {"w": torch.full((size, size), value)}, "epoch": int(value)}
+
+
+@pytest.fixture(scope="session")
+def marker_state() -> Callable[..., dict[str, Any]]:
+    """``marker_state(value, size=8)``: a small checkpoint dict that tells which save a file came from."""
+    return _marker_state

@@ -133,12 +133,9 @@ def test_stale_lock_is_taken_over_and_a_finished_run_keeps_its_metrics(tmp_path,
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
 
 
-def _state(value: float) -> dict:
-    return {"model": {"name": "dspose_t", "config": {}}, "schema": {"name": "coco"},
-            "state_dict": {"w": torch.full((8, 8), value)}, "epoch": int(value)}
-
-
-def test_ctrl_c_between_the_renames_of_a_save_keeps_the_checkpoint_in_place(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_between_the_renames_of_a_save_keeps_the_checkpoint_in_place(tmp_path, monkeypatch, capsys,
+                                                                             marker_state):
+    _state = marker_state
     path = tmp_path / "last.pt"
     save_checkpoint(path, _state(1.0))
     real_replace = os.replace
@@ -160,7 +157,8 @@ def test_ctrl_c_between_the_renames_of_a_save_keeps_the_checkpoint_in_place(tmp_
     assert load_checkpoint(path)["epoch"] == 3 and load_checkpoint(previous_path(path))["epoch"] == 1
 
 
-def test_a_missing_checkpoint_points_to_the_previous_one(tmp_path):
+def test_a_missing_checkpoint_points_to_the_previous_one(tmp_path, marker_state):
+    _state = marker_state
     path = tmp_path / "last.pt"
     save_checkpoint(path, _state(1.0))
     save_checkpoint(path, _state(2.0))

@@ -66,11 +66,9 @@ def check_options(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dspose_graph.io import check_output_dir
     from dspose_graph.predict_files import predict_images, predict_video
 
-    check_options(args)
-    check_output_dir(args.out)
+    check_options(args)  # predict_images / predict_video check --out first themselves
     det_thr = args.det_thr if args.det_thr is not None else DEFAULT_DET_THRESHOLD if args.detector else 0.0
     common = dict(boxes=args.boxes, det_thr=det_thr, kpt_thr=args.kpt_thr, device=args.device,
                   flip_test=not args.no_flip, batch_size=args.batch_size, detector=args.detector,
