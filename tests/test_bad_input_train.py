@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from dspose_graph.cli.main import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_OS, main, run_guarded
