@@ -177,7 +177,9 @@ def test_ctrl_c_during_training_exits_130_and_the_run_resumes(coco_mini, tmp_pat
         "data": {"kind": "coco", "root": str(coco_mini), "train_ann": "annotations/person_keypoints_train.json",
                  "train_images": "images/train", "val_ann": "annotations/person_keypoints_val.json",
                  "val_images": "images/val", "limit_train": 16, "limit_val": 4},
-        "optim": {"lr": 1e-3, "epochs": 2, "batch_size": 4, "milestones": [1]},
+        # 6 epochs of 4 steps: the run must still be training when SIGINT arrives after step 6, even when this
+        # process reads the child's log late on a loaded machine (with 2 epochs it could finish first).
+        "optim": {"lr": 1e-3, "epochs": 6, "batch_size": 4, "milestones": [1]},
         "eval": {"every": 0, "flip_test": False, "batch_size": 4},
         "run": {"out_dir": str(out), "seed": 0, "workers": 0, "checkpoint_every": 1, "log_every": 1,
                 "progress": False, "tensorboard": False},
@@ -204,4 +206,4 @@ def test_ctrl_c_during_training_exits_130_and_the_run_resumes(coco_mini, tmp_pat
     resumed = subprocess.run([sys.executable, "-m", "dspose_graph", "train", str(config), "--resume",
                               str(out / "last.pt")], env=env, cwd=REPO, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert load_checkpoint(out / "last.pt")["epoch"] == 2
+    assert load_checkpoint(out / "last.pt")["epoch"] == 6
