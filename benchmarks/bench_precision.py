@@ -47,8 +47,10 @@ def _paths(device: torch.device, compile: bool) -> dict[str, dict]:
     paths = {"fp32": {}, "bf16": {"precision": "bf16"},
              "bf16+channels_last": {"precision": "bf16", "channels_last": True}}
     if compile:
-        paths["fp32+compile"] = {"compile": True}
-        paths["bf16+channels_last+compile"] = {"precision": "bf16", "channels_last": True, "compile": True}
+        # Compiled as Predictor and checkpoint evaluation compile: weights frozen into the graph.
+        paths["fp32+compile"] = {"compile": True, "freeze": True}
+        paths["bf16+channels_last+compile"] = {"precision": "bf16", "channels_last": True, "compile": True,
+                                               "freeze": True}
     if device.type == "cuda":
         paths["fp16"] = {"precision": "fp16"}
     return paths

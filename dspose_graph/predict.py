@@ -133,8 +133,9 @@ class Predictor:
         self.weights = Path(weights)
         self.device = torch.device(device)
         self.model, checkpoint = load_model(weights, self.device)
+        # The weights never change after loading, so a compiled model is frozen (BatchNorm folded, casts once).
         self.runner = prepare_model(self.model, self.device, precision=precision, channels_last=channels_last,
-                                    compile=compile)
+                                    compile=compile, freeze=compile)
         self.schema: KeypointSchema = self.model.schema
         if expected_schema is not None:
             check_schema(self.schema, expected_schema, str(weights))

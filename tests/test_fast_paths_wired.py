@@ -73,7 +73,7 @@ def test_predictor_channels_last_equals_fp32(persons, reference):
 @pytest.mark.slow
 def test_predictor_compile_equals_fp32(persons, reference):
     predictor = Predictor(SHIPPED, compile=True)
-    assert predictor.runner.compiled
+    assert predictor.runner.compiled and predictor.runner.frozen  # loaded weights never change: frozen
     assert _moves(_keypoints(predictor, persons[:2]), reference[:sum(len(b) for _, b in persons[:2])]).max() <= 1e-2
 
 
@@ -128,6 +128,39 @@ def test_evaluate_fast_paths_against_fp32(synthetic_coco, tmp_path):
     assert ref["PCK@0.2"] > 50  # a trained model: the comparison means something
     assert cl["PCK@0.2"] == pytest.approx(ref["PCK@0.2"], abs=1e-9)
     assert abs(bf16["PCK@0.2"] - ref["PCK@0.2"]) <= 2.0 and abs(bf16["AP"] - ref["AP"]) <= 0.1
+
+
+def _record_preparations(monkeypatch) -> list[dict]:
+    """Record the options of every ``prepare_model`` call of the pipeline and trainer (compiling skipped)."""
+    from dspose_graph.models import runtime
+    from dspose_graph.train import pipeline, trainer
+
+    calls: list[dict] = []
+    monkeypatch.setattr(runtime.torch, "compile", lambda m, **kw: m)  # the options are under test, not inductor
+
+    def recording(model, device="cpu", precision="fp32", **options):
+        calls.append({"precision": precision, **options})
+        return runtime.prepare_model(model, device, precision, **options)
+
+    monkeypatch.setattr(pipeline, "prepare_model", recording)
+    monkeypatch.setattr(trainer, "prepare_model", recording)
+    return calls
+
+
+def test_evaluating_a_checkpoint_freezes_and_training_does_not(synthetic_coco, tmp_path, monkeypatch):
+    """eval.compile freezes the weights of a saved checkpoint only; run.* options reach the training model."""
+    from dspose_graph.train.pipeline import train
+
+    calls = _record_preparations(monkeypatch)
+    evaluate(_eval_config(synthetic_coco, tmp_path / "e", compile=True), SHIPPED)
+    assert calls == [{"precision": "fp32", "channels_last": False, "compile": True, "freeze": True}]
+    calls.clear()
+    config = _eval_config(synthetic_coco, tmp_path / "t", compile=True, every=1)
+    config.optim.epochs, config.optim.batch_size = 1, 8
+    config.optim.amp, config.run.channels_last, config.run.compile = "bf16", True, True
+    train(config)
+    assert calls == [{"precision": "bf16", "channels_last": True, "compile": True},  # the trainer's model
+                     {"precision": "fp32", "channels_last": False, "compile": True, "freeze": False}]  # its evaluator
 
 
 def test_eval_config_keys_are_checked(synthetic_coco, tmp_path):

@@ -101,3 +101,104 @@ def test_bad_precisions_are_refused(monkeypatch):
     with pytest.raises(ValueError, match="'bf16' is not supported by Old GPU"):
         autocast_dtype("bf16", "cuda:0")
     assert autocast_dtype("fp16", "cuda:0") == torch.float16
+
+
+def test_freeze_needs_compile_and_no_mode():
+    with pytest.raises(ValueError, match="freeze=True needs compile=True"):
+        prepare_model(torch.nn.Linear(2, 2), freeze=True)
+    with pytest.raises(ValueError, match="freeze=True cannot be combined with compile_mode='max-autotune'"):
+        prepare_model(torch.nn.Linear(2, 2), compile=True, compile_mode="max-autotune", freeze=True)
+
+
+def test_freeze_asks_inductor_for_freezing(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: calls.append(kw) or m)
+    assert prepare_model(torch.nn.Linear(2, 2), compile=True, freeze=True).frozen
+    assert not prepare_model(torch.nn.Linear(2, 2), compile=True).frozen
+    assert calls == [{"options": {"freezing": True}}, {"mode": None}]
+
+
+@pytest.mark.slow
+def test_compile_with_freezing_equals_fp32(shipped):
+    """Frozen weights: BatchNorm folded into the convolutions changes fp32 rounding only."""
+    model, images, reference = shipped
+    out = _run(model, images, compile=True, freeze=True)
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-4)
+
+
+# --- training steps ---------------------------------------------------------------------------------------------
+# Tolerances, against the fp32 eager step of the same weights and batch (measured in brackets): channels-last:
+# loss 1e-6 relative (3e-7), gradients 2e-3 of their largest value (4e-4: NHWC kernels sum in another order and
+# training-mode BatchNorm amplifies it); bf16 (+ channels-last): loss 1 % relative (0.2 %), gradient cosine
+# >= 0.99 (0.9993); compile: loss 1e-5 relative, gradients 2e-3 of their largest value.
+
+def _train_step(model, images, target, **options) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and flattened gradients of one training-mode step of a copy of ``model`` on a fast path."""
+    copied = copy.deepcopy(model)
+    prepared = prepare_model(copied, **options)
+    prepared.module.train()
+    with prepared.autocast():
+        pred = prepared.module(prepared.prepare_input(images))
+    loss = torch.nn.functional.mse_loss(pred.float(), target)
+    loss.backward()
+    return loss.detach(), torch.cat([p.grad.flatten() for p in copied.parameters() if p.grad is not None])
+
+
+@pytest.fixture(scope="module")
+def step_reference(shipped):
+    """Targets (the fp32 heatmaps moved one pixel right) and the fp32 eager loss and gradients."""
+    model, images, reference = shipped
+    target = reference.roll(1, dims=-1)
+    return target, *_train_step(model, images[:8], target[:8])
+
+
+def _close_step(got, ref, loss_rtol: float, grad_tol: float | None = None, cosine: float | None = None) -> None:
+    (loss, grads), (ref_loss, ref_grads) = got, ref
+    assert abs(loss - ref_loss) <= loss_rtol * ref_loss, (float(loss), float(ref_loss))
+    if grad_tol is not None:
+        assert (grads - ref_grads).abs().max() <= grad_tol * ref_grads.abs().max()
+    if cosine is not None:
+        assert torch.nn.functional.cosine_similarity(grads, ref_grads, dim=0) >= cosine
+
+
+def test_train_step_channels_last_equals_fp32(shipped, step_reference):
+    model, images, _ = shipped
+    target, *ref = step_reference
+    _close_step(_train_step(model, images[:8], target[:8], channels_last=True), ref, 1e-6, grad_tol=2e-3)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_train_step_bf16_stays_close_to_fp32(shipped, step_reference, channels_last):
+    model, images, _ = shipped
+    target, *ref = step_reference
+    got = _train_step(model, images[:8], target[:8], precision="bf16", channels_last=channels_last)
+    _close_step(got, ref, 1e-2, cosine=0.99)
+
+
+@pytest.mark.slow
+def test_train_step_compile_equals_fp32(shipped, step_reference):
+    model, images, _ = shipped
+    target, *ref = step_reference
+    _close_step(_train_step(model, images[:8], target[:8], compile=True), ref, 1e-5, grad_tol=2e-3)
+
+
+def test_bf16_training_attention_matches_fp32():
+    """The bf16-with-gradients kernel (matmul-softmax-matmul) against fp32 SDPA, values and gradients."""
+    from dspose_graph.models.transformer import attention
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 40, 24, generator=gen) for _ in range(3))
+    grad = torch.randn(2, 3, 40, 24, generator=gen)
+    ref = [t.clone().requires_grad_() for t in (q, k, v)]
+    torch.nn.functional.scaled_dot_product_attention(*ref).backward(grad)
+    low = [t.to(torch.bfloat16).requires_grad_() for t in (q, k, v)]
+    out = attention(*low)
+    scale = 24 ** -0.5
+    assert torch.equal(out, (low[0] @ low[1].transpose(-2, -1) * scale).softmax(-1) @ low[2])  # the math path
+    out.backward(grad.to(torch.bfloat16))
+    with torch.no_grad():
+        torch.testing.assert_close(out.float(), torch.nn.functional.scaled_dot_product_attention(q, k, v),
+                                   rtol=0, atol=0.05)
+        assert torch.equal(attention(*low), torch.nn.functional.scaled_dot_product_attention(*low))  # fused
+    for a, b in zip(low, ref):
+        torch.testing.assert_close(a.grad.float(), b.grad, rtol=0, atol=0.05 * b.grad.abs().max().item())

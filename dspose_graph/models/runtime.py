@@ -17,6 +17,11 @@ option                    what it does and costs
                           graph head must use its dense backend: the sparse backend's ``nonzero`` has a
                           data-dependent size that breaks the compiled graph, so compilation switches a sparse
                           head to dense (same parameters, tested equal).
+``freeze=True``           with ``compile``: inductor's freezing for inference graphs (weights become constants:
+                          BatchNorm folded into the convolutions, weight casts done once). Only for weights that
+                          no longer change (Predictor, ``dspose predict``, evaluating a saved checkpoint); a
+                          frozen graph keeps the weights it was compiled with, so evaluation during training
+                          does not freeze.
 ========================  =====================================================================================
 
 The feature-space similarities of the graph head stay float32 under every precision
@@ -103,6 +108,7 @@ class PreparedModel:
     precision: str = "fp32"
     channels_last: bool = False
     compiled: bool = False
+    frozen: bool = False
 
     def autocast(self) -> ContextManager[Any]:
         """The autocast context to run ``module`` under (a new one per call)."""
@@ -121,7 +127,7 @@ class PreparedModel:
 
 def prepare_model(model: nn.Module, device: str | torch.device = "cpu", precision: str = "fp32",
                   channels_last: bool = False, compile: bool = False,
-                  compile_mode: str | None = None) -> PreparedModel:
+                  compile_mode: str | None = None, freeze: bool = False) -> PreparedModel:
     """Move ``model`` to ``device`` in the requested form (in place) and return how to run it.
 
     Args:
@@ -131,21 +137,30 @@ def prepare_model(model: nn.Module, device: str | torch.device = "cpu", precisio
         channels_last: NHWC memory format for weights and inputs.
         compile: wrap with ``torch.compile`` (a sparse graph head is switched to dense first).
         compile_mode: ``torch.compile``'s ``mode`` (e.g. ``"max-autotune"``), default mode when ``None``.
+        freeze: with ``compile``, freeze the weights into the compiled inference graph (see the module table);
+            the weights must not change afterwards.
 
     Raises:
-        ValueError: unknown precision, fp16 off CUDA, bf16 on a GPU without it.
+        ValueError: unknown precision, fp16 off CUDA, bf16 on a GPU without it, ``freeze`` without
+            ``compile`` or together with ``compile_mode``.
     """
     device = torch.device(device)
     autocast_dtype(precision, device)
+    if freeze and not compile:
+        raise ValueError("freeze=True needs compile=True (freezing is a torch.compile pass)")
+    if freeze and compile_mode is not None:
+        raise ValueError(f"freeze=True cannot be combined with compile_mode={compile_mode!r} "
+                         "(torch.compile takes a mode or inductor options, not both)")
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     module = model
     if compile:
         _use_dense_head(model)
-        module = torch.compile(model, mode=compile_mode)
+        module = (torch.compile(model, options={"freezing": True}) if freeze
+                  else torch.compile(model, mode=compile_mode))
     return PreparedModel(module=module, original=model, device=device, precision=precision,
-                         channels_last=channels_last, compiled=compile)
+                         channels_last=channels_last, compiled=compile, frozen=freeze)
 
 
 __all__ = ["PRECISIONS", "autocast_dtype", "autocast_context", "PreparedModel", "prepare_model"]

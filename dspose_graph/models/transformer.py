@@ -36,8 +36,22 @@ def sine_position_embedding(h: int, w: int, dim: int, temperature: float = 10000
     return torch.cat((ey, ex), dim=2).reshape(1, h * w, dim)
 
 
+def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """``softmax(q k^T / sqrt(d)) v`` over ``(B, heads, N, d)`` tensors.
+
+    ``F.scaled_dot_product_attention`` everywhere but in one case: bfloat16 on the CPU with gradients (training
+    under bf16 autocast). There the fused CPU kernel's backward is slower in bf16 than in fp32 (TokenPose's 273
+    tokens of 24 channels, 2 cores: 27 ms forward+backward vs 19 ms fp32), while the plain matmul-softmax-matmul
+    takes 12.5 ms in bf16 (``python benchmarks/bench_model.py``; docs/speed.md). Same maths; the softmax input
+    is bf16 there as autocast makes it for any bf16 matmul (tests/test_model_runtime.py checks both against fp32).
+    """
+    if q.dtype == torch.bfloat16 and q.device.type == "cpu" and torch.is_grad_enabled():
+        return (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1) @ v
+    return F.scaled_dot_product_attention(q, k, v)
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention through ``F.scaled_dot_product_attention`` (scale ``1/sqrt(D/heads)``)."""
+    """Multi-head self-attention (scale ``1/sqrt(D/heads)``); the kernel is :func:`attention`'s choice."""
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
@@ -50,7 +64,7 @@ class Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v)
+        y = attention(q, k, v)
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
 
 

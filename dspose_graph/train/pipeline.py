@@ -206,8 +206,12 @@ def subset_coco(coco: Any, image_ids: set[int]) -> Any:
 
 
 def build_evaluator(config: TrainConfig, model: DSPose, val_set: Dataset, device: torch.device | str = "cpu",
-                    info: DistInfo | None = None) -> Callable[[nn.Module], dict[str, float]]:
-    """``evaluate(model) -> metrics`` on ``val_set``: OKS AP for COCO-format data, PCKh for full MPII val."""
+                    info: DistInfo | None = None, fixed_weights: bool = False) -> Callable[[nn.Module], dict[str, float]]:
+    """``evaluate(model) -> metrics`` on ``val_set``: OKS AP for COCO-format data, PCKh for full MPII val.
+
+    ``fixed_weights``: the model's weights will not change between calls (evaluating a saved checkpoint), so
+    with ``eval.compile`` its compiled graph may freeze them; during training they change and are not frozen.
+    """
     from dspose_graph.train.evaluate import compute_metrics, metrics_once, oks_sigmas, predict_dataset
 
     base = val_set.dataset if isinstance(val_set, Subset) else val_set
@@ -233,7 +237,7 @@ def build_evaluator(config: TrainConfig, model: DSPose, val_set: Dataset, device
         if not prepared or prepared[0].original is not m:
             # In place: NHWC weights leave the maths (and the training of this model) unchanged.
             prepared[:] = [prepare_model(m, device, precision=e.precision, channels_last=e.channels_last,
-                                         compile=e.compile)]
+                                         compile=e.compile, freeze=e.compile and fixed_weights)]
         runner = prepared[0]
         pred = predict_dataset(m, val_set, batch_size=e.batch_size, device=torch.device(device),
                                flip_test=e.flip_test, decode=e.decode, codec=codec_of(config), info=info,
@@ -320,7 +324,7 @@ def evaluate(config: TrainConfig, weights: str | Path, *, source: str = "<config
         info, device, out_dir = _start(config, lock)
         model, _ = load_model(weights, device)
         _, val_set = build_datasets(config, model, need_train=False)
-        metrics = build_evaluator(config, model, val_set, device, info)(model)
+        metrics = build_evaluator(config, model, val_set, device, info, fixed_weights=True)(model)
         _write_metrics(out_dir / "metrics_eval.json", metrics, model, config, source, info)
     finally:
         lock.release()
