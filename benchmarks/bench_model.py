@@ -8,6 +8,7 @@ Each table prints ratios against its reference measured in the same run.
     python benchmarks/bench_model.py                    # fast paths of dspose_b, batch 8, 2 threads
     python benchmarks/bench_model.py --no-compile       # without the compiled paths (minutes of compiling)
     python benchmarks/bench_model.py --arch [--tiny]    # dspose_b vs tokenpose_b (dspose_t vs tokenpose_t)
+    python benchmarks/bench_model.py --kernels          # fp32 vs bf16 of the model's convolutions and attention
 
 Goals: fast paths (issue 15): inference >= 2.5x (bf16 + channels_last + compile), train step >= 2.0x
 (bf16 + channels_last). Architecture (issue 4): graph-head overhead <= 5 % of the train step; dense head
@@ -163,6 +164,60 @@ def fast_paths(args: argparse.Namespace) -> None:
           f"the first call less a timed one (inductor's on-disk cache makes reruns faster)")
 
 
+def kernels(args: argparse.Namespace) -> None:
+    """What bf16 can buy on this CPU: 3x3 convolutions and attention (the model's shapes) in fp32 and bf16.
+
+    The fast paths cannot beat the ratio of the kernels they run: where the convolutions already run near the
+    machine's peak in both precisions, the bf16/fp32 ratio of the whole model is bounded by theirs.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from dspose_graph.models.transformer import attention
+
+    def timed(fn, n: int = 20) -> float:
+        for _ in range(3):
+            fn()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - t0) / n
+
+    print(f"kernels, batch {args.batch}, {args.threads} threads (DSPose-B shapes: HRNet-W32 3x3 convolutions, "
+          f"NHWC; attention over 273 tokens, 8 heads of 24 channels)")
+    print(f"{'kernel':<44}{'fp32 ms':>9}{'bf16 ms':>9}{'x':>7}{'fp32 GFLOP/s':>14}{'bf16 GFLOP/s':>14}")
+    for channels, (h, w) in ((32, (64, 48)), (64, (32, 24)), (128, (16, 12))):
+        conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
+        x = torch.randn(args.batch, channels, h, w).contiguous(memory_format=torch.channels_last)
+        flops = 2 * args.batch * h * w * channels * channels * 9
+        ms = {}
+        for dtype in (None, torch.bfloat16):
+            def run(dtype=dtype):
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+                    conv(x)
+            ms[dtype] = timed(run)
+        print(f"{f'conv 3x3 {channels}->{channels} at {h}x{w}':<44}{1e3 * ms[None]:>9.2f}"
+              f"{1e3 * ms[torch.bfloat16]:>9.2f}{ms[None] / ms[torch.bfloat16]:>7.2f}{flops / ms[None] / 1e9:>14.0f}"
+              f"{flops / ms[torch.bfloat16] / 1e9:>14.0f}")
+    shape = (args.batch, 8, 273, 24)
+    for name, grad in (("attention forward", False), ("attention forward + backward", True)):
+        ms = {}
+        for dtype in (torch.float32, torch.bfloat16):
+            q, k, v = (torch.randn(shape, dtype=dtype, requires_grad=grad) for _ in range(3))
+            g = torch.randn(shape, dtype=dtype)
+            for kernel, fn in (("fused", F.scaled_dot_product_attention), ("as the model runs it", attention)):
+                def run(fn=fn):
+                    with torch.set_grad_enabled(grad):
+                        out = fn(q, k, v)
+                        if grad:
+                            out.backward(g)
+                ms[dtype, kernel] = timed(run, 10)
+        for kernel in ("fused", "as the model runs it"):
+            print(f"{f'{name}, {kernel}':<44}{1e3 * ms[torch.float32, kernel]:>9.2f}"
+                  f"{1e3 * ms[torch.bfloat16, kernel]:>9.2f}"
+                  f"{ms[torch.float32, kernel] / ms[torch.bfloat16, kernel]:>7.2f}")
+
+
 def memory_worker(preset: str, backend: str, batch: int, threads: int) -> dict:
     """Peak RSS of building ``preset`` and running one train step (own process)."""
     import torch
@@ -190,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--tiny", action="store_true", help="dspose_t/tokenpose_t instead of the B presets")
     parser.add_argument("--arch", action="store_true", help="DSPose vs TokenPose, dense vs sparse head (issue 4)")
+    parser.add_argument("--kernels", action="store_true", help="fp32 vs bf16 of the convolutions and attention alone")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile paths")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-configuration peak-RSS processes")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
@@ -202,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.kernels:
+        kernels(args)
+        return 0
     if not args.arch:
         fast_paths(args)
         return 0

@@ -177,9 +177,9 @@ def test_ctrl_c_during_training_exits_130_and_the_run_resumes(coco_mini, tmp_pat
         "data": {"kind": "coco", "root": str(coco_mini), "train_ann": "annotations/person_keypoints_train.json",
                  "train_images": "images/train", "val_ann": "annotations/person_keypoints_val.json",
                  "val_images": "images/val", "limit_train": 16, "limit_val": 4},
-        # 6 epochs of 4 steps: the run must still be training when SIGINT arrives after step 6, even when this
-        # process reads the child's log late on a loaded machine (with 2 epochs it could finish first).
-        "optim": {"lr": 1e-3, "epochs": 6, "batch_size": 4, "milestones": [1]},
+        # Far more epochs than the test waits for: the run is still training when SIGINT arrives however late
+        # this process reads the child's log on a loaded machine; the resume below finishes a short run.
+        "optim": {"lr": 1e-3, "epochs": 1000, "batch_size": 4, "milestones": [1]},
         "eval": {"every": 0, "flip_test": False, "batch_size": 4},
         "run": {"out_dir": str(out), "seed": 0, "workers": 0, "checkpoint_every": 1, "log_every": 1,
                 "progress": False, "tensorboard": False},
@@ -203,7 +203,9 @@ def test_ctrl_c_during_training_exits_130_and_the_run_resumes(coco_mini, tmp_pat
     assert "Traceback" not in rest and rest.rstrip().splitlines()[-1].startswith("dspose train: error: interrupted")
     state = load_checkpoint(out / "last.pt")
     assert state["global_step"] >= 5
+    epochs = int(state["epoch"]) + 2  # the interrupted epoch and one more
     resumed = subprocess.run([sys.executable, "-m", "dspose_graph", "train", str(config), "--resume",
-                              str(out / "last.pt")], env=env, cwd=REPO, capture_output=True, text=True)
+                              str(out / "last.pt"), "--set", f"optim.epochs={epochs}"], env=env, cwd=REPO,
+                             capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert load_checkpoint(out / "last.pt")["epoch"] == 6
+    assert load_checkpoint(out / "last.pt")["epoch"] == epochs

@@ -98,3 +98,28 @@ def test_reduced_decode_on_real_coco_persons(coco_mini: Path):
             assert _compare(ds, i, rec, crop, reduction) <= MEAN_ABS
             checked += 1
     assert checked >= 5
+
+
+def test_consecutive_persons_of_an_image_decode_it_once(synthetic_coco: Path, monkeypatch):
+    """Evaluation order (persons of an image one after another) decodes each image once; the samples equal those
+    of a fresh dataset per sample (no re-use), and the shared pixels are read-only."""
+    from dspose_graph.data import base
+
+    def val_set() -> TopDownDataset:
+        return build_dataset("coco", synthetic_coco, "val", train=False)
+
+    decoded: list[str] = []
+    real = base.load_image
+    monkeypatch.setattr(base, "load_image", lambda path, reduction=1: decoded.append(path) or real(path, reduction))
+    ds = val_set()
+    samples = [ds[i] for i in range(len(ds))]
+    files = [r.image_file for r in ds.records]
+    assert len(set(files)) < len(files)  # several persons per image: the case under test
+    assert decoded == [f for i, f in enumerate(files) if i == 0 or files[i - 1] != f]
+    assert not ds._decoded[2].flags.writeable
+    for i in (0, 1, len(ds) - 1):
+        assert torch.equal(samples[i]["image"], val_set()[i]["image"])
+    decoded.clear()
+    for i in (len(ds) - 1, 0, len(ds) - 1):  # the last image is still held; after another one it is decoded again
+        ds[i]
+    assert decoded == [files[0], files[-1]]

@@ -114,6 +114,7 @@ class TopDownDataset(Dataset):
         self._unreadable: set[int] = set()
         self._flip_index = schema.flip_index
         self.reduced_decode = bool(reduced_decode)
+        self._decoded: tuple[str, int, np.ndarray] | None = None  # (file, reduction, pixels) of the last decode
 
     def __len__(self) -> int:
         return len(self.records)
@@ -140,7 +141,7 @@ class TopDownDataset(Dataset):
             crop = self.crop_for(record, rng)
             reduction = decode_reduction(crop.scale, self.input_size) if self.reduced_decode else 1
             try:
-                return record, load_image(record.image_file, reduction), step > 0, crop, reduction
+                return record, self._decode(record.image_file, reduction), step > 0, crop, reduction
             except (FileNotFoundError, ValueError) as e:
                 if self.on_bad_image == "raise":
                     raise type(e)(f"{self.source}: record {i} (image_id {record.image_id}): {e}") from None
@@ -148,6 +149,21 @@ class TopDownDataset(Dataset):
                 self.bad_images[record.image_file] += 1
                 log.warning("%s: record %d: %s; replaced by the next readable sample", self.source, i, e)
         raise FileNotFoundError(f"{self.source}: none of the {n} images could be read (first: {self.records[0].image_file})")
+
+    def _decode(self, path: str, reduction: int) -> np.ndarray:
+        """:func:`load_image`, re-using the previous decode when consecutive samples share the image and reduction.
+
+        Evaluation reads the persons of an image one after another (COCO val with detected boxes: ~20 per image),
+        so each image is decoded once instead of once per person; shuffled training rarely repeats an image and
+        pays one comparison. The shared pixels are read-only (the crop is a new array).
+        """
+        last = self._decoded
+        if last is not None and last[0] == path and last[1] == reduction:
+            return last[2]
+        image = load_image(path, reduction)
+        image.setflags(write=False)  # shared between samples: a write would corrupt the next person's crop
+        self._decoded = (path, reduction, image)
+        return image
 
     def crop_for(self, record: PersonRecord, rng: np.random.Generator | None) -> CropParams:
         """The crop of a record: the padded box in evaluation, a random one in training."""
