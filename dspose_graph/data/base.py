@@ -22,7 +22,8 @@ from torch.utils.data import Dataset
 
 from dspose_graph.data.augment import AugmentParams, CropParams, sample_crop, transform_keypoints
 from dspose_graph.data.codec import Codec, get_codec
-from dspose_graph.data.image import crop_matrix, decode_reduction, load_image, normalize_image, reduced_crop_matrix
+from dspose_graph.data.image import (IMAGE_DTYPES, crop_matrix, decode_reduction, load_image, normalize_image,
+                                     reduced_crop_matrix)
 from dspose_graph.data.targets import gaussian_heatmaps
 from topology.schemas import KeypointSchema
 
@@ -66,6 +67,8 @@ class TopDownDataset(Dataset):
         source: name of the annotation file, for messages.
         reduced_decode: decode JPEGs at 1/2, 1/4 or 1/8 size when the crop needs fewer pixels (faster;
             the crop's pixels then differ slightly from a full-size decode, see ``data.image.decode_reduction``).
+        image_dtype: ``"float32"``: ``sample["image"]`` is the normalised crop; ``"uint8"``: the crop's pixels
+            ``(3, H, W)``, for :func:`data.image.normalize_batch` after the transfer (bit-identical input).
 
     Attributes:
         bad_images: ``Counter`` image file -> records that could not be read from it (this process; each
@@ -89,7 +92,10 @@ class TopDownDataset(Dataset):
         seed: int | None = None,
         source: str = "<records>",
         reduced_decode: bool = False,
+        image_dtype: str = "float32",
     ) -> None:
+        if image_dtype not in IMAGE_DTYPES:
+            raise ValueError(f"image_dtype must be one of {IMAGE_DTYPES}, got {image_dtype!r}")
         on_bad_image = on_bad_image or ("replace" if train else "raise")
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
@@ -114,6 +120,7 @@ class TopDownDataset(Dataset):
         self._unreadable: set[int] = set()
         self._flip_index = schema.flip_index
         self.reduced_decode = bool(reduced_decode)
+        self.image_dtype = image_dtype
         self._decoded: tuple[str, int, np.ndarray] | None = None  # (file, reduction, pixels) of the last decode
 
     def __len__(self) -> int:
@@ -210,7 +217,8 @@ class TopDownDataset(Dataset):
             "replaced": torch.tensor(bool(replaced)),
         }
         return {
-            "image": torch.from_numpy(normalize_image(patch)),
+            "image": torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)) if self.image_dtype == "uint8"
+                                      else normalize_image(patch)),
             "heatmap": torch.from_numpy(heatmap),
             "target_weight": torch.from_numpy(weight),
             "meta": meta,

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
+from dspose_graph.data.image import normalize_batch
 from dspose_graph.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def adjacency_figure(model: torch.nn.Module, val_set: Dataset, path: Path) -> st
 
     was_training = model.training
     model.eval()
-    batch = torch.stack([val_set[i]["image"] for i in range(min(16, len(val_set)))])
+    batch = normalize_batch(torch.stack([val_set[i]["image"] for i in range(min(16, len(val_set)))]))
     _, adjacency = model(batch, return_adjacency=True)
     model.train(was_training)
     if adjacency is None:

@@ -59,6 +59,9 @@ class DataConfig:
     # Decode JPEGs at 1/2, 1/4 or 1/8 size when the crop needs fewer pixels: faster, but the input pixels are no
     # longer official TokenPose's (docs/decisions/data.md, "Reduced JPEG decoding"), so off by default.
     reduced_decode: bool = False
+    # "uint8": workers hand out the crops' pixels and the batch is normalised on the device after the transfer
+    # (a quarter of the bytes; the same input bit for bit); "float32": normalised in the workers.
+    image_dtype: str = "float32"
     keep_unannotated: bool = True  # MPII: keep training persons without annotated joints, as official
     val_boxes: str = ""  # COCO: person detections (COCO results JSON) to evaluate on instead of GT boxes
     det_score_thr: float = 0.0  # keep val_boxes detections scoring at least this (official IMAGE_THRE)

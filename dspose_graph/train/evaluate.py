@@ -29,7 +29,7 @@ from dspose_graph.data.codec import Codec, get_codec
 from dspose_graph.eval.decode import decode_heatmaps, heatmaps_to_image
 from dspose_graph.eval.flip import flip_test_heatmaps
 from dspose_graph.eval.pck import pck, pck_normalizer
-from dspose_graph.data.image import opencv_single_thread
+from dspose_graph.data.image import normalize_batch, opencv_single_thread
 from dspose_graph.train.distributed import DistInfo, all_gather_objects, broadcast_object
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def predict_dataset(
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("coords", "scores", "center", "scale", "box_score",
                                                           "image_id", "ann_id", "gt")}
     for batch in loader:
-        images = batch["image"].to(device, non_blocking=True)
+        images = normalize_batch(batch["image"].to(device, non_blocking=True))
         if flip_test:
             heatmaps = flip_test_heatmaps(run, images, flip_index, shift=codec.flip_shift)
         else:

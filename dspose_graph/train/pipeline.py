@@ -26,6 +26,7 @@ from torch.utils.data import Dataset, Subset
 
 from dspose_graph.data.augment import AugmentParams, augment_preset
 from dspose_graph.data.codec import Codec, get_codec
+from dspose_graph.data.image import IMAGE_DTYPES
 from dspose_graph.io import FolderLock, atomic_write_json, atomic_write_text
 from dspose_graph.models import DSPose, create_model
 from dspose_graph.models.checkpoint import load_model
@@ -165,11 +166,13 @@ def build_dataset(config: TrainConfig, model: DSPose, split: str, augment: bool 
     d = config.data
     if d.kind not in DATA_KINDS:
         raise ValueError(f"config data.kind={d.kind!r}: expected one of {', '.join(DATA_KINDS)}")
+    if d.image_dtype not in IMAGE_DTYPES:
+        raise ValueError(f"config data.image_dtype={d.image_dtype!r}: expected one of {', '.join(IMAGE_DTYPES)}")
     params = augment_of(config) if augment else None
     kwargs: dict[str, Any] = dict(input_size=tuple(d.input_size) if d.input_size else tuple(model.input_size),
                                   heatmap_size=tuple(model.heatmap_size), sigma=d.sigma, codec=codec_of(config),
                                   schema=model.schema, train=params is not None, augment=params,
-                                  reduced_decode=d.reduced_decode)
+                                  reduced_decode=d.reduced_decode, image_dtype=d.image_dtype)
     if d.kind == "mpii":
         kwargs["keep_unannotated"] = d.keep_unannotated
     if d.val_boxes and split == "val":

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dspose_graph.data.image import opencv_single_thread
+from dspose_graph.data.image import normalize_batch, opencv_single_thread
 from dspose_graph.io import provenance
 from dspose_graph.models import DSPose, load_state_dict_checked
 from dspose_graph.models.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
@@ -252,7 +252,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- training
     def _train_step(self, batch: dict[str, Any]) -> None:
-        images = self.prepared.prepare_input(batch["image"])
+        images = self.prepared.prepare_input(normalize_batch(batch["image"].to(self.device, non_blocking=True)))
         target = batch["heatmap"].to(self.device, non_blocking=True)
         weight = batch["target_weight"].to(self.device, non_blocking=True)
         with self.prepared.autocast():

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from dspose_graph.data.image import normalize_batch
 from dspose_graph.io import atomic_write_json
 from dspose_graph.models import DSPose
 from topology.schemas import KeypointSchema
@@ -100,7 +101,7 @@ def data_samples(weights: str | Path, config_path: str | Path, split: str = "val
         raise ValueError(f"--data {config_path}: the {split} split has no samples")
     indices = np.unique(np.linspace(0, len(dataset) - 1, min(num, len(dataset))).round().astype(int))  # type: ignore[arg-type]
     samples = [dataset[int(i)] for i in indices]
-    crops = torch.stack([s["image"] for s in samples]).to(device)
+    crops = normalize_batch(torch.stack([s["image"] for s in samples]).to(device))
     # Ground-truth keypoints in the heatmap frame give the mean skeleton the graph is drawn on.
     gt = []
     for s in samples:
