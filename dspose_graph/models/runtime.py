@@ -99,7 +99,7 @@ class PreparedModel:
     Attributes:
         module: the model to run (compiled, if asked: then ``original`` holds the uncompiled module).
         original: the uncompiled model, whose parameters ``module`` shares (for state dicts and checkpoints).
-        device, precision, channels_last, compiled: the choices made.
+        device, precision, channels_last, compiled, frozen: the choices made.
     """
 
     module: nn.Module
