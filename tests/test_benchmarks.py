@@ -26,6 +26,7 @@ def test_bench_data_checks_its_references_then_prints_the_table(coco_mini, capsy
     for row in ("reference, per-pixel targets", "reference, HRNet patch loop", "ours ", "ours' decoding alone"):
         assert re.search(rf"^{re.escape(row)}.*\d+\.\d+", out, re.M), row
     assert re.search(r"goal >= 2x end to end vs the per-pixel reference: (met|NOT met) \(\d+\.\d\dx\)", out)
+    assert re.search(r"evaluation read \(\d+ persons in \d+ images.* sharing one decode per image \(\d+\.\d\dx\)", out)
 
 
 def test_bench_model_kernels_prints_fp32_and_bf16(capsys):
