@@ -165,7 +165,8 @@ def fast_paths(args: argparse.Namespace) -> None:
 
 
 def kernels(args: argparse.Namespace) -> None:
-    """What bf16 can buy on this CPU: 3x3 convolutions and attention (the model's shapes) in fp32 and bf16.
+    """What bf16 can buy on this CPU: 3x3 convolutions and attention (the model's shapes) in fp32 and bf16,
+    interleaved call by call (medians, as the fast-path table).
 
     The fast paths cannot beat the ratio of the kernels they run: where the convolutions already run near the
     machine's peak in both precisions, the bf16/fp32 ratio of the whole model is bounded by theirs.
@@ -175,14 +176,6 @@ def kernels(args: argparse.Namespace) -> None:
 
     from dspose_graph.models.transformer import attention
 
-    def timed(fn, n: int = 20) -> float:
-        for _ in range(3):
-            fn()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        return (time.perf_counter() - t0) / n
-
     print(f"kernels, batch {args.batch}, {args.threads} threads (DSPose-B shapes: HRNet-W32 3x3 convolutions, "
           f"NHWC; attention over 273 tokens, 8 heads of 24 channels)")
     print(f"{'kernel':<44}{'fp32 ms':>9}{'bf16 ms':>9}{'x':>7}{'fp32 GFLOP/s':>14}{'bf16 GFLOP/s':>14}")
@@ -190,28 +183,27 @@ def kernels(args: argparse.Namespace) -> None:
         conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
         x = torch.randn(args.batch, channels, h, w).contiguous(memory_format=torch.channels_last)
         flops = 2 * args.batch * h * w * channels * channels * 9
-        ms = {}
-        for dtype in (None, torch.bfloat16):
-            def run(dtype=dtype):
-                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
-                    conv(x)
-            ms[dtype] = timed(run)
+        def run(low: bool) -> None:
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
+                conv(x)
+        ms = _round_robin({None: lambda: run(False), torch.bfloat16: lambda: run(True)}, 20, 3)
         print(f"{f'conv 3x3 {channels}->{channels} at {h}x{w}':<44}{1e3 * ms[None]:>9.2f}"
               f"{1e3 * ms[torch.bfloat16]:>9.2f}{ms[None] / ms[torch.bfloat16]:>7.2f}{flops / ms[None] / 1e9:>14.0f}"
               f"{flops / ms[torch.bfloat16] / 1e9:>14.0f}")
     shape = (args.batch, 8, 273, 24)
     for name, grad in (("attention forward", False), ("attention forward + backward", True)):
-        ms = {}
+        fns = {}
         for dtype in (torch.float32, torch.bfloat16):
             q, k, v = (torch.randn(shape, dtype=dtype, requires_grad=grad) for _ in range(3))
             g = torch.randn(shape, dtype=dtype)
             for kernel, fn in (("fused", F.scaled_dot_product_attention), ("as the model runs it", attention)):
-                def run(fn=fn):
+                def attend(fn=fn, q=q, k=k, v=v, g=g) -> None:
                     with torch.set_grad_enabled(grad):
                         out = fn(q, k, v)
                         if grad:
                             out.backward(g)
-                ms[dtype, kernel] = timed(run, 10)
+                fns[dtype, kernel] = attend
+        ms = _round_robin(fns, 10, 3)
         for kernel in ("fused", "as the model runs it"):
             print(f"{f'{name}, {kernel}':<44}{1e3 * ms[torch.float32, kernel]:>9.2f}"
                   f"{1e3 * ms[torch.bfloat16, kernel]:>9.2f}"

@@ -42,7 +42,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     ``F.scaled_dot_product_attention`` everywhere but in one case: bfloat16 on the CPU with gradients (training
     under bf16 autocast). There the fused CPU kernel's backward is slower in bf16 than in fp32 (TokenPose's 273
     tokens of 24 channels, batch 8, 2 cores: 28 ms forward+backward vs 18 ms fp32) and the plain
-    matmul-softmax-matmul takes 13-20 ms in bf16 (``python benchmarks/bench_model.py --kernels``); the DSPose-B
+    matmul-softmax-matmul takes 13-24 ms in bf16 (``python benchmarks/bench_model.py --kernels``); the DSPose-B
     bf16 train step drops from 1.36 to 1.17 s (docs/decisions/model.md). Same maths; the softmax input is bf16
     there, as autocast makes it for any bf16 matmul (tests/test_model_runtime.py checks both against fp32).
     """
