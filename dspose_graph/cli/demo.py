@@ -49,7 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "never flipped (their side colours would contradict the swapped labels)")
     parser.add_argument("--train-images", type=int, default=1200, help="generated training images")
     parser.add_argument("--val-images", type=int, default=150, help="generated held-out images")
-    parser.add_argument("--lspet-val", type=int, default=50, help="LSPET images held out (default 50 of 300)")
     parser.add_argument("--workers", type=int, default=1, help="data-loading processes (default 1)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch compute threads (default 1: with one loader process that fills two cores, "

@@ -40,10 +40,11 @@ from topology.schemas import KeypointSchema
 log = logging.getLogger(__name__)
 
 
-def load_coco(path: str | Path) -> COCO:
-    """A ``pycocotools.coco.COCO`` index of a COCO-format file, checked, without pycocotools' prints."""
+def load_coco(path: str | Path, data: dict[str, Any] | None = None) -> COCO:
+    """A ``pycocotools.coco.COCO`` index of a COCO-format file (or of ``data``, the file's content built in
+    memory; ``path`` then only names it in messages), checked, without pycocotools' prints."""
 
-    data = read_json(path, "annotation file")
+    data = read_json(path, "annotation file") if data is None else data
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
         raise ValueError(f"annotation file {path} must be a COCO-format object with 'images' and 'annotations' lists")
     for i, img in enumerate(data["images"]):
@@ -69,6 +70,8 @@ class CocoKeypointDataset(TopDownDataset):
     Args:
         ann_file: COCO-format keypoint json.
         image_dir: folder holding the ``file_name`` of each image.
+        coco: the annotation file's content as a dict built in memory (e.g. by ``data.lspet``); ``ann_file``
+            then only names it in messages.
         detections: optional detection-results json; its boxes replace the ground-truth ones.
         det_score_thr: keep detections with ``score >= det_score_thr``.
         schema: keypoint schema; default from the json's keypoint category.
@@ -88,6 +91,7 @@ class CocoKeypointDataset(TopDownDataset):
         ann_file: str | Path,
         image_dir: str | Path,
         *,
+        coco: dict[str, Any] | None = None,
         detections: str | Path | None = None,
         det_score_thr: float = 0.0,
         schema: KeypointSchema | None = None,
@@ -99,7 +103,7 @@ class CocoKeypointDataset(TopDownDataset):
         self.image_dir = Path(image_dir)
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"image folder {self.image_dir} does not exist (annotations: {self.ann_file})")
-        self.coco = load_coco(self.ann_file)
+        self.coco = load_coco(self.ann_file, coco)
         cats = [c for c in self.coco.dataset.get("categories", []) if isinstance(c, dict) and c.get("keypoints")]
         if not cats:
             raise ValueError(f"annotation file {self.ann_file}: no entry of 'categories' has a 'keypoints' list")
