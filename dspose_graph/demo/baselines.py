@@ -89,7 +89,7 @@ def verdict(rows: dict[str, dict[str, float]]) -> tuple[bool, str]:
 
 
 def goal_lines(rows: dict[str, dict[str, float]]) -> list[str]:
-    """Issue 14's targets for the generated-people demo, each with its measured value and met / NOT met."""
+    """The targets the demo sets itself on generated people, each with its measured value and met / NOT met."""
     trained, mean = rows["trained"], rows["mean pose"]
     checks: list[tuple[str, Any, bool]] = [
         ("OKS AP >= 25", f"{100 * trained['AP']:.1f}", 100 * trained["AP"] >= 25),

@@ -52,6 +52,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+def settings_text(key: str) -> str:
+    """The two defaults of ``key`` in :data:`SETTINGS` for help texts: ``"80 on real data, 20 on generated"``."""
+    return f"{SETTINGS['real'][key]:g} on real data, {SETTINGS['synthetic'][key]:g} on generated"
+
+
 def shared_lspet() -> Path | None:
     """LSP Extended in the shared data folder, when it is there."""
     shared = shared_data_dir()

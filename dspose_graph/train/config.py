@@ -113,8 +113,8 @@ class RunConfig:
     out_dir: str = "runs/train"
     seed: int = 0
     deterministic: bool = False
-    # DataLoader processes per rank (training and evaluation); -1 or "auto" = this rank's share of the CPUs
-    # less one, at most 16 (train/distributed.py: workers_per_rank).
+    # DataLoader processes per rank (training and evaluation): a number >= 0, or "auto" = this rank's share of
+    # the CPUs less one, at most 16 (train/distributed.py: workers_per_rank).
     workers: int | str = "auto"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"...
     channels_last: bool = False  # NHWC weights and inputs in training (models/runtime.py)

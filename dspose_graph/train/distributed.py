@@ -201,7 +201,7 @@ def workers_per_rank(requested: int | str, info: DistInfo, cpus: int | None = No
     if isinstance(requested, str) and requested.strip().lower() == "auto":
         requested = -1
     if isinstance(requested, bool) or not isinstance(requested, int) or requested < -1:
-        raise ValueError(f"run.workers={requested!r}: expected a number of worker processes >= 0, or -1 / 'auto' "
+        raise ValueError(f"run.workers={requested!r}: expected a number of worker processes >= 0, or 'auto' "
                          "for one per CPU of this rank's share less one")
     if requested >= 0:
         return requested
