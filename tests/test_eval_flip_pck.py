@@ -49,22 +49,12 @@ def test_flip_test_takes_a_tensor_flip_index_and_rejects_bad_input():
     forward = _conv(2)
     images = torch.randn(1, 3, 4, 4, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(flip_test_heatmaps(forward, images, torch.tensor([1, 0]), shift=False),
-                                   flip_test_heatmaps(forward, images, [1, 0], shift=False))
+        torch.testing.assert_close(flip_test_heatmaps(forward, images, torch.tensor([1, 0])),
+                                   flip_test_heatmaps(forward, images, [1, 0]))
         with pytest.raises(ValueError, match=r"images must be \(B, 3, H, W\)"):
-            flip_test_heatmaps(forward, images[0], [1, 0], shift=False)
+            flip_test_heatmaps(forward, images[0], [1, 0])
         with pytest.raises(ValueError, match="flip_index must be a permutation"):
-            flip_test_heatmaps(forward, images, [0, 0], shift=False)
-
-
-def test_flip_test_needs_the_codecs_shift_given():
-    # No default: a forgotten shift would move every keypoint by a heatmap pixel (TokenPose crops need none).
-    forward = _conv(2)
-    images = torch.randn(1, 3, 4, 4, dtype=torch.float64)
-    with torch.no_grad(), pytest.raises(TypeError, match="shift"):
-        flip_test_heatmaps(forward, images, [1, 0])
-    with pytest.raises(TypeError):
-        flip_test_heatmaps(forward, images, [1, 0], True)  # keyword only: a bare True reads as anything
+            flip_test_heatmaps(forward, images, [0, 0])
 
 
 def test_pck_normalizer_undoes_the_crop_padding():

@@ -22,8 +22,7 @@ def flip_test_heatmaps(
     forward: Callable[[torch.Tensor], torch.Tensor],
     images: torch.Tensor,
     flip_index: Sequence[int] | np.ndarray | torch.Tensor,
-    *,
-    shift: bool,
+    shift: bool = True,
 ) -> torch.Tensor:
     """Float32 heatmaps ``(B, K, h, w)`` of ``images`` ``(B, 3, H, W)``, averaged with their mirrored crops'.
 
@@ -31,9 +30,8 @@ def flip_test_heatmaps(
         forward: ``forward(images) -> heatmaps`` (a model, or a wrapper around one).
         images: the crops (normalised as the model expects).
         flip_index: the schema's left/right permutation (``schema.flip_index``), length ``K``.
-        shift: HRNet's one-pixel shift of the mapped-back heatmaps: the codec's ``flip_shift`` (``True`` only
-            for the plain ``"hrnet"`` crop convention; TokenPose and UDP crops mirror exactly). Required, as a
-            wrong value moves every keypoint by a heatmap pixel without any error.
+        shift: HRNet's one-pixel shift of the mapped-back heatmaps; ``True`` for the plain crop convention,
+            ``False`` for UDP crops, whose mirrored grid lines up exactly.
     """
     if images.dim() != 4:
         raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
