@@ -81,7 +81,8 @@ class CocoKeypointDataset(TopDownDataset):
             ``codec``, ``udp``, ``unbiased``, ``augment``, ``on_bad_image``, ``seed``).
 
     Attributes:
-        coco: the ``pycocotools`` index of ``ann_file`` (the evaluation ground truth).
+        coco: the ``pycocotools`` index of ``ann_file`` (the evaluation ground truth; a training split reads it
+            again when asked, see :attr:`coco`).
         category_id: id of the keypoint category used.
         skipped: ``Counter`` of skipped annotations/detections by reason.
     """
@@ -103,7 +104,8 @@ class CocoKeypointDataset(TopDownDataset):
         self.image_dir = Path(image_dir)
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"image folder {self.image_dir} does not exist (annotations: {self.ann_file})")
-        self.coco = load_coco(self.ann_file, coco)
+        self._coco_data = coco  # an in-memory source is kept: the index below is rebuilt from it when dropped
+        self._coco: COCO | None = load_coco(self.ann_file, coco)
         cats = [c for c in self.coco.dataset.get("categories", []) if isinstance(c, dict) and c.get("keypoints")]
         if not cats:
             raise ValueError(f"annotation file {self.ann_file}: no entry of 'categories' has a 'keypoints' list")
@@ -130,6 +132,18 @@ class CocoKeypointDataset(TopDownDataset):
         if self.skipped:
             log.info("%s: %d person boxes kept, skipped %s", self.ann_file.name, len(records), dict(self.skipped))
         super().__init__(records, schema, source=str(self.ann_file), **kwargs)
+        if self.train:
+            # Training needs only the records: the index (COCO train: 250k annotation dicts) would be copied
+            # page by page into every forked DataLoader worker (see RecordTable).
+            self._coco = None
+
+    @property
+    def coco(self) -> COCO:
+        """The ``pycocotools`` index of ``ann_file``: kept by an evaluation split (its ground truth), dropped by a
+        training split once its records are built and read again from the file when asked for."""
+        if self._coco is None:
+            self._coco = load_coco(self.ann_file, self._coco_data)
+        return self._coco
 
     def _check_annotations(self, k: int) -> None:
         for ann in self.coco.dataset["annotations"]:

@@ -15,7 +15,9 @@ Files written to ``config.run.out_dir``: ``config.yaml``, the trainer's checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -204,7 +206,8 @@ def subset_coco(coco: Any, image_ids: set[int]) -> Any:
     sub.dataset = {**coco.dataset,
                    "images": [im for im in coco.dataset["images"] if im["id"] in image_ids],
                    "annotations": [a for a in coco.dataset["annotations"] if a["image_id"] in image_ids]}
-    sub.createIndex()
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints; `dspose train` prints JSON only
+        sub.createIndex()
     return sub
 
 

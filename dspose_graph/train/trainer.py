@@ -181,10 +181,8 @@ class Trainer:
         self.sampler = ResumableSampler(len(train_set), seed=self.run.seed, shuffle=True,  # type: ignore[arg-type]
                                         rank=self.info.rank, world_size=self.info.world_size, with_epoch=True)
         self.workers = workers_per_rank(self.run.workers, self.info)
-        self.steps_per_epoch = len(self.sampler) // self.optim.batch_size
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"training set of {len(train_set)} samples gives no full batch of "  # type: ignore[arg-type]
-                             f"{self.optim.batch_size} per process (lower optim.batch_size)")
+        # The last partial batch is trained, as official TokenPose's DataLoader does (drop_last off).
+        self.steps_per_epoch = -(-len(self.sampler) // self.optim.batch_size)
         self.optimizer = make_optimizer(self.model, self.optim.lr, self.optim.weight_decay, self.device)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(self.optim.milestones),
                                                               self.optim.gamma)
@@ -283,7 +281,7 @@ class Trainer:
             # Workers inherit one OpenCV thread from this process: setNumThreads inside a forked worker hangs
             # when this process had used OpenCV's pool (the copied pool's threads no longer exist).
             opencv_single_thread()
-        return DataLoader(self.train_set, batch_size=self.optim.batch_size, sampler=self.sampler, drop_last=True,
+        return DataLoader(self.train_set, batch_size=self.optim.batch_size, sampler=self.sampler, drop_last=False,
                           num_workers=self.workers, generator=g, pin_memory=self.device.type == "cuda",
                           persistent_workers=self.workers > 0)
 
@@ -326,6 +324,10 @@ class Trainer:
     def _evaluate(self) -> dict[str, float]:
         """Evaluate the weights a checkpoint of this moment holds: rank 0's (buffers broadcast first)."""
         assert self.evaluate is not None
+        if self.workers:
+            # A new loader drops the old one and its persistent workers: evaluation starts its own, so a rank never
+            # holds two sets of worker processes (and their memory); they start again with the next epoch.
+            self.loader = self._loader()
         broadcast_buffers(self.model, self.info)
         return self.evaluate(self.model)
 
