@@ -127,8 +127,10 @@ def build_model(config: TrainConfig, load_pretrained: bool = True) -> DSPose:
 
         path = resolve_weights(config.model.init_from)
         report = init_from_checkpoint(model, path, exclude=config.model.init_exclude)
-        log.info("model initialised from %s (%s skeleton; new keypoints: %s; fresh: %s)", path, report["source"],
-                 ", ".join(report["new"]) or "none", ", ".join(report["fresh"]) or "none")
+        log.info("model initialised from %s (%s skeleton; new keypoints: %s; fresh: %s; resampled to the heatmap "
+                 "size: %s; recomputed: %s)", path, report["source"], ", ".join(report["new"]) or "none",
+                 ", ".join(report["fresh"]) or "none", ", ".join(report["resampled"]) or "none",
+                 ", ".join(report["recomputed"]) or "none")
     return model
 
 
