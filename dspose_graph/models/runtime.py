@@ -43,20 +43,21 @@ log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def check_device(name: str) -> None:
-    """Refuse a device name that torch does not know or that this machine lacks (``ValueError`` naming it)."""
+def check_device(name: str, option: str = "--device") -> None:
+    """Refuse a device name that torch does not know or that this machine lacks (``ValueError`` naming ``option``
+    and the fix)."""
     try:
         device = torch.device(name)
-    except RuntimeError:
-        hint = " ('gpu' is spelled 'cuda' in torch)" if name.lower().startswith("gpu") else ""
-        raise ValueError(f"--device {name!r} is not a torch device; use cpu, cuda or cuda:N{hint}") from None
+    except (RuntimeError, TypeError):
+        hint = " ('gpu' is spelled 'cuda' in torch)" if str(name).lower().startswith("gpu") else ""
+        raise ValueError(f"{option} {name!r} is not a torch device; use cpu, cuda or cuda:N{hint}") from None
     if device.type != "cuda":
         return
     if not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here (no NVIDIA driver or GPU found; this torch "
-                         f"{torch.__version__} is built for CUDA {torch.version.cuda}); use --device cpu")
+        raise ValueError(f"{option} {name}: CUDA is not available here (no NVIDIA driver or GPU found; this torch "
+                         f"{torch.__version__} is built for CUDA {torch.version.cuda}); use {option + ' ' if option.startswith('--') else ''}cpu")
     if device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+        raise ValueError(f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
 
 
