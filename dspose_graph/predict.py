@@ -28,7 +28,7 @@ from dspose_graph.eval.coco_eval import rescore
 from dspose_graph.eval.decode import decode_heatmaps, heatmaps_to_image
 from dspose_graph.eval.flip import flip_test_heatmaps
 from dspose_graph.models.checkpoint import inference_spec, load_model
-from dspose_graph.models.runtime import prepare_model
+from dspose_graph.models.runtime import check_device, prepare_model
 from topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,8 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.weights = Path(weights)
+        if isinstance(device, str):
+            check_device(device, option="device")
         self.device = torch.device(device)
         self.model, checkpoint = load_model(weights, self.device)
         # The weights never change after loading, so a compiled model is frozen (BatchNorm folded, casts once).
@@ -198,6 +200,8 @@ class Predictor:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be an RGB uint8 array (H, W, 3), got dtype {image.dtype} shape {image.shape}")
         height, width = image.shape[:2]
+        if height == 0 or width == 0:
+            raise ValueError(f"image is {width}x{height} pixels: there is nothing to crop a person from")
         box_arr = _as_boxes(boxes, width, height)
         scores = _as_scores(box_scores, len(box_arr))
         if len(box_arr) == 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import torch
 from dspose_graph.demo.baselines import START_ROW, evaluate_rows, goal_lines, metric_table, verdict
 from dspose_graph.demo.data import SETTINGS, DemoData, is_real, model_overrides, resolve_data
 from dspose_graph.demo.report import adjacency_figure, predictions_figure, render_report, topology_section
+from dspose_graph.graph.layers import CONVS
 from dspose_graph.io import atomic_write_text
 from dspose_graph.models.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
 from dspose_graph.models.presets import resolve_config
@@ -139,13 +141,39 @@ def with_defaults(options: DemoOptions, real: bool) -> DemoOptions:
     return dataclasses.replace(options, **{k: v for k, v in preset.items() if getattr(options, k) is None})
 
 
+# Each numeric option's lowest value, and whether that value itself is allowed.
+OPTION_LIMITS = {"epochs": (1, True), "batch_size": (1, True), "minutes": (0, False), "lr": (0, False),
+                 "sigma": (0, False), "train_images": (1, True), "val_images": (1, True), "lspet_val": (1, True),
+                 "workers": (0, True), "threads": (1, True)}
+
+
+def check_options(options: DemoOptions) -> None:
+    """Refuse impossible options (completed by :func:`with_defaults`) naming the option, before anything is
+    generated or written: the model and graph convolution by name, the starting weights, the numbers' ranges."""
+    for name, (low, inclusive) in OPTION_LIMITS.items():
+        value = getattr(options, name)
+        if value is None:
+            continue
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            raise ValueError(f"--{name.replace('_', '-')} {value:g}: must be {'>=' if inclusive else '>'} {low}")
+    resolve_config(options.model)  # an unknown name lists the valid ones
+    if options.conv and options.conv not in CONVS:
+        raise ValueError(f"--conv {options.conv}: unknown graph convolution; valid: {', '.join(sorted(CONVS))}")
+    if options.init not in ("auto", "random"):
+        try:
+            resolve_weights(options.init)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"--init {options.init}: {e}") from None
+
+
 def run_demo(options: DemoOptions) -> DemoResult:
     """Run the whole demo into ``options.out``; returns the held-out rows and the report."""
     started = time.perf_counter()
     out = options.out
+    options = with_defaults(options, is_real(options.data))
+    check_options(options)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, options.threads))
-    options = with_defaults(options, is_real(options.data))
     data = resolve_data(options.data, out, sigma=options.sigma, augment=bool(options.augment),
                         train_images=options.train_images, val_images=options.val_images,
                         seed=options.seed)

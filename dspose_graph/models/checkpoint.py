@@ -20,6 +20,7 @@ kept as ``<name>.prev`` (linked there before the rename, so the real name never 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import pickle
 import shutil
@@ -106,13 +107,32 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], keep_previous: bool
     state.setdefault("format", FORMAT)
     state.setdefault("format_version", FORMAT_VERSION)
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except RuntimeError as e:  # torch's zip writer reports a failed write without the file or the reason
+            raise _write_error(path, e) from e
+        except OSError as e:
+            if e.filename is None:
+                e.filename = str(path)
+            raise
         if keep_previous and path.exists():
             _keep_previous(path)
     return path
+
+
+def _write_error(path: Path, error: RuntimeError) -> OSError:
+    """The ``OSError`` (exit status 3 at the CLI) for a ``torch.save`` that could not write ``path``."""
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free on its disk"
+    except OSError:
+        free = "free space unknown"
+    first = (str(error).strip().splitlines() or [""])[0][:120]
+    return OSError(errno.EIO, f"could not write the checkpoint ({free}; a full disk or a file size limit, "
+                              f"ulimit -f, stops torch.save with: {first}); free space or choose another folder",
+                   str(path))
 
 
 def _keep_previous(path: Path) -> None:
@@ -134,6 +154,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     file; the message names the file and, when one exists, the previous good checkpoint to resume from.
     """
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.pt"))
+        raise ValueError(f"checkpoint {path} is a folder; expected a checkpoint file"
+                         + (f" (it holds {', '.join(found[:4])})" if found else ""))
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}{_hint(path)}")
     try:

@@ -305,10 +305,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     lists and scalars are replaced whole.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config file {path} is a folder; expected a YAML file (see experiments/)")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     raw = _read_with_bases(path, ())
     for item in overrides or []:
+        check_override(item)
         raw = apply_override(raw, item, source=f"{path} (--set {item})")
     return config_from_dict(raw, source=str(path))
 
@@ -385,6 +388,11 @@ def apply_override(raw: dict[str, Any], item: str, source: str = "--set") -> dic
         node = child
     node[parts[-1]] = value
     return out
+
+
+def check_override(item: str) -> None:
+    """Check one ``--set`` item on its own, so that an unknown key or a bad value names the option, not a file."""
+    config_from_dict(apply_override({}, item, source=f"--set {item}"), source=f"--set {item}")
 
 
 def _deep_copy(raw: Any) -> Any:

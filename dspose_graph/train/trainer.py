@@ -196,6 +196,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._epoch_loss_sum = 0.0
         self.resumed_metrics: dict[str, float] = {}  # the last evaluation stored in the resumed checkpoint
+        self.resumed_from: str | Path | None = None
         self.meter = LossMeter(self.device)
         self.loader = self._loader()
         self.loader_img_s: float | None = None  # the loader-alone probe's rate (run.loader_probe)
@@ -251,6 +252,7 @@ class Trainer:
         self.history = list(state.get("history", []))
         self.resumed_metrics = dict(state.get("metrics") or {})
         set_rng_state(state["rng"])
+        self.resumed_from = path
         log.info("resumed from %s at epoch %d, step %d (global step %d)", path, self.epoch,
                  self.step_in_epoch, self.global_step)
 
@@ -332,8 +334,9 @@ class Trainer:
         return self.evaluate(self.model)
 
     def fit(self, resume: str | Path | None = None) -> FitSummary:
-        """Train to ``optim.epochs`` (from the ``resume`` checkpoint when given)."""
-        if resume is not None:
+        """Train to ``optim.epochs`` (from the ``resume`` checkpoint when given; not read again when
+        :meth:`resume` already restored it)."""
+        if resume is not None and self.resumed_from != resume:
             self.resume(resume)
         main = self.info.is_main
         if main:
