@@ -119,6 +119,8 @@ def init_from_checkpoint(model: DSPose, weights: str | Path, exclude: Sequence[s
         if not keys:
             raise ValueError(f"init_exclude prefix {prefix!r} matches no tensor of model {model.config.name!r} "
                              f"(top-level parts: {', '.join(sorted({k.split('.')[0] for k in own}))})")
+        for k in [k for k in state if k.startswith(prefix)]:  # e.g. another graph convolution's weights
+            del state[k]
         state.update({k: own[k] for k in keys})  # keep the fresh initialisation
     try:
         load_state_dict_checked(model, state, source=str(weights))
