@@ -307,6 +307,10 @@ class Trainer:
             writer.add_scalar("train/loss", value, self.global_step)
             writer.add_scalar("train/lr", lr, self.global_step)
 
+    def step_budget_reached(self) -> bool:
+        """Whether ``optim.max_steps`` optimiser steps are done (a budget in steps: the same figures on any machine)."""
+        return bool(self.optim.max_steps) and self.global_step >= self.optim.max_steps
+
     def _probe_loader(self, batches: int) -> float:
         """Images/s of the training data pipeline alone (its own short-lived loader, same workers and batch)."""
         n = min(batches, self.steps_per_epoch)
@@ -353,7 +357,7 @@ class Trainer:
             self.loader_img_s = self._probe_loader(self.run.loader_probe)
         started = time.perf_counter()
         try:
-            while self.epoch < self.optim.epochs:
+            while self.epoch < self.optim.epochs and not self.step_budget_reached():
                 metrics = self._run_epoch(steps_log, writer) or metrics
                 over = bool(self.run.max_minutes) and (time.perf_counter() - started) / 60 > self.run.max_minutes
                 # Rank 0 decides, so that all ranks stop at the same epoch.
@@ -405,6 +409,9 @@ class Trainer:
             bar.update(1)
             if save:
                 self.save("last.pt")
+            if self.step_budget_reached():
+                log.info("step budget optim.max_steps=%d reached in epoch %d", self.optim.max_steps, self.epoch + 1)
+                break
         self._read_losses(steps_log, writer, lr, bar, seen / max(time.perf_counter() - start_time, 1e-9))
         bar.close()
         train_loss = self._epoch_loss_sum / max(1, self.step_in_epoch)
@@ -421,7 +428,7 @@ class Trainer:
         self.step_in_epoch = 0
         self._epoch_loss_sum = 0.0
         metrics = None
-        last_epoch = self.epoch == self.optim.epochs
+        last_epoch = self.epoch == self.optim.epochs or self.step_budget_reached()
         if self.evaluate is not None and (last_epoch or (self.eval_every and self.epoch % self.eval_every == 0)):
             metrics = self._evaluate()
             row.update(metrics)
