@@ -18,6 +18,7 @@ Shapes:
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import warnings
@@ -85,6 +86,8 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     example = torch.zeros(example_batch, 3, h, w, device=device)
+    # torch >= 2.5 takes ``dynamo`` (and later defaults it to True); older versions only have this exporter.
+    exporter = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         # The legacy exporter warns that it is legacy and about traced Python ints (the fixed K, sizes).
         warnings.simplefilter("ignore")
@@ -92,7 +95,7 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
             model,
             (example,),
             str(tmp),
-            dynamo=False,
+            **exporter,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
