@@ -1,6 +1,6 @@
 """``dspose plot``: figures of a trained model's adjacencies (``viz.learned``) and of the physical topology.
 
-``dspose plot adjacency --weights CKPT (--image FILE [--box X Y W H] | --data CONFIG [--num N])``
+``dspose plot adjacency --weights CKPT|NAME (--image FILE [--box X Y W H] | --data CONFIG [--num N])``
     runs the model on one image or on N validation samples of a training config and writes
     ``adjacency.{png,pdf}``, ``learned_graph.{png,pdf}`` and ``adjacency.json``.
 ``dspose plot topology [--topology mpii|coco|FILE]`` writes ``mi_matrix`` and ``topology_skeleton``.
@@ -17,7 +17,7 @@ HELP = "figures: learned adjacency heatmaps and graphs (adjacency), physical clu
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="what", metavar="FIGURE", required=True)
     a = sub.add_parser("adjacency", help="A_p, A_f, A_m and p of a trained model, as heatmaps and graphs")
-    a.add_argument("--weights", required=True, help="checkpoint (.pt) of a graph-head model")
+    a.add_argument("--weights", required=True, help="checkpoint (.pt) or shipped weight name of a graph-head model")
     src = a.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", help="one image; the whole image (or --box) is the person")
     src.add_argument("--data", help="a training config YAML; its validation split supplies the samples")
@@ -33,31 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub.choices["topology"].add_argument("--topology", default="mpii", help="'mpii', 'coco' (shipped) or a JSON file")
 
 
-def check_box(box: list[float] | None) -> None:
-    """Refuse a ``--box`` that is not a box inside an image: NaN/inf, negative, empty."""
-    from dspose_graph.predict import BOX_FIELDS, box_problem
-
-    if box is None:
-        return
-    problem = box_problem(box)
-    if problem:
-        raise ValueError(f"--box {' '.join(f'{v:g}' for v in box)}: {problem}")
-    for name, value in zip(BOX_FIELDS, box):
-        if value < 0:
-            raise ValueError(f"--box {' '.join(f'{v:g}' for v in box)}: field {name!r} = {value:g} is negative; "
-                             "X Y is the top-left corner inside the image")
-
-
 def plot_adjacency(args: argparse.Namespace) -> list[Path]:
-    from dspose_graph.viz.learned import data_samples, image_samples, output_paths, write_adjacency_figures
+    from dspose_graph.viz.learned import adjacency_figures
 
-    if args.box is not None and not args.image:
-        raise ValueError("--box applies to --image (with --data the samples come with their own boxes)")
-    check_box(args.box)
-    output_paths(Path(args.out), "adjacency", args.formats)  # a bad --formats fails before the model runs
-    samples = image_samples(args.weights, args.image, args.box, args.device) if args.image else \
-        data_samples(args.weights, args.data, args.split, args.num, args.device)
-    return write_adjacency_figures(samples, Path(args.out), args.formats, args.sample, weights=str(args.weights))
+    return adjacency_figures(args.weights, Path(args.out), image=args.image, box=args.box, data=args.data,
+                             split=args.split, num=args.num, sample=args.sample, device=args.device,
+                             formats=args.formats)
 
 
 def plot_topology(args: argparse.Namespace) -> list[Path]:

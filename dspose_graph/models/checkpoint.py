@@ -34,6 +34,7 @@ from torch import nn
 from dspose_graph.io import atomic_path
 from dspose_graph.models.dspose import DSPose
 from dspose_graph.models.presets import create_model_from_config, load_state_dict_checked
+from dspose_graph.weights import lookup_weights
 from topology.schemas import KeypointSchema
 
 FORMAT = "dspose-graph"
@@ -63,7 +64,7 @@ class InferenceSpec:
 
 
 def _legacy_codec(udp: Any) -> str:
-    # The udp flag written before codecs existed meant these codecs (as data.codec.get_codec(udp=) reads it).
+    # The udp flag written before codecs existed: true meant UDP's conventions, false HRNet's (the old default).
     return "udp" if bool(udp) else "hrnet"
 
 
@@ -128,12 +129,12 @@ def _keep_previous(path: Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and check a checkpoint written by :func:`save_checkpoint`.
+    """Load and check a checkpoint written by :func:`save_checkpoint`; ``path`` may name shipped weights.
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a corrupt, truncated or foreign
     file; the message names the file and, when one exists, the previous good checkpoint to resume from.
     """
-    path = Path(path)
+    path = lookup_weights(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}{_hint(path)}")
     try:
