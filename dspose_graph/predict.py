@@ -7,6 +7,9 @@
 image). Crop, flip shift and decoding follow the codec recorded in the checkpoint (``inference_spec``), i.e. the
 one the model was trained with.
 ``precision``, ``channels_last`` and ``compile`` choose a fast path (``dspose_graph.models.runtime``; docs/speed.md).
+An exported ``.onnx`` file (``dspose export onnx``) runs with onnxruntime instead of PyTorch
+(:class:`~dspose_graph.export.OnnxModel`, the ``onnx`` extra): the same round trip, with the skeleton, sizes and
+codec read from the file's metadata.
 
 Shapes:
     P: persons (boxes) in one image, K: keypoints, (H, W): model input, (h, w): heatmap.
@@ -27,6 +30,7 @@ from dspose_graph.data.transforms import BOX_PADDING
 from dspose_graph.eval.coco_eval import rescore
 from dspose_graph.eval.flip import flip_test_heatmaps
 from dspose_graph.eval.inference import predict_crops
+from dspose_graph.export import OnnxModel
 from dspose_graph.models.checkpoint import inference_spec, load_model
 from dspose_graph.weights import resolve_weights
 from dspose_graph.models.runtime import prepare_model
@@ -43,6 +47,15 @@ def check_schema(schema: KeypointSchema, expected: KeypointSchema, source: str) 
             f"{', '.join(schema.keypoints[:4])}, ...) but the input expects {expected.name!r} "
             f"({expected.num_keypoints} keypoints: {', '.join(expected.keypoints[:4])}, ...)"
         )
+
+
+def check_onnx_options(precision: str, channels_last: bool, compile: bool) -> None:
+    """Refuse the PyTorch fast paths for an ONNX file, naming the option: onnxruntime runs the float32 graph."""
+    for option, asked in (("precision=" + precision, precision != "fp32"), ("channels_last", channels_last),
+                          ("compile", compile)):
+        if asked:
+            raise ValueError(f"{option} is a PyTorch fast path; an .onnx file runs its float32 graph in onnxruntime "
+                             "(use a .pt checkpoint for PyTorch's fast paths)")
 
 
 BOX_FIELDS = ("x", "y", "w", "h")
@@ -102,9 +115,10 @@ class Predictor:
     """Keypoints for the people in an image, from a dspose-graph checkpoint.
 
     Args:
-        weights: checkpoint path (``dspose train`` output, or any file in the checkpoint format), or the name of
-            shipped weights (``dspose weights`` lists them).
-        device: torch device for the model.
+        weights: checkpoint path (``dspose train`` output, or any file in the checkpoint format), the name of
+            shipped weights (``dspose weights`` lists them), or an exported ``.onnx`` file (run by onnxruntime;
+            ``pip install 'dspose-graph[onnx]'``).
+        device: torch device for the model (for an ``.onnx`` file: ``cpu``, or ``cuda`` with onnxruntime-gpu).
         flip_test: average the heatmaps of the crop and its mirror image (the paper's test protocol).
         batch_size: persons per forward pass.
         decode: ``"dark"`` (default) or ``"argmax"``.
@@ -114,8 +128,9 @@ class Predictor:
         compile: ``torch.compile`` the model (the first calls compile; a sparse graph head becomes dense).
 
     Attributes:
-        model: the loaded model (the uncompiled module: for state dicts and export).
-        runner: the :class:`~dspose_graph.models.runtime.PreparedModel` that runs it.
+        model: the loaded model (the uncompiled module: for state dicts and export); ``None`` for an ONNX file.
+        runner: what runs it: a :class:`~dspose_graph.models.runtime.PreparedModel`, or for an ONNX file an
+            :class:`~dspose_graph.export.OnnxModel`.
     """
 
     def __init__(
@@ -134,20 +149,27 @@ class Predictor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.weights = resolve_weights(weights)
         self.device = torch.device(device)
-        self.model, checkpoint = load_model(self.weights, self.device)
-        # The weights never change after loading, so a compiled model is frozen (BatchNorm folded, casts once).
-        self.runner = prepare_model(self.model, self.device, precision=precision, channels_last=channels_last,
-                                    compile=compile, freeze=compile)
-        self.schema: KeypointSchema = self.model.schema
-        if expected_schema is not None:
-            check_schema(self.schema, expected_schema, str(self.weights))
         self.flip_test = flip_test
         self.batch_size = batch_size
         self.decode = decode
-        spec = inference_spec(checkpoint, self.model)
-        self.codec = get_codec(spec.codec)  # crop, flip shift and decoding as the model was trained
-        self.input_size = spec.input_size
-        self.heatmap_size = spec.heatmap_size
+        if self.weights.suffix == ".onnx":
+            check_onnx_options(precision, channels_last, compile)
+            self.model = None
+            self.runner = OnnxModel(self.weights, self.device)
+            self.schema: KeypointSchema = self.runner.schema
+            codec, self.input_size, self.heatmap_size = self.runner.codec, self.runner.input_size, \
+                self.runner.heatmap_size
+        else:
+            self.model, checkpoint = load_model(self.weights, self.device)
+            # The weights never change after loading, so a compiled model is frozen (BatchNorm folded, casts once).
+            self.runner = prepare_model(self.model, self.device, precision=precision, channels_last=channels_last,
+                                        compile=compile, freeze=compile)
+            self.schema = self.model.schema
+            spec = inference_spec(checkpoint, self.model)
+            codec, self.input_size, self.heatmap_size = spec.codec, spec.input_size, spec.heatmap_size
+        if expected_schema is not None:
+            check_schema(self.schema, expected_schema, str(self.weights))
+        self.codec = get_codec(codec)  # crop, flip shift and decoding as the model was trained
         self.flip_index = torch.as_tensor(self.schema.flip_index, dtype=torch.long)
 
     def crop(self, image: np.ndarray, boxes: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
