@@ -101,3 +101,16 @@ def test_onnx_file_without_codec_or_metadata_is_refused(tmp_path):
     (tmp_path / "broken.onnx").write_bytes(resolve_weights(SHIPPED).read_bytes()[:4096])
     with pytest.raises(ValueError, match="broken.onnx: onnxruntime cannot load it"):
         Predictor(tmp_path / "broken.onnx")
+
+
+def test_bench_onnx_prints_onnxruntime_against_eager_and_the_fastest_pytorch_path(capsys):
+    from dspose_graph.cli import bench
+
+    argv = ["--weights", SHIPPED, "--batch", "2", "--threads", "1", "--rounds", "1", "--warmup", "0"]
+    assert bench._run_file(bench.available()["onnx"], argv) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0] + " " + line.split()[1]: line for line in out.splitlines()
+            if line.startswith(("pytorch ", "onnxruntime fp32 "))}
+    assert set(rows) == {"pytorch fp32", "pytorch bf16+channels_last", "onnxruntime fp32"}
+    assert all(float(line.split()[-2]) > 0 for line in rows.values())  # images/s
+    assert "onnxruntime vs PyTorch eager:" in out and "vs the fastest PyTorch path (pytorch " in out

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import re
 import shutil
 import warnings
 import zipfile
@@ -184,8 +185,9 @@ def _intact_foreign_file(path: Path, error: Exception) -> str:
         with zipfile.ZipFile(path) as z:
             if z.testzip() is not None:
                 return ""
-        refused = str(error).split("Unsupported global: GLOBAL ", 1)
-        found = f" (first found: {refused[1].split()[0]})" if len(refused) == 2 else ""
+        # torch >= 2.4 says "Unsupported global: GLOBAL mod.Name", torch 2.3 "Unsupported class mod.Name".
+        refused = re.search(r"Unsupported (?:global: GLOBAL|class) (\S+)", str(error))
+        found = f" (first found: {refused.group(1)})" if refused else ""
         return (f"an intact torch.save file holding pickled Python objects{found}, not plain weights: a whole "
                 f"model or another program's state")
     try:
