@@ -5,8 +5,9 @@ beyond ``onnx``. The feature-space top-t selection (Eq. 6-7) is exportable becau
 ranks by counting instead of a stable sort.
 
 The ONNX file carries the preprocessing and the skeleton as metadata (``dspose.schema``,
-``dspose.input_size``, ``dspose.heatmap_size``, ``dspose.mean``, ``dspose.std``) so that a deployment
-needs nothing else to crop, normalise and name the keypoints.
+``dspose.input_size``, ``dspose.heatmap_size``, ``dspose.mean``, ``dspose.std``, and ``dspose.codec``, the
+codec the checkpoint records) so that a deployment needs nothing else to crop, normalise, decode and name the
+keypoints.
 
 Top-t selection is discontinuous: where two similarities of a row differ by less than float rounding,
 onnxruntime and PyTorch may keep different edges and the heatmaps then differ by more than rounding.
@@ -48,8 +49,8 @@ def check_opset(opset: int) -> None:
                          f"operator) to {MAX_OPSET} (the newest this torch exports)")
 
 
-def onnx_metadata(model: nn.Module) -> dict[str, str]:
-    """Key/value strings stored in the ONNX file: skeleton and preprocessing."""
+def onnx_metadata(model: nn.Module, codec: str | None = None) -> dict[str, str]:
+    """Key/value strings stored in the ONNX file: skeleton, preprocessing and (when given) the codec's name."""
     schema = getattr(model, "schema", None)
     meta = {
         "dspose.input_size": json.dumps([int(v) for v in model.input_size]),
@@ -60,10 +61,13 @@ def onnx_metadata(model: nn.Module) -> dict[str, str]:
     }
     if schema is not None:
         meta["dspose.schema"] = json.dumps(schema.to_dict())
+    if codec is not None:
+        meta["dspose.codec"] = codec
     return meta
 
 
-def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, example_batch: int = 2) -> Path:
+def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, example_batch: int = 2,
+                codec: str | None = None) -> Path:
     """Write ``model`` as ONNX with a dynamic batch axis; returns ``path``.
 
     Args:
@@ -71,6 +75,7 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
         path: output ``.onnx`` file (written atomically).
         opset: ONNX opset version.
         example_batch: batch size of the tracing input; any batch size runs afterwards.
+        codec: the name of the codec the model was trained with, stored as ``dspose.codec``.
     """
     import onnx
 
@@ -100,7 +105,7 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
             do_constant_folding=True,
         )
         proto = onnx.load(str(tmp))
-        for key, value in onnx_metadata(model).items():
+        for key, value in onnx_metadata(model, codec).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         try:
@@ -216,7 +221,7 @@ def export_checkpoint(weights: str | Path, path: str | Path, opset: int = DEFAUL
         image = load_image(check_image)
     predictor = Predictor(weights, flip_test=False)
     model = predictor.model
-    path = export_onnx(model, Path(path), opset=opset)
+    path = export_onnx(model, Path(path), opset=opset, codec=predictor.codec.name)
     if atol is None:
         return path, None, ""
     if image is not None:

@@ -82,6 +82,10 @@ def test_an_unknown_name_is_one_line_listing_the_known_ones(synthetic_coco, tmp_
 def test_every_entry_point_takes_a_shipped_name(synthetic_coco, tmp_path, capsys):
     for what, argv in _entry_points(synthetic_coco, tmp_path, NAME).items():
         assert main(argv) == 0, (what, capsys.readouterr().err)
-    assert (tmp_path / "m.onnx").is_file() and (tmp_path / "plot" / "adjacency.json").is_file()
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert meta["dspose.codec"] == "hrnet"  # the checkpoint's codec travels with the exported graph
+    assert (tmp_path / "plot" / "adjacency.json").is_file()
     assert json.loads((tmp_path / "plot" / "adjacency.json").read_text())["weights"] == NAME
     assert (tmp_path / "run" / "metrics_eval.json").is_file()
