@@ -28,8 +28,8 @@ from dspose_graph.eval.coco_eval import rescore
 from dspose_graph.eval.flip import flip_test_heatmaps
 from dspose_graph.eval.inference import predict_crops
 from dspose_graph.models.checkpoint import inference_spec, load_model
-from dspose_graph.weights import resolve_weights
 from dspose_graph.models.runtime import prepare_model
+from dspose_graph.weights import lookup_weights
 from topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class Predictor:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.weights = resolve_weights(weights)
+        self.weights = lookup_weights(weights)  # a shipped name -> its file; load_model checks it exists
         self.device = torch.device(device)
         self.model, checkpoint = load_model(self.weights, self.device)
         # The weights never change after loading, so a compiled model is frozen (BatchNorm folded, casts once).
