@@ -286,6 +286,8 @@ def export_checkpoint(weights: str | Path, path: str | Path, opset: int = DEFAUL
 
     check_opset(opset)
     check_export_options(precision, channels_last, compile)
+    if atol is not None and not atol >= 0:
+        raise ValueError(f"--atol must be a number >= 0, got {atol}")
     image = None
     if check_image and atol is not None:  # read before anything is written: a bad image fails first
         from dspose_graph.data import load_image

@@ -32,8 +32,8 @@ from dspose_graph.eval.flip import flip_test_heatmaps
 from dspose_graph.eval.inference import predict_crops
 from dspose_graph.export import OnnxModel
 from dspose_graph.models.checkpoint import inference_spec, load_model
-from dspose_graph.weights import resolve_weights
 from dspose_graph.models.runtime import prepare_model
+from dspose_graph.weights import lookup_weights
 from topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class Predictor:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.weights = resolve_weights(weights)
+        self.weights = lookup_weights(weights)  # a shipped name -> its file; load_model / OnnxModel check it exists
         self.device = torch.device(device)
         self.flip_test = flip_test
         self.batch_size = batch_size

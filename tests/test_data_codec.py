@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from dspose_graph.data import CocoKeypointDataset, CropParams, MPIIDataset, load_image
-from dspose_graph.data.codec import CODECS, get_codec
+from dspose_graph.data.codec import CODECS, Codec, get_codec
 from dspose_graph.data.image import IMAGENET_MEAN, IMAGENET_STD
 from dspose_graph.eval.ideal import error_stats, perfect_network
 from topology.schemas import COCO17, MPII16
@@ -122,6 +122,9 @@ def test_each_codec_owns_its_crop_centre_flip_line_and_decoding_choices():
         np.testing.assert_allclose(mirrored[:, :2] @ center + mirrored[:, 2], expected[name])
         back = codec.to_image(np.array([[expected[name]]]), np.array([center]), np.array([scale]), size)
         np.testing.assert_allclose(back[0, 0], center, atol=1e-9)
+    with pytest.raises(TypeError, match="abstract"):
+        Codec("plain", box_last_pixel=False, clip_detections=True, target="nearest", flip_shift=True,
+              blur_border="reflect")  # a codec is a crop geometry too: only the subclasses have one
     assert [c.flip_shift for c in CODECS.values()] == [False, True, False]
     assert [c.blur_border for c in CODECS.values()] == ["zero", "reflect", "reflect"]
 

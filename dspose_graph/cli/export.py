@@ -29,9 +29,6 @@ def run(args: argparse.Namespace) -> int:
 
     check_opset(args.opset)
     check_output_file(args.out)
-    if args.atol is not None and not args.atol >= 0:
-        raise ValueError(f"--atol must be a number >= 0, got {args.atol}")
-
     path, diff, what = export_checkpoint(args.weights, Path(args.out), args.opset, args.check_image,
                                          None if args.no_check else args.atol, precision=args.precision,
                                          channels_last=args.channels_last, compile=args.compile)

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 HELP = "figures: learned adjacency heatmaps and graphs (adjacency), physical clusters (topology)"
 
@@ -33,25 +32,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub.choices["topology"].add_argument("--topology", default="mpii", help="'mpii', 'coco' (shipped) or a JSON file")
 
 
-def plot_adjacency(args: argparse.Namespace) -> list[Path]:
+def run(args: argparse.Namespace) -> int:
+    from dspose_graph.io import check_output_dir
     from dspose_graph.viz.learned import adjacency_figures
-
-    return adjacency_figures(args.weights, Path(args.out), image=args.image, box=args.box, data=args.data,
-                             split=args.split, num=args.num, sample=args.sample, device=args.device,
-                             formats=args.formats)
-
-
-def plot_topology(args: argparse.Namespace) -> list[Path]:
     from dspose_graph.viz.topology import write_topology_figures
     from topology.files import load_topology
 
-    return write_topology_figures(load_topology(args.topology), Path(args.out), args.formats, source=args.topology)
-
-
-def run(args: argparse.Namespace) -> int:
-    from dspose_graph.io import check_output_dir
-
-    check_output_dir(args.out)
-    for path in plot_adjacency(args) if args.what == "adjacency" else plot_topology(args):
-        print(path)
+    out = check_output_dir(args.out)
+    paths = adjacency_figures(args.weights, out, image=args.image, box=args.box, data=args.data, split=args.split,
+                              num=args.num, sample=args.sample, device=args.device, formats=args.formats) \
+        if args.what == "adjacency" else \
+        write_topology_figures(load_topology(args.topology), out, args.formats, source=args.topology)
+    print("\n".join(map(str, paths)))
     return 0

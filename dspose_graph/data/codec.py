@@ -26,6 +26,7 @@ index units (the centre of pixel ``(row r, column c)`` is ``(x=c, y=r)``).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Sequence, TypeVar
 
@@ -40,8 +41,8 @@ ArrayLike = TypeVar("ArrayLike", torch.Tensor, np.ndarray)
 
 
 @dataclass(frozen=True)
-class Codec:
-    """One consistent set of crop, target and decoding conventions (use a subclass: they own the crop geometry).
+class Codec(ABC):
+    """One consistent set of crop, target and decoding conventions (abstract: each subclass owns a crop geometry).
 
     Attributes:
         name: the key in :data:`CODECS`.
@@ -67,10 +68,10 @@ class Codec:
 
     # --- geometry: image <-> crop ---------------------------------------------------------------------------
 
+    @abstractmethod
     def grid(self, scale: Sequence[float], output_size: Sequence[int]) -> tuple[float, float, float, float]:
         """Scale factors ``(sx, sy)`` from box pixels to grid pixels and the grid point ``(ox, oy)`` the box centre
         maps to, for a box ``scale`` (w, h) and a grid ``output_size`` (w, h)."""
-        raise NotImplementedError(f"{type(self).__name__} defines no crop geometry; use one of CODECS")
 
     def crop_affine(self, center: Sequence[float], scale: Sequence[float], rotation: float,
                     output_size: Sequence[int], inverse: bool = False) -> np.ndarray:

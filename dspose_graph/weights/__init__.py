@@ -17,14 +17,20 @@ from pathlib import Path
 from typing import Any
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
-# The shipped names: one per model card, in name order.
-SHIPPED = tuple(sorted(p.stem for p in WEIGHTS_DIR.glob("*.json")))
+
+
+def shipped_names() -> tuple[str, ...]:
+    """The shipped names: one per model card in :data:`WEIGHTS_DIR`, in name order."""
+    return tuple(sorted(p.stem for p in WEIGHTS_DIR.glob("*.json")))
+
+
+SHIPPED = shipped_names()
 
 
 def model_card(name: str) -> dict[str, Any]:
     """The model card ``<name>.json`` of shipped weights ``name``; ``ValueError`` for an unknown name."""
-    if name not in SHIPPED:
-        raise ValueError(f"unknown shipped weights {name!r}; known: {', '.join(SHIPPED)}")
+    if name not in shipped_names():
+        raise ValueError(f"unknown shipped weights {name!r}; known: {', '.join(shipped_names())}")
     path = WEIGHTS_DIR / f"{name}.json"
     try:
         card = json.loads(path.read_text())
@@ -50,12 +56,12 @@ def lookup_weights(name_or_path: str | Path) -> Path:
 
     ``ValueError`` (one line, listing the known names) for a name that is neither shipped nor an existing file.
     """
-    key = str(name_or_path)
-    if key in SHIPPED:
+    key, names = str(name_or_path), shipped_names()
+    if key in names:
         return shipped_path(key)
     path = Path(key)
     if _is_name(key) and not path.exists():
-        raise ValueError(f"unknown weights {key!r}: not a shipped name ({', '.join(SHIPPED)}) and no such file")
+        raise ValueError(f"unknown weights {key!r}: not a shipped name ({', '.join(names)}) and no such file")
     return path
 
 
@@ -63,7 +69,8 @@ def resolve_weights(name_or_path: str | Path) -> Path:
     """A shipped weight name (see :data:`SHIPPED`) or a checkpoint path, as an existing file."""
     path = lookup_weights(name_or_path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist (shipped weight names: {', '.join(SHIPPED)})")
+        raise FileNotFoundError(f"weights file {path} does not exist (shipped weight names: "
+                                f"{', '.join(shipped_names())})")
     return path
 
 
@@ -79,7 +86,7 @@ def card_metrics(card: dict[str, Any]) -> dict[str, float]:
 def format_weights_table() -> str:
     """One line per shipped model: name, preset, skeleton, metrics (with the data they were measured on), file."""
     lines = []
-    for name in SHIPPED:
+    for name in shipped_names():
         card = model_card(name)
         path = WEIGHTS_DIR / card["file"]
         size = f"{path.stat().st_size / 2**20:.1f} MiB" if path.is_file() else "MISSING"
