@@ -15,6 +15,7 @@ saved, naming the first step whose loss was not finite. On CUDA the trainer turn
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import time
@@ -78,6 +79,19 @@ def cuda_defaults(device: torch.device, deterministic: bool) -> None:
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
     """Adam over ``model``'s parameters; the fused CUDA kernel (one launch for all tensors) on CUDA."""
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
+
+
+def scheduler_state(scheduler: Any) -> dict[str, Any]:
+    """The scheduler's state with its ``Counter`` (MultiStepLR's milestones) as a dict: torch < 2.4's
+    ``weights_only`` loader refuses ``collections.Counter``, and every checkpoint must load on torch >= 2.3."""
+    return {k: dict(v) if isinstance(v, collections.Counter) else v for k, v in scheduler.state_dict().items()}
+
+
+def load_scheduler_state(scheduler: Any, saved: dict[str, Any]) -> None:
+    """Restore :func:`scheduler_state` output (or a torch state dict), turning the milestones back into a Counter
+    (a plain dict would raise KeyError on every epoch that is not a milestone)."""
+    scheduler.load_state_dict({k: collections.Counter(v) if isinstance(getattr(scheduler, k, None), collections.Counter)
+                               else v for k, v in saved.items()})
 
 
 def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict[str, Any], source: str) -> None:
@@ -210,7 +224,7 @@ class Trainer:
             config=config_to_dict(self.config),
             step_in_epoch=self.step_in_epoch, global_step=self.global_step, epoch_loss_sum=self._epoch_loss_sum,
             best=self.best, best_key=self.best_key, history=self.history,
-            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            optimizer=self.optimizer.state_dict(), scheduler=scheduler_state(self.scheduler),
             scaler=self.scaler.state_dict(), rng=rng_state(), world_size=self.info.world_size)
 
     def save(self, name: str, metrics: dict[str, float] | None = None) -> Path | None:
@@ -241,7 +255,7 @@ class Trainer:
             log.info("%s: written by %d process(es), resumed by %d at the start of epoch %d", path, saved_world,
                      self.info.world_size, int(state["epoch"]) + 1)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        load_scheduler_state(self.scheduler, state["scheduler"])
         load_scaler_state(self.scaler, state["scaler"], str(path))
         self.epoch = int(state["epoch"])
         self.step_in_epoch = step_in_epoch
