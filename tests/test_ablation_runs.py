@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dspose_graph.models import create_model
 from dspose_graph.models.checkpoint import load_checkpoint
 from dspose_graph.train.ablation import ABLATIONS, run_ablation, write_report
 from dspose_graph.train.ablation_report import METRIC, paired_difference
@@ -39,8 +40,9 @@ def test_two_rows_two_seeds_make_the_table_the_statistics_and_the_figure(tmp_pat
     for r in results:
         assert r.steps == 5 and [p["global_step"] for p in r.curve] == [2, 4, 5] and r.resumed_at == []
         assert 0 <= r.value <= 100 and r.ms_per_step > 0 and r.curve[-1][METRIC] == r.value
-    params = {r.row: r.params for r in results}
-    assert params["dual"] - params["mlp"] == 1  # the dual head's p; same body, same head widths
+    for r in results:  # the recipe's model with the row's head
+        model = create_model("dspose_t", schema="lsp", conv="graphconv", head=r.row)
+        assert r.params == sum(p.numel() for p in model.parameters() if p.requires_grad)
     values = {(r.row, r.seed): r.value for r in results}
     assert values["mlp", 0] != values["mlp", 1]  # the seed changes the run
     # results.csv holds each run's numbers, results.md their statistics.

@@ -142,11 +142,18 @@ def test_rows_differ_only_in_their_overrides_and_seed(tmp_path):
         assert ablation.reference in {r.name for r in ablation.rows}
         configs = [prepare_run(recipe, ablation, row, 1, tmp_path, steps=50) for row in ablation.rows]
         for row, config in zip(ablation.rows, configs):
-            assert config.model.overrides == {"schema": "lsp", **row.overrides} and config.run.seed == 1
-            assert config.optim.max_steps == 50 and config.run.out_dir == str(tmp_path / row.name / "seed1")
+            assert config.model.overrides == {**recipe.model.overrides, **row.overrides} and config.run.seed == 1
+            assert config.optim.max_steps == config.optim.epochs == 50
+            assert config.run.out_dir == str(tmp_path / row.name / "seed1")
             same = dict(vars(config.optim)), config.data, config.eval, config.model.init_from
             assert same == (dict(vars(configs[0].optim)), configs[0].data, configs[0].eval, configs[0].model.init_from)
-    assert recipe.optim.max_steps == 3000 and recipe.model.init_exclude == ["head."]
+    assert recipe.optim.max_steps == 3000 and recipe.model.init_exclude == ["head."] and recipe.optim.milestones == []
+    # The project's LSP recipe: the same model, start, data and optimiser settings.
+    lsp = load_config(recipe_path().parent / "dspose_t_lspet.yaml")
+    assert (recipe.model.name, recipe.model.overrides, recipe.model.init_from) == \
+        (lsp.model.name, lsp.model.overrides, lsp.model.init_from)
+    assert (recipe.data, recipe.optim.lr, recipe.optim.batch_size, recipe.optim.grad_clip, recipe.optim.amp) == \
+        (lsp.data, lsp.optim.lr, lsp.optim.batch_size, lsp.optim.grad_clip, lsp.optim.amp)
 
 
 def test_an_mlp_model_starts_from_a_graph_models_body():

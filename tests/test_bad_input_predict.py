@@ -212,7 +212,9 @@ def test_detector_offline_names_boxes_and_writes_nothing(tmp_path, capsys, ckpt,
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     code, _, err = _predict(capsys, "--weights", str(ckpt), "--images", str(images), "--out", str(tmp_path / "o"),
                             "--detector", "fasterrcnn_mobilenet")
-    assert code == EXIT_RUNTIME and err.count("\n") == 1 and "give person boxes with --boxes" in err, err
+    # One error line (older torchvision also announces the download it then fails on, on a line of its own).
+    errors = [line for line in err.splitlines() if not line.startswith("Downloading: ")]
+    assert code == EXIT_RUNTIME and len(errors) == 1 and "give person boxes with --boxes" in errors[0], err
     assert not (tmp_path / "o").exists()
 
 

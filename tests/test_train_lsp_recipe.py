@@ -79,6 +79,11 @@ def test_init_exclude_keeps_named_parts_fresh(tmp_path):
         torch.testing.assert_close(own[k], fresh_head[k] if k.startswith("head.") else src[k], msg=k)
     with pytest.raises(ValueError, match="init_exclude prefix 'heads.' matches no tensor"):
         init_from_checkpoint(model, path, exclude=["heads."])
+    graphconv = create_model("dspose_t", schema="lsp", conv="graphconv")  # another head: its weights start fresh
+    with pytest.raises(ValueError, match="unexpected keys"):
+        init_from_checkpoint(graphconv, path)
+    assert init_from_checkpoint(graphconv, path, exclude=["head."])["fresh"] == ["head."]
+    torch.testing.assert_close(graphconv.state_dict()["encoder.keypoint_tokens"], src["encoder.keypoint_tokens"])
     other = create_model("dspose_t", schema="lsp", dim=128, heads=4)
     with pytest.raises(ValueError, match="shape mismatches"):
         init_from_checkpoint(other, path)

@@ -33,6 +33,7 @@ COMMANDS = {
     "demo": "dspose_graph.cli.demo",
     "experiment": "dspose_graph.cli.experiment",
     "info": "dspose_graph.cli.info",
+    "weights": "dspose_graph.cli.weights",
 }
 
 

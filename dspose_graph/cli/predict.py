@@ -13,7 +13,7 @@ DEFAULT_DET_THRESHOLD, DEFAULT_MAX_PERSONS = 0.5, 20
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="checkpoint (.pt) from dspose train / dspose demo")
+    p.add_argument("--weights", required=True, help="checkpoint (.pt) or shipped weight name (dspose weights)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="an image file or a folder of images")
     src.add_argument("--video", help="a video file (any format OpenCV reads)")

@@ -1,4 +1,4 @@
-"""``dspose train CONFIG.yaml [--resume CKPT] [--set k=v ...] [--eval-only | --dry-run]``: the CLI of ``dspose_graph.train.pipeline``.
+"""``dspose train CONFIG.yaml [--resume CKPT] [--init-from WEIGHTS] [--set k=v ...] [--eval-only | --dry-run]``: the CLI of ``dspose_graph.train.pipeline``.
 
 Under ``torchrun`` every process runs this same command (see docs/training.md); rank 0 prints the metrics.
 """
@@ -6,6 +6,7 @@ Under ``torchrun`` every process runs this same command (see docs/training.md); 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -20,7 +21,10 @@ HELP = "train a model from a YAML config (single process or under torchrun)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="YAML config (see experiments/ and docs/training.md)")
-    parser.add_argument("--resume", type=Path, default=None, help="checkpoint to resume from (e.g. OUT/last.pt)")
+    parser.add_argument("--resume", default=None, help="checkpoint to resume from (e.g. OUT/last.pt) or, with "
+                        "--eval-only, to evaluate (a path or a shipped weight name)")
+    parser.add_argument("--init-from", default=None, metavar="WEIGHTS",
+                        help="start from these weights (a path or a shipped weight name): sets model.init_from")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=5e-4 (repeatable)")
     parser.add_argument("--eval-only", action="store_true",
@@ -44,6 +48,8 @@ def resume_hint(args: argparse.Namespace, out_dir: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
+    if args.init_from:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, init_from=args.init_from))
     if args.eval_only and args.resume is None:
         raise ValueError("--eval-only needs --resume CHECKPOINT (the weights to evaluate)")
     if args.dry_run:

@@ -23,6 +23,7 @@ import dataclasses
 import errno
 import os
 import pickle
+import re
 import shutil
 import warnings
 import zipfile
@@ -35,6 +36,7 @@ from torch import nn
 from dspose_graph.io import atomic_path
 from dspose_graph.models.dspose import DSPose
 from dspose_graph.models.presets import create_model_from_config, load_state_dict_checked
+from dspose_graph.weights import lookup_weights
 from topology.schemas import KeypointSchema
 
 FORMAT = "dspose-graph"
@@ -64,7 +66,7 @@ class InferenceSpec:
 
 
 def _legacy_codec(udp: Any) -> str:
-    # The udp flag written before codecs existed meant these codecs (as data.codec.get_codec(udp=) reads it).
+    # The udp flag written before codecs existed: true meant UDP's conventions, false HRNet's (the old default).
     return "udp" if bool(udp) else "hrnet"
 
 
@@ -148,12 +150,12 @@ def _keep_previous(path: Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and check a checkpoint written by :func:`save_checkpoint`.
+    """Load and check a checkpoint written by :func:`save_checkpoint`; ``path`` may name shipped weights.
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a corrupt, truncated or foreign
     file; the message names the file and, when one exists, the previous good checkpoint to resume from.
     """
-    path = Path(path)
+    path = lookup_weights(path)
     if path.is_dir():
         found = sorted(p.name for p in path.glob("*.pt"))
         raise ValueError(f"checkpoint {path} is a folder; expected a checkpoint file"
@@ -207,8 +209,9 @@ def _intact_foreign_file(path: Path, error: Exception) -> str:
         with zipfile.ZipFile(path) as z:
             if z.testzip() is not None:
                 return ""
-        refused = str(error).split("Unsupported global: GLOBAL ", 1)
-        found = f" (first found: {refused[1].split()[0]})" if len(refused) == 2 else ""
+        # torch >= 2.4 says "Unsupported global: GLOBAL mod.Name", torch 2.3 "Unsupported class mod.Name".
+        refused = re.search(r"Unsupported (?:global: GLOBAL|class) (\S+)", str(error))
+        found = f" (first found: {refused.group(1)})" if refused else ""
         return (f"an intact torch.save file holding pickled Python objects{found}, not plain weights: a whole "
                 f"model or another program's state")
     try:

@@ -101,8 +101,8 @@ def init_from_checkpoint(model: DSPose, weights: str | Path, exclude: Sequence[s
     A model at another input size than the checkpoint's is adapted by :func:`adapt_to_input_size` (heatmap
     layers resampled, fixed position tables recomputed). Everything else must fit exactly (a clear ``ValueError``
     naming the file otherwise), except the tensors under the ``exclude`` name prefixes (e.g. ``"head."``), which keep the
-    model's fresh initialisation (the checkpoint's tensors under them are ignored, so the head may be another kind):
-    how a model at another input size, or with another head, starts from a trained body. Returns the report of :func:`transfer_state_dict` (all keypoints matched when the
+    model's fresh initialisation: how a model at another input size starts from a trained body (its heatmap layer
+    has another shape). Returns the report of :func:`transfer_state_dict` (all keypoints matched when the
     skeletons are the same).
     """
     ckpt = load_checkpoint(weights, map_location="cpu")
@@ -119,9 +119,8 @@ def init_from_checkpoint(model: DSPose, weights: str | Path, exclude: Sequence[s
         if not keys:
             raise ValueError(f"init_exclude prefix {prefix!r} matches no tensor of model {model.config.name!r} "
                              f"(top-level parts: {', '.join(sorted({k.split('.')[0] for k in own}))})")
-        # The checkpoint's tensors under the prefix are not loaded, those the model lacks included: a model with
-        # another head (TokenPose's MLP) starts from a graph model's backbone and Transformer.
-        state = {k: v for k, v in state.items() if not k.startswith(prefix)}
+        for k in [k for k in state if k.startswith(prefix)]:  # e.g. another graph convolution's weights
+            del state[k]
         state.update({k: own[k] for k in keys})  # keep the fresh initialisation
     try:
         load_state_dict_checked(model, state, source=str(weights))

@@ -105,6 +105,8 @@ def prepare_run(recipe: TrainConfig, ablation: Ablation, row: Row, seed: int, ou
     raw["run"]["out_dir"] = str(out / row.name / f"seed{seed}")
     if steps is not None:
         raw["optim"]["max_steps"] = steps
+    # The budget is the steps; epochs only bound them (each epoch has at least one step, on any process count).
+    raw["optim"]["epochs"] = max(raw["optim"]["max_steps"], 1)
     if data is not None:
         raw["data"]["root"] = str(lspet_root(data))
     if limit:

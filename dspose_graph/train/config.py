@@ -81,14 +81,14 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=lambda: [200, 260])
     gamma: float = 0.1
     epochs: int = 300
-    # A budget in optimiser steps instead of epochs: training stops after this many steps (the epoch in progress
-    # ends there and is evaluated) and optim.epochs is not read; 0 = train optim.epochs epochs.
-    max_steps: int = 0
     batch_size: int = 32  # per process (per GPU)
     # The global batch (processes x batch_size) that lr was set for; 0 = not stated. Training warns when
     # the actual global batch differs and keeps lr as configured (docs/reproducing.md: the linear rule).
     global_batch: int = 0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
+    # Stop after this many optimiser steps (evaluating then, as at the last epoch), inside an epoch if need be;
+    # 0 = train all epochs. A budget in steps gives the same result on a slower machine, later.
+    max_steps: int = 0
     amp: str = "none"  # "none", "fp16" (CUDA, with GradScaler) or "bf16" (autocast, CPU or CUDA)
 
 
@@ -146,9 +146,9 @@ class PaperConfig:
 # (section, key) -> (lowest allowed value, whether the lowest value itself is allowed). Whole numbers that mean
 # "off" or "all" at 0 allow 0; sizes and rates must be positive. Every float must also be finite.
 LIMITS: dict[tuple[str, str], tuple[float, bool]] = {
-    ("optim", "epochs"): (1, True), ("optim", "batch_size"): (1, True), ("optim", "lr"): (0, False),
+    ("optim", "epochs"): (1, True), ("optim", "max_steps"): (0, True), ("optim", "batch_size"): (1, True), ("optim", "lr"): (0, False),
     ("optim", "weight_decay"): (0, True), ("optim", "gamma"): (0, False), ("optim", "grad_clip"): (0, True),
-    ("optim", "milestones"): (1, True), ("optim", "global_batch"): (0, True), ("optim", "max_steps"): (0, True),
+    ("optim", "milestones"): (1, True), ("optim", "global_batch"): (0, True),
     ("data", "det_score_thr"): (0, True),
     ("eval", "every"): (0, True), ("eval", "batch_size"): (1, True),
     ("data", "limit_train"): (0, True), ("data", "limit_val"): (0, True), ("data", "sigma"): (0, False),

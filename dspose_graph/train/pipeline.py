@@ -33,7 +33,7 @@ from dspose_graph.data.codec import Codec, get_codec
 from dspose_graph.data.image import IMAGE_DTYPES
 from dspose_graph.io import FolderLock, atomic_write_json, atomic_write_text
 from dspose_graph.models import DSPose, create_model
-from dspose_graph.models.checkpoint import load_model
+from dspose_graph.models.checkpoint import inference_spec, load_model
 from dspose_graph.models.runtime import PreparedModel, check_device, prepare_model, resolve_precision
 from dspose_graph.train.config import TrainConfig, config_to_yaml
 from dspose_graph.train.distributed import DistInfo, cleanup, init_distributed, resolve_device, workers_per_rank
@@ -362,12 +362,19 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, source: str 
 def evaluate(config: TrainConfig, weights: str | Path, *, source: str = "<config>") -> dict[str, float]:
     """Metrics of checkpoint ``weights`` on ``config``'s held-out split (also written to ``metrics_eval.json``).
 
-    The model is rebuilt from the checkpoint's own model config, so ``config.model`` is not consulted.
+    The model is rebuilt from the checkpoint's own model config, so ``config.model`` is not consulted, and the
+    held-out crops are cut and decoded with the codec the checkpoint records (``data.codec`` is overridden).
+    ``weights`` is a checkpoint path or a shipped weight name.
     """
     lock = FolderLock(config.run.out_dir, "run.out_dir")
     try:
         info, device, out_dir = _start(config, lock)
-        model, _ = load_model(weights, device)
+        model, state = load_model(weights, device)
+        codec = inference_spec(state, model).codec
+        if codec != config.data.codec:
+            log.info("%s was trained with codec %r: evaluating with it instead of data.codec=%r", weights, codec,
+                     config.data.codec)
+            config = dataclasses.replace(config, data=dataclasses.replace(config.data, codec=codec))
         _, val_set = build_datasets(config, model, need_train=False)
         evaluator = build_evaluator(config, model, val_set, device, info, fixed_weights=True)
         _write_config(config, info)

@@ -15,6 +15,7 @@ saved, naming the first step whose loss was not finite. On CUDA the trainer turn
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import time
@@ -78,6 +79,19 @@ def cuda_defaults(device: torch.device, deterministic: bool) -> None:
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
     """Adam over ``model``'s parameters; the fused CUDA kernel (one launch for all tensors) on CUDA."""
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
+
+
+def scheduler_state(scheduler: Any) -> dict[str, Any]:
+    """The scheduler's state with its ``Counter`` (MultiStepLR's milestones) as a dict: torch < 2.4's
+    ``weights_only`` loader refuses ``collections.Counter``, and every checkpoint must load on torch >= 2.3."""
+    return {k: dict(v) if isinstance(v, collections.Counter) else v for k, v in scheduler.state_dict().items()}
+
+
+def load_scheduler_state(scheduler: Any, saved: dict[str, Any]) -> None:
+    """Restore :func:`scheduler_state` output (or a torch state dict), turning the milestones back into a Counter
+    (a plain dict would raise KeyError on every epoch that is not a milestone)."""
+    scheduler.load_state_dict({k: collections.Counter(v) if isinstance(getattr(scheduler, k, None), collections.Counter)
+                               else v for k, v in saved.items()})
 
 
 def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict[str, Any], source: str) -> None:
@@ -183,9 +197,6 @@ class Trainer:
         self.workers = workers_per_rank(self.run.workers, self.info)
         # The last partial batch is trained, as official TokenPose's DataLoader does (drop_last off).
         self.steps_per_epoch = -(-len(self.sampler) // self.optim.batch_size)
-        # optim.max_steps: a budget in steps; the epochs it spans, its last one cut short.
-        self.max_steps = self.optim.max_steps
-        self.epochs = -(-self.max_steps // self.steps_per_epoch) if self.max_steps else self.optim.epochs
         self.optimizer = make_optimizer(self.model, self.optim.lr, self.optim.weight_decay, self.device)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(self.optim.milestones),
                                                               self.optim.gamma)
@@ -213,7 +224,7 @@ class Trainer:
             config=config_to_dict(self.config),
             step_in_epoch=self.step_in_epoch, global_step=self.global_step, epoch_loss_sum=self._epoch_loss_sum,
             best=self.best, best_key=self.best_key, history=self.history,
-            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            optimizer=self.optimizer.state_dict(), scheduler=scheduler_state(self.scheduler),
             scaler=self.scaler.state_dict(), rng=rng_state(), world_size=self.info.world_size)
 
     def save(self, name: str, metrics: dict[str, float] | None = None) -> Path | None:
@@ -244,7 +255,7 @@ class Trainer:
             log.info("%s: written by %d process(es), resumed by %d at the start of epoch %d", path, saved_world,
                      self.info.world_size, int(state["epoch"]) + 1)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        load_scheduler_state(self.scheduler, state["scheduler"])
         load_scaler_state(self.scaler, state["scaler"], str(path))
         self.epoch = int(state["epoch"])
         self.step_in_epoch = step_in_epoch
@@ -310,6 +321,10 @@ class Trainer:
             writer.add_scalar("train/loss", value, self.global_step)
             writer.add_scalar("train/lr", lr, self.global_step)
 
+    def step_budget_reached(self) -> bool:
+        """Whether ``optim.max_steps`` optimiser steps are done (a budget in steps: the same figures on any machine)."""
+        return bool(self.optim.max_steps) and self.global_step >= self.optim.max_steps
+
     def _probe_loader(self, batches: int) -> float:
         """Images/s of the training data pipeline alone (its own short-lived loader, same workers and batch)."""
         n = min(batches, self.steps_per_epoch)
@@ -337,8 +352,8 @@ class Trainer:
         return self.evaluate(self.model)
 
     def fit(self, resume: str | Path | None = None) -> FitSummary:
-        """Train to ``optim.epochs`` or ``optim.max_steps`` (from the ``resume`` checkpoint when given; not read
-        again when :meth:`resume` already restored it)."""
+        """Train to ``optim.epochs`` (from the ``resume`` checkpoint when given; not read again when
+        :meth:`resume` already restored it)."""
         if resume is not None and self.resumed_from != resume:
             self.resume(resume)
         main = self.info.is_main
@@ -349,21 +364,20 @@ class Trainer:
         writer = _tensorboard(self.out_dir / "tb") if main and self.run.tensorboard else None
         # A finished run resumed again trains nothing: it reports the metrics its checkpoint holds.
         metrics: dict[str, float] = dict(self.resumed_metrics)
-        if resume is not None and self._finished():
-            log.warning("%s: the run already finished its %s; nothing to train (raise %s to continue it); its "
-                        "metrics are kept", resume, f"{self.max_steps} steps" if self.max_steps else
-                        f"{self.epochs} epochs", "optim.max_steps" if self.max_steps else "optim.epochs")
-        if main and self.run.loader_probe and not self._finished():
+        if resume is not None and self.epoch >= self.optim.epochs:
+            log.warning("%s: the run already finished its %d epochs; nothing to train (raise optim.epochs to "
+                        "continue it); its metrics are kept", resume, self.optim.epochs)
+        if main and self.run.loader_probe and self.epoch < self.optim.epochs:
             self.loader_img_s = self._probe_loader(self.run.loader_probe)
         started = time.perf_counter()
         try:
-            while not self._finished():
+            while self.epoch < self.optim.epochs and not self.step_budget_reached():
                 metrics = self._run_epoch(steps_log, writer) or metrics
                 over = bool(self.run.max_minutes) and (time.perf_counter() - started) / 60 > self.run.max_minutes
                 # Rank 0 decides, so that all ranks stop at the same epoch.
-                if broadcast_object(over, self.info) and not self._finished():
+                if broadcast_object(over, self.info) and self.epoch < self.optim.epochs:
                     log.warning("time budget of %.1f min used up after epoch %d of %d: stopping early",
-                                self.run.max_minutes, self.epoch, self.epochs)
+                                self.run.max_minutes, self.epoch, self.optim.epochs)
                     if self.evaluate is not None and not (self.history and self.best_metric in self.history[-1]):
                         metrics = self._evaluate()
                         self.history[-1].update(metrics)
@@ -380,17 +394,13 @@ class Trainer:
         barrier(self.info)
         return FitSummary(self.epoch, self.global_step, self.best, metrics, self.history)
 
-    def _finished(self) -> bool:
-        """The step budget (``optim.max_steps``) spent, or without one all epochs done."""
-        return self.global_step >= self.max_steps if self.max_steps else self.epoch >= self.epochs
-
     def _run_epoch(self, steps_log: StepLog | None, writer: Any) -> dict[str, float] | None:
         from tqdm.auto import tqdm
 
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
         start_time = time.perf_counter()
-        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.epochs}",
+        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.optim.epochs}",
                    disable=not (self.run.progress and self.info.is_main), leave=False, dynamic_ncols=True)
         seen = 0
         waited = 0.0  # seconds this process sat waiting for the loader: a data-bound run shows here
@@ -406,15 +416,15 @@ class Trainer:
             self.step_in_epoch += 1
             self.global_step += 1
             seen += batch["image"].shape[0] * self.info.world_size
-            budget_spent = bool(self.max_steps) and self.global_step >= self.max_steps
             save = bool(self.run.checkpoint_every) and self.global_step % self.run.checkpoint_every == 0 \
-                and self.step_in_epoch < self.steps_per_epoch and not budget_spent
+                and self.step_in_epoch < self.steps_per_epoch
             if save or (self.run.log_every and self.global_step % self.run.log_every == 0):
                 self._read_losses(steps_log, writer, lr, bar, seen / max(time.perf_counter() - start_time, 1e-9))
             bar.update(1)
             if save:
                 self.save("last.pt")
-            if budget_spent:
+            if self.step_budget_reached():
+                log.info("step budget optim.max_steps=%d reached in epoch %d", self.optim.max_steps, self.epoch + 1)
                 break
         self._read_losses(steps_log, writer, lr, bar, seen / max(time.perf_counter() - start_time, 1e-9))
         bar.close()
@@ -432,7 +442,7 @@ class Trainer:
         self.step_in_epoch = 0
         self._epoch_loss_sum = 0.0
         metrics = None
-        last_epoch = self._finished()
+        last_epoch = self.epoch == self.optim.epochs or self.step_budget_reached()
         if self.evaluate is not None and (last_epoch or (self.eval_every and self.epoch % self.eval_every == 0)):
             metrics = self._evaluate()
             row.update(metrics)
@@ -444,7 +454,7 @@ class Trainer:
             writer.add_scalar("train/epoch_loss", train_loss, self.epoch)
         shown = {k: v for k, v in (metrics or {}).items() if "/" not in k}  # per-joint values: epochs.csv
         log.info("epoch %d/%d: loss %.4e, %.1f img/s (waiting on data %.0f%% of the time)%s", self.epoch,
-                 self.epochs, train_loss, row["img_s"], row["data_wait_pct"],
+                 self.optim.epochs, train_loss, row["img_s"], row["data_wait_pct"],
                  "".join(f", {k} {v:.4g}" for k, v in shown.items()))
         key = [float(metrics[self.best_metric]), float(metrics.get("PCK@0.2", float("-inf")))] \
             if metrics and self.best_metric in metrics else None
