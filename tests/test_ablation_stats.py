@@ -131,7 +131,7 @@ def test_the_runner_refuses_bad_requests_before_training(tmp_path):
         run_ablation("lsp-table9", tmp_path)
     with pytest.raises(ValueError, match="--seeds 0,0: give distinct seeds"):
         run_ablation("lsp-table5", tmp_path, seeds=[0, 0])
-    with pytest.raises(ValueError, match="--set model.overrides.head=mlp: model.overrides.head is what lsp-table5 sets"):
+    with pytest.raises(ValueError, match="--set model.overrides.head=mlp: model.overrides.head is what lsp-table5"):
         run_ablation("lsp-table5", tmp_path, overrides=["model.overrides.head=mlp"])
     assert not any(tmp_path.iterdir())
 
@@ -174,3 +174,42 @@ def test_an_mlp_model_starts_from_a_graph_models_body():
             torch.testing.assert_close(v, fresh[k])
         elif k.startswith("backbone."):
             torch.testing.assert_close(v, source[k], msg=k)
+
+
+def test_command_line_options_belong_to_their_kind_of_table(tmp_path, capsys):
+    from dspose_graph.cli.main import main
+
+    out = ["--out", str(tmp_path)]
+    assert main(["experiment", "lsp-table5", "--epochs", "3", *out]) == 2
+    assert "--epochs is for the paper tables; lsp-table5 has a step budget (--steps)" in capsys.readouterr().err
+    assert main(["experiment", "table5", "--steps", "30", *out]) == 2
+    assert "--steps is for the lsp-* ablations" in capsys.readouterr().err
+    assert main(["experiment", "lsp-table5", "--steps", "0", *out]) == 2
+    assert "--steps 0: must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's usage error
+        main(["experiment", "lsp-table5", "--seeds", "0,x", *out])
+    assert "expected whole numbers separated by commas" in capsys.readouterr().err
+    assert main(["experiment", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "lsp-table5: mlp, feature, physical, dual (LSPET, reference mlp)" in listing
+    assert "lsp-convs: dspose, gcn, gat, gatv2, graphconv, sage, transformer (LSPET, reference dspose)" in listing
+    assert not any(tmp_path.iterdir())
+
+
+def test_precision_auto_is_decided_once_and_kept_by_later_commands(tmp_path):
+    from dspose_graph.train.ablation import pin_precision
+
+    ablation = ABLATIONS["lsp-table5"]
+    recipe = load_config(recipe_path())
+    assert recipe.optim.amp == "auto" and recipe.eval.precision == "auto"
+    saved = tmp_path / "dual" / "seed0" / "config.yaml"
+    saved.parent.mkdir(parents=True)
+    saved.write_text("optim: {amp: bf16}\neval: {precision: bf16}\n")
+    configs = {(row.name, 0): prepare_run(recipe, ablation, row, 0, tmp_path) for row in ablation.rows}
+    pin_precision(configs, tmp_path)
+    assert {(c.optim.amp, c.eval.precision) for c in configs.values()} == {("bf16", "bf16")}
+    saved.unlink()
+    configs = {(row.name, 0): prepare_run(recipe, ablation, row, 0, tmp_path) for row in ablation.rows}
+    pin_precision(configs, tmp_path)  # measured here: one answer for all rows
+    pinned = {(c.optim.amp, c.eval.precision) for c in configs.values()}
+    assert pinned in ({("none", "fp32")}, {("bf16", "bf16")})

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 from dspose_graph.io import check_output_dir
@@ -47,6 +46,19 @@ def _name_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def _as_given(args: argparse.Namespace) -> list[str]:
+    """The ablation's options as a command line (for the report): the table and each option given."""
+    words = [args.table]
+    for option, value in (("--rows", ",".join(args.rows or [])), ("--seeds", ",".join(map(str, args.seeds or []))),
+                          ("--steps", args.steps), ("--data", args.data), ("--limit", args.limit or None),
+                          ("--out", args.out if args.out != Path("runs/experiments") else None)):
+        if value not in (None, ""):
+            words += [option, str(value)]
+    for item in args.overrides:
+        words += ["--set", item]
+    return words
+
+
 def run_lsp(args: argparse.Namespace) -> int:
     """``dspose experiment lsp-*``: the ablation's runs under --out/<name>, its report printed at the end."""
     for option, value in (("--epochs", args.epochs), ("--tiny", args.tiny or None)):
@@ -55,9 +67,9 @@ def run_lsp(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps {args.steps}: must be >= 1")
     out = args.out / args.table
-    command = "dspose experiment " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["experiment"] else [args.table])
-    result = run_ablation(args.table, out, seeds=args.seeds or [0, 1, 2], steps=args.steps, rows=args.rows, data=args.data,
-                          limit=args.limit, overrides=args.overrides, dry_run=args.dry_run,
+    command = "dspose experiment " + shlex.join(_as_given(args))
+    result = run_ablation(args.table, out, seeds=args.seeds or [0, 1, 2], steps=args.steps, rows=args.rows,
+                          data=args.data, limit=args.limit, overrides=args.overrides, dry_run=args.dry_run,
                           recipe=args.experiments / "lsp" / "ablation.yaml" if args.experiments else None,
                           command=command)
     if args.dry_run:

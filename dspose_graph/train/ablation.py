@@ -24,6 +24,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import yaml
+
 from dspose_graph.io import atomic_write_json, atomic_write_text
 from dspose_graph.train.ablation_report import METRIC, RunResult, plot_curves, render_markdown
 from dspose_graph.train.config import (TrainConfig, apply_override, check_override, config_from_dict, config_to_dict,
@@ -141,8 +143,6 @@ def check_folder(config: TrainConfig) -> str:
     """``"fresh"``, ``"resume"`` (a ``last.pt`` to continue), ``"done"`` (finished at this budget) or
     ``"extend"`` (finished at a smaller budget: continued). ``ValueError`` naming the folder when it was run with
     other settings or a larger budget."""
-    import yaml
-
     folder = Path(config.run.out_dir)
     saved = folder / "config.yaml"
     if saved.is_file():
@@ -275,6 +275,31 @@ def write_report(ablation: Ablation, out: Path, budget: int, seeds: Sequence[int
     return results
 
 
+def pin_precision(configs: dict[tuple[str, int], TrainConfig], out: Path) -> None:
+    """One precision for every run of a table: ``auto`` (``optim.amp``, ``eval.precision``) is resolved once, or
+    taken from a run already in ``out``, so that no row trains in bf16 and another in fp32 because a measurement
+    of the CPU's bf16 speed came out differently under other load."""
+    first = next(iter(configs.values()))
+    if first.optim.amp != "auto" and first.eval.precision != "auto":
+        return
+    saved = next(iter(sorted(out.glob("*/seed*/config.yaml"))), None)
+    if saved is not None:
+        raw = yaml.safe_load(saved.read_text()) or {}
+        amp, precision, why = raw["optim"]["amp"], raw["eval"]["precision"], f"as the runs already made ({saved})"
+    else:
+        from dspose_graph.models.runtime import resolve_precision
+        from dspose_graph.train.distributed import resolve_device
+
+        resolved, why = resolve_precision("auto", resolve_device(first.run.device))
+        amp, precision = ("none" if resolved == "fp32" else resolved), resolved
+    log.info("precision of every run: optim.amp %s, eval.precision %s (%s)", amp, precision, why)
+    for config in configs.values():
+        if config.optim.amp == "auto":
+            config.optim.amp = amp
+        if config.eval.precision == "auto":
+            config.eval.precision = precision
+
+
 def run_ablation(name: str, out: Path, *, seeds: Sequence[int] = (0, 1, 2), steps: int | None = None,
                  rows: Sequence[str] | None = None, data: Path | None = None, limit: int = 0,
                  overrides: Sequence[str] = (), dry_run: bool = False, recipe: Path | None = None,
@@ -298,6 +323,7 @@ def run_ablation(name: str, out: Path, *, seeds: Sequence[int] = (0, 1, 2), step
     if dry_run:
         return [(row.name, count_parameters(build_model(configs[row.name, seeds[0]], load_pretrained=False))[0])
                 for row in selected]
+    pin_precision(configs, out)
     for config in configs.values():
         check_folder(config)
     budget = next(iter(configs.values())).optim.max_steps
