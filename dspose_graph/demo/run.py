@@ -141,7 +141,7 @@ def with_defaults(options: DemoOptions, real: bool) -> DemoOptions:
 
 # Each numeric option's lowest value, and whether that value itself is allowed.
 OPTION_LIMITS = {"epochs": (1, True), "steps": (1, True), "batch_size": (1, True), "minutes": (0, False), "lr": (0, False),
-                 "sigma": (0, False), "train_images": (1, True), "val_images": (1, True), "lspet_val": (1, True),
+                 "sigma": (0, False), "train_images": (1, True), "val_images": (1, True),
                  "workers": (0, True), "threads": (1, True)}
 
 

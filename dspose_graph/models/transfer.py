@@ -38,7 +38,8 @@ def transfer_state_dict(state_dict: dict[str, torch.Tensor], source: KeypointSch
     if not match:
         raise ValueError(f"skeletons {source.name!r} and {target.name!r} share no keypoint names; nothing to transfer")
     out = dict(state_dict)
-    if TOKENS in state_dict:
+    if TOKENS in state_dict and state_dict[TOKENS].shape[2:] == own[TOKENS].shape[2:]:
+        # (Tokens of another width are left as they are: loading reports the shape mismatch with the rest.)
         tokens = state_dict[TOKENS]
         if tokens.shape[1] != source.num_keypoints:
             raise ValueError(f"{TOKENS} has {tokens.shape[1]} keypoints but the source schema "
