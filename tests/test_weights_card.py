@@ -52,3 +52,21 @@ def test_ship_writes_slim_weights_and_a_card_that_describes_them(tmp_path):
         torch.testing.assert_close(loaded.state_dict()[k], v)
     with pytest.raises(ValueError, match="must be a plain identifier"):
         ship(ckpt, "../evil", metrics=metrics, card={}, out_dir=tmp_path / "weights")
+
+
+@pytest.mark.slow
+def test_the_shipped_real_model_card_is_remade_by_its_own_command(tmp_path, data_root):
+    """The card of dspose_t_lspet states val metrics; its evaluation command gives them again (same data, code)."""
+    from dspose_graph.train.config import load_config
+    from dspose_graph.train.pipeline import evaluate
+    from dspose_graph.weights import WEIGHTS_DIR
+
+    card = read_json(WEIGHTS_DIR / "dspose_t_lspet.json")
+    assert "--eval-only --resume dspose_t_lspet" in card["commands"]["val_metrics"]
+    config = load_config(WEIGHTS_DIR.parent.parent / card["recipe"])
+    config.data.root = str(data_root / "lspet")
+    config.run.out_dir = str(tmp_path / "eval")
+    metrics = evaluate(config, "dspose_t_lspet")
+    for key in ("torso_PCK@0.2", "PCK@0.2", "swap", "AP"):
+        assert metrics[key] == pytest.approx(card["val_metrics"][key], abs=0.006 if key == "AP" else 0.06), key
+    assert card["val_metrics"]["torso_persons"] == metrics["torso_persons"] == 362
