@@ -24,7 +24,7 @@ from dspose_graph.data import (
 from dspose_graph.data.augment import transform_keypoints
 from dspose_graph.data.image import crop_matrix
 from dspose_graph.data.targets import joints_to_heatmap
-from topology.schemas import COCO17
+from dspose_graph.topology.schemas import COCO17
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from dspose_graph.data.codec import CODECS, get_codec
 from dspose_graph.data.image import IMAGENET_MEAN, IMAGENET_STD
 from dspose_graph.eval.decode import decode_heatmaps, flip_back, heatmaps_to_image
 from dspose_graph.eval.ideal import error_stats, perfect_network
-from topology.schemas import COCO17, MPII16
+from dspose_graph.topology.schemas import COCO17, MPII16
 
 INPUT, HEATMAP, SIGMA = (192, 256), (48, 64), 2.0
 

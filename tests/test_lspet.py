@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import scipy.io
 
-from dspose_graph.data.coco import CocoKeypointDataset, load_coco
+from dspose_graph.data.coco import CocoKeypointDataset
+from dspose_graph.formats.coco import load_coco
 from dspose_graph.data.lspet import coco_keypoints, joints_box, load_lspet_joints, lspet_to_coco
 from dspose_graph.io import read_json
-from topology.schemas import LSP14, get_schema
+from dspose_graph.topology.schemas import LSP14, get_schema
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from dspose_graph.demo.run import body_init, body_start, demo_milestones, resolv
 from dspose_graph.models.checkpoint import load_checkpoint
 from dspose_graph.models.presets import create_model
 from dspose_graph.weights import resolve_weights
-from topology.schemas import COCO17, KeypointSchema
+from dspose_graph.topology.schemas import COCO17, KeypointSchema
 
 ROW = {"AP": 0.5, "AP50": 0.6, "AP75": 0.4, "AR": 0.55, "PCK@0.2": 70.0, "swap": 4.0}
 

@@ -5,16 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dspose_graph.data.coco import load_coco
-from dspose_graph.eval.coco_eval import (
-    check_ground_truth,
-    evaluate_coco,
-    format_coco_table,
-    keypoint_category,
-    load_results,
-)
+from dspose_graph.eval.coco_eval import evaluate_coco, format_coco_table
+from dspose_graph.formats.coco import check_ground_truth, keypoint_category, load_coco, read_keypoint_results
 from dspose_graph.io import atomic_write_json, check_output_file, provenance
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.schemas import KeypointSchema
 
 HELP = "OKS AP/AR of a COCO keypoint results JSON (pycocotools COCOeval)"
 
@@ -39,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         if schema.sigmas is None:
             raise ValueError(f"{args.annotations}: keypoint schema {schema.name!r} defines no OKS sigmas")
         sigmas = list(schema.sigmas)
-    results = load_results(args.pred, coco_gt, score_threshold=args.score_threshold)
+    results = read_keypoint_results(args.pred, coco_gt, score_threshold=args.score_threshold)
     stats = evaluate_coco(results, coco_gt, sigmas=sigmas)
     print(format_coco_table(stats))
     if args.out is not None:

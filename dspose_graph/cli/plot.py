@@ -33,27 +33,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub.choices["topology"].add_argument("--topology", default="mpii", help="'mpii', 'coco' (shipped) or a JSON file")
 
 
-def check_box(box: list[float] | None) -> None:
-    """Refuse a ``--box`` that is not a box inside an image: NaN/inf, negative, empty."""
-    from dspose_graph.predict import BOX_FIELDS, box_problem
-
-    if box is None:
-        return
-    problem = box_problem(box)
-    if problem:
-        raise ValueError(f"--box {' '.join(f'{v:g}' for v in box)}: {problem}")
-    for name, value in zip(BOX_FIELDS, box):
-        if value < 0:
-            raise ValueError(f"--box {' '.join(f'{v:g}' for v in box)}: field {name!r} = {value:g} is negative; "
-                             "X Y is the top-left corner inside the image")
-
-
 def plot_adjacency(args: argparse.Namespace) -> list[Path]:
+    from dspose_graph.formats.coco import box_problem
     from dspose_graph.viz.learned import data_samples, image_samples, output_paths, write_adjacency_figures
 
     if args.box is not None and not args.image:
         raise ValueError("--box applies to --image (with --data the samples come with their own boxes)")
-    check_box(args.box)
+    problem = args.box is not None and box_problem(args.box, inside_image=True)
+    if problem:
+        raise ValueError(f"--box {' '.join(f'{v:g}' for v in args.box)}: {problem}")
     output_paths(Path(args.out), "adjacency", args.formats)  # a bad --formats fails before the model runs
     samples = image_samples(args.weights, args.image, args.box, args.device) if args.image else \
         data_samples(args.weights, args.data, args.split, args.num, args.device)
@@ -62,7 +50,7 @@ def plot_adjacency(args: argparse.Namespace) -> list[Path]:
 
 def plot_topology(args: argparse.Namespace) -> list[Path]:
     from dspose_graph.viz.topology import write_topology_figures
-    from topology.files import load_topology
+    from dspose_graph.topology.files import load_topology
 
     return write_topology_figures(load_topology(args.topology), Path(args.out), args.formats, source=args.topology)
 

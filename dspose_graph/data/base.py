@@ -25,7 +25,7 @@ from dspose_graph.data.codec import Codec, get_codec
 from dspose_graph.data.image import (IMAGE_DTYPES, crop_matrix, decode_reduction, load_image, normalize_image,
                                      reduced_crop_matrix)
 from dspose_graph.data.targets import gaussian_heatmaps
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
 

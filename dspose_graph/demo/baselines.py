@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from dspose_graph.train.evaluate import compute_metrics, mean_pose, mean_pose_predictions, oks_sigmas, predict_dataset
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.schemas import KeypointSchema
 
 METRICS = ("AP", "AP50", "AP75", "AR", "PCK@0.2", "swap")
 START_ROW = "pretrained, not fine-tuned"

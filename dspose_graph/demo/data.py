@@ -116,7 +116,7 @@ def model_overrides(data: DataConfig) -> dict[str, Any]:
     Read from the held-out file, the smaller of the two (COCO 2017: about 10 MB against 240 MB); the training
     set is checked against the model's schema when it is loaded.
     """
-    from topology.schemas import SCHEMAS, get_schema
+    from dspose_graph.topology.schemas import SCHEMAS, get_schema
 
     schema = get_schema(data.val_ann)
     return {"schema": schema.name if SCHEMAS.get(schema.name) == schema else schema.to_dict()}

@@ -42,7 +42,7 @@ class ModelConfig:
 class DataConfig:
     """Which data and how it is cropped and augmented."""
 
-    kind: str = "coco"  # "coco" (COCO-format json + images) or "mpii"
+    kind: str = "coco"  # a DATASET_KINDS name: "coco" (COCO-format json + images) or "mpii"
     root: str = ""  # prefix for the relative paths below; "" = relative to the working directory
     train_ann: str = ""
     train_images: str = ""
@@ -52,7 +52,7 @@ class DataConfig:
     input_size: list[int] | None = None  # (w, h); None = the model's own
     sigma: float = 2.0
     codec: str = "tokenpose"  # crop/target/decode conventions: "tokenpose" (official), "hrnet", "udp"
-    # Training augmentation: true = the official preset of data.kind ("coco" or "mpii"), a preset name,
+    # Training augmentation: true = the official preset of data.kind, a preset name,
     # or false (none); augment_overrides sets AugmentParams fields (scale_factor, rotation_factor, ...).
     augment: bool | str = True
     augment_overrides: dict[str, float] = field(default_factory=dict)
@@ -83,7 +83,9 @@ class OptimConfig:
     # the actual global batch differs and keeps lr as configured (docs/reproducing.md: the linear rule).
     global_batch: int = 0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
-    amp: str = "none"  # "none", "fp16" (CUDA, with GradScaler) or "bf16" (autocast, CPU or CUDA)
+    # Autocast of the training forward pass, eval.precision's names: "fp32" (none), "bf16" (CPU or CUDA) or
+    # "fp16" (CUDA, with GradScaler).
+    precision: str = "fp32"
 
 
 @dataclass
@@ -182,16 +184,18 @@ class TrainConfig:
     @property
     def best_metric(self) -> str:
         """The metric that selects ``best.pt``: OKS AP on COCO-format data, PCKh with the MPII ground-truth
-        file, PCK@0.2 otherwise."""
-        if self.data.kind == "coco":
-            return "AP"
-        return "PCKh_Mean" if self.data.val_gt else "PCK@0.2"
+        file, PCK@0.2 otherwise (``DatasetKind.best_metric``)."""
+        from dspose_graph.data.layouts import dataset_kind
+
+        return dataset_kind(self.data.kind, "config data.kind").best_metric(bool(self.data.val_gt))
 
 
 # Keys that were renamed: reading the old name names the new one instead of "unknown key".
 RENAMED = {
     "data.udp": "data.udp was replaced by data.codec: write codec: udp for udp: true, codec: hrnet for udp: false "
                 "(the old default); the default is now codec: tokenpose (official TokenPose's conventions)",
+    "optim.amp": "optim.amp was renamed optim.precision, with eval.precision's names: write precision: fp32 for "
+                 "amp: none (bf16 and fp16 keep their names)",
 }
 
 
@@ -377,6 +381,19 @@ def apply_override(raw: dict[str, Any], item: str, source: str = "--set") -> dic
         node = child
     node[parts[-1]] = value
     return out
+
+
+def model_overrides(items: list[str]) -> dict[str, Any]:
+    """``create_model`` keyword overrides from ``model.overrides.KEY=VALUE`` items: ``--set`` as in training."""
+    raw: dict[str, Any] = {"model": {"overrides": {}}}
+    for item in items:
+        key = item.partition("=")[0].strip()
+        if key and "." not in key:
+            raise ValueError(f"--set {item}: keys are written as in a training config; write model.overrides.{item}")
+        raw = apply_override(raw, item, source=f"--set {item}")
+    if set(raw) != {"model"} or set(raw["model"]) != {"overrides"}:
+        raise ValueError(f"dspose info takes --set model.overrides.KEY=VALUE only, got {' '.join(items)}")
+    return raw["model"]["overrides"]
 
 
 def _deep_copy(raw: Any) -> Any:

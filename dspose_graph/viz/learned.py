@@ -21,7 +21,7 @@ import torch
 from dspose_graph.data.image import normalize_batch
 from dspose_graph.io import atomic_write_json
 from dspose_graph.models import DSPose
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.schemas import KeypointSchema
 
 FORMATS = ("png", "pdf", "svg")
 

@@ -17,28 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dspose_graph.io import read_json, shared_data_dir
-from topology.schemas import MPII16, KeypointSchema, get_schema
+from dspose_graph.formats.mpii import read_mpii
+from dspose_graph.io import read_json
+from dspose_graph.topology.schemas import MPII16, KeypointSchema, get_schema
 
 log = logging.getLogger(__name__)
-
-# Where the annotation file lies in an MPII folder, in the order looked for: the release layout
-# (``ROOT/annotations/``) first, then the file at the top (as in the shared data folder's ``mpii/``).
-MPII_ANNOTATION_FILES = ("annotations/mpii_annotations.json.gz", "annotations/mpii_annotations.json",
-                         "mpii_annotations.json.gz", "mpii_annotations.json")
-
-
-def find_mpii_annotations(root: str | Path) -> Path | None:
-    """The MPII annotation file of the MPII folder ``root`` (see ``MPII_ANNOTATION_FILES``), or None."""
-    root = Path(root)
-    return next((root / name for name in MPII_ANNOTATION_FILES if (root / name).is_file()), None)
-
-
-def shared_mpii_dir() -> Path | None:
-    """The MPII folder of the shared data folder (``<data>/mpii``: annotations and PCKh ground truth), or None."""
-    root = shared_data_dir()
-    return root / "mpii" if root is not None else None
-
 
 @dataclass(frozen=True)
 class PoseStatistics:
@@ -77,55 +60,18 @@ def _finish(schema: KeypointSchema, path: Path, joints: np.ndarray, annotated: n
     return PoseStatistics(schema, joints, annotated, visible, centers, scales, path)
 
 
-def _raise_first_bad_mpii(path: Path, data: list, records: list[int], k: int) -> None:
-    for r in records:
-        rec = data[r]
-        for name, shape in (("joint_self", (k, 3)), ("objpos", (2,)), ("scale_provided", ())):
-            try:
-                ok = np.asarray(rec[name], dtype=np.float64).shape == shape
-            except (KeyError, ValueError, TypeError):
-                ok = False
-            if not ok:
-                raise ValueError(f"{path}: record {r} field {name!r} is missing or malformed; expected numbers of shape {shape}"
-                                 + (" (MPII-16 joints x [x, y, vis])" if name == "joint_self" else ""))
-
-
 def load_mpii_statistics(path: str | Path, split: str = "train") -> PoseStatistics:
-    """MPII persons of ``split`` (``train``: ``isValidation == 0``, ``val``, or ``all``).
+    """MPII persons of ``split`` (``train``, ``val`` or ``trainval``), read by :func:`dspose_graph.formats.mpii.read_mpii`.
 
     A joint stored as ``[0, 0, 0]`` is *not annotated*; ``vis == 0`` with coordinates is annotated but
     occluded. Person centre is ``objpos``, scale ``scale_provided * 200`` px (the box height).
     """
-    path = Path(path)
-    if split not in ("train", "val", "all"):
-        raise ValueError(f"MPII split must be 'train', 'val' or 'all', got {split!r}")
-    data = read_json(path, "annotation file")
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a list of person records (MPII json), got {type(data).__name__}")
-    k = MPII16.num_keypoints
-    records = []
-    for r, rec in enumerate(data):
-        if not isinstance(rec, dict) or "joint_self" not in rec:
-            raise ValueError(f"{path}: record {r} has no field 'joint_self'")
-        is_val = float(rec.get("isValidation", 0)) != 0
-        if not (split == "train" and is_val or split == "val" and not is_val):
-            records.append(r)
-    if not records:
-        raise ValueError(f"{path}: no person records in split {split!r}")
-    try:
-        # One array conversion for all persons; on a ragged or malformed record, look for it.
-        j = np.array([data[r]["joint_self"] for r in records], dtype=np.float64)
-        centers_a = np.array([data[r]["objpos"] for r in records], dtype=np.float64)
-        scales_a = np.array([data[r]["scale_provided"] for r in records], dtype=np.float64) * 200.0
-    except (KeyError, ValueError, TypeError):
-        _raise_first_bad_mpii(path, data, records, k)
-        raise
-    if j.shape[1:] != (k, 3) or centers_a.shape[1:] != (2,) or scales_a.ndim != 1:
-        _raise_first_bad_mpii(path, data, records, k)
-    for name, v in (("joint_self", j), ("objpos", centers_a), ("scale_provided", scales_a)):
-        _check_finite(path, name, v, records)
-    annotated = ~(j == 0).all(axis=-1)
-    return _finish(MPII16, path, j[..., :2], annotated, annotated & (j[..., 2] > 0), centers_a, scales_a)
+    persons = read_mpii(path, split)
+    if not len(persons):
+        raise ValueError(f"MPII annotation file {path}: no person records in split {split!r}")
+    annotated = persons.annotated
+    return _finish(MPII16, Path(path), persons.joints[..., :2], annotated, annotated & (persons.joints[..., 2] > 0),
+                   persons.objpos, persons.scale * 200.0)
 
 
 def load_coco_statistics(path: str | Path) -> PoseStatistics:
