@@ -111,10 +111,10 @@ def _mutate(data: dict, case: str) -> None:
 
 
 @pytest.mark.parametrize("case,expected", [
-    ("short_keypoints", r"annotations\[3\] field 'keypoints' has 39 numbers; expected 42"),
-    ("nan_keypoint", r"record 5 field 'keypoints' has NaN/inf"),
-    ("string_keypoint", r"annotations\[2\] field 'keypoints' is not a list of numbers"),
-    ("bad_bbox", r"annotations\[4\] field 'bbox'"),
+    ("short_keypoints", r"\(annotations\[3\]\): field 'keypoints' must be 42 finite numbers .*got 39 values"),
+    ("nan_keypoint", r"\(annotations\[5\]\): field 'keypoints'\[7\] .* = nan is NaN/inf"),
+    ("string_keypoint", r"\(annotations\[2\]\): field 'keypoints'\[4\] .* = 'abc' is a str, not a number"),
+    ("bad_bbox", r"\(annotations\[4\]\): field 'bbox' must be 4 finite numbers"),
     ("no_keypoint_names", r"no entry of 'categories' has a 'keypoints' list"),
 ])
 def test_bad_annotation_files_name_file_record_and_field(tmp_path, capsys, case, expected):

@@ -114,10 +114,10 @@ def test_all_keypoints_invisible(tmp_path, coco_json, fixture_dir):
 @pytest.mark.parametrize(
     "mutate, error, message",
     [
-        (lambda d, a: a.update(keypoints=a["keypoints"][:48]), ValueError, r"annotation id {id}: 'keypoints' has 48 values, expected 51"),
-        (lambda d, a: a["keypoints"].__setitem__(4, float("nan")), ValueError, r"annotation id {id}: 'keypoints' contains NaN"),
-        (lambda d, a: a.update(bbox=[1.0, float("nan"), 3.0, 4.0]), ValueError, r"annotation id {id}: 'bbox' must be 4 finite"),
-        (lambda d, a: a.update(image_id=999999), ValueError, r"annotation id {id}: image_id 999999 is not in 'images'"),
+        (lambda d, a: a.update(keypoints=a["keypoints"][:48]), ValueError, r"annotation id {id} \(annotations\[\d+\]\): field 'keypoints' must be 51 finite numbers .*got 48 values"),
+        (lambda d, a: a["keypoints"].__setitem__(4, float("nan")), ValueError, r"annotation id {id} \(annotations\[\d+\]\): field 'keypoints'\[4\] .*NaN/inf"),
+        (lambda d, a: a.update(bbox=[1.0, float("nan"), 3.0, 4.0]), ValueError, r"annotation id {id} \(annotations\[\d+\]\): field 'bbox'\[1\] = nan is NaN/inf"),
+        (lambda d, a: a.update(image_id=999999), ValueError, r"annotation id {id} \(annotations\[\d+\]\): field 'image_id' = 999999 is not in 'images'"),
         (lambda d, a: d["images"][0].pop("id"), ValueError, r"images\[0\] must have 'id' and 'file_name'"),
         (lambda d, a: d.update(categories=[{"id": 1, "name": "person"}]), ValueError, r"no entry of 'categories' has a 'keypoints' list"),
     ],

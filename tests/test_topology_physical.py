@@ -311,12 +311,12 @@ def test_bad_coco_inputs(tmp_path, coco_mini):
     anns = [a for a in data["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]]
     wrong = dict(data, annotations=[dict(anns[0], keypoints=anns[0]["keypoints"][:48])])
     (tmp_path / "wrong.json").write_text(json.dumps(wrong))
-    with pytest.raises(ValueError, match=r"wrong.json: annotations\[0\] field 'keypoints' has 48 numbers; expected 51"):
+    with pytest.raises(ValueError, match=r"wrong.json: annotation id \d+ \(annotations\[0\]\): field 'keypoints' must be 51 finite numbers .*got 48"):
         load_coco_statistics(tmp_path / "wrong.json")
     nan_kp = list(anns[1]["keypoints"])
     nan_kp[0] = float("nan")
     (tmp_path / "nan.json").write_text(json.dumps(dict(data, annotations=[anns[0], dict(anns[1], keypoints=nan_kp)])))
-    with pytest.raises(ValueError, match="nan.json: record 1 field 'keypoints' has NaN"):
+    with pytest.raises(ValueError, match=r"nan.json: annotation id \d+ \(annotations\[1\]\): field 'keypoints'\[0\] .*= nan is NaN/inf"):
         load_coco_statistics(tmp_path / "nan.json")
     (tmp_path / "none.json").write_text(json.dumps(dict(data, annotations=[])))
     with pytest.raises(ValueError, match="no non-crowd annotation has keypoints"):

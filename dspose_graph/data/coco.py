@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,14 +30,10 @@ import numpy as np
 from dspose_graph.data.base import PersonRecord, TopDownDataset
 from dspose_graph.data.codec import get_codec
 from dspose_graph.data.transforms import BOX_PADDING, person_center_scale
-from dspose_graph.formats.coco import keypoint_categories, load_coco, read_detections
+from dspose_graph.formats.coco import keypoint_annotations, keypoint_categories, load_coco, read_detections
 from dspose_graph.topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
-
-
-def _finite(values: Sequence[Any]) -> bool:
-    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
 
 
 class CocoKeypointDataset(TopDownDataset):
@@ -96,7 +91,7 @@ class CocoKeypointDataset(TopDownDataset):
         aspect = kwargs.get("input_size", (192, 256))
         self._aspect = aspect[0] / aspect[1]
         self._codec = get_codec(kwargs.get("codec"), kwargs.get("udp"))
-        self._check_annotations(schema.num_keypoints)
+        keypoint_annotations(self.coco, self.category_id, schema.num_keypoints, f"annotation file {self.ann_file}")
         if detections is None:
             records = self._gt_records(schema.num_keypoints)
         else:
@@ -104,23 +99,6 @@ class CocoKeypointDataset(TopDownDataset):
         if self.skipped:
             log.info("%s: %d person boxes kept, skipped %s", self.ann_file.name, len(records), dict(self.skipped))
         super().__init__(records, schema, source=str(self.ann_file), **kwargs)
-
-    def _check_annotations(self, k: int) -> None:
-        for ann in self.coco.dataset["annotations"]:
-            where = f"annotation file {self.ann_file}: annotation id {ann.get('id')}"
-            if ann.get("image_id") not in self.coco.imgs:
-                raise ValueError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
-            if ann.get("category_id") != self.category_id:
-                continue
-            kps = ann.get("keypoints")
-            if not isinstance(kps, list) or len(kps) != 3 * k:
-                got = len(kps) if isinstance(kps, list) else type(kps).__name__
-                raise ValueError(f"{where}: 'keypoints' has {got} values, expected {3 * k} ({k} keypoints x 3)")
-            if not _finite(kps):
-                raise ValueError(f"{where}: 'keypoints' contains NaN, inf or non-numbers")
-            box = ann.get("bbox")
-            if not isinstance(box, list) or len(box) != 4 or not _finite(box):
-                raise ValueError(f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], got {box!r}")
 
     def _record(self, image_id: int, ann_id: int, box: Sequence[float], score: float, keypoints: np.ndarray) -> PersonRecord | None:
         img = self.coco.imgs[image_id]

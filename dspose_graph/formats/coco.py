@@ -135,6 +135,29 @@ def load_coco(path: str | Path) -> COCO:
     return coco
 
 
+def keypoint_annotations(coco: COCO, category_id: int, k: int, source: str) -> list[dict[str, Any]]:
+    """The annotations of the keypoint category ``category_id``, checked for reading.
+
+    Every annotation needs an ``image_id`` in ``images``; those of the category need ``keypoints`` (``3 k``
+    finite numbers) and ``bbox`` (4 finite numbers). ``ValueError`` names the file, the annotation and the
+    field. (:func:`check_ground_truth` checks what ``COCOeval`` needs on top.)
+    """
+    names = coco.cats.get(category_id, {}).get("keypoints")
+    names = names if isinstance(names, list) and len(names) == k else None
+    kept = []
+    for i, ann in enumerate(coco.dataset["annotations"]):
+        where = f"{source}: annotation id {ann.get('id')!r} (annotations[{i}])"
+        if ann.get("image_id") not in coco.imgs:
+            raise ValueError(f"{where}: field 'image_id' = {ann.get('image_id')!r} is not in 'images'"
+                             + id_hint(ann.get("image_id"), coco.imgs))
+        if ann.get("category_id") != category_id:
+            continue
+        finite_numbers(ann.get("keypoints"), 3 * k, where, "keypoints", f"x, y, v for {k} keypoints", names)
+        finite_numbers(ann.get("bbox"), 4, where, "bbox", "x, y, w, h")
+        kept.append(ann)
+    return kept
+
+
 def keypoint_category(coco_gt: COCO, source: str = "ground truth") -> dict[str, Any]:
     """The ground truth's (single) category with a ``keypoints`` list."""
     cats = [c for c in coco_gt.loadCats(coco_gt.getCatIds()) if c.get("keypoints")]

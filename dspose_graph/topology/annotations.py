@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dspose_graph.formats.coco import keypoint_annotations, keypoint_categories, load_coco
 from dspose_graph.formats.mpii import read_mpii
-from dspose_graph.io import read_json
 from dspose_graph.topology.schemas import MPII16, KeypointSchema, get_schema
 
 log = logging.getLogger(__name__)
@@ -38,13 +38,6 @@ class PoseStatistics:
     @property
     def num_persons(self) -> int:
         return int(self.keypoints.shape[0])
-
-
-def _check_finite(path: Path, name: str, values: np.ndarray, records: list[int]) -> None:
-    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{path}: record {records[i]} field {name!r} has NaN/inf values; expected finite numbers")
 
 
 def _finish(schema: KeypointSchema, path: Path, joints: np.ndarray, annotated: np.ndarray, visible: np.ndarray,
@@ -75,42 +68,22 @@ def load_mpii_statistics(path: str | Path, split: str = "train") -> PoseStatisti
 
 
 def load_coco_statistics(path: str | Path) -> PoseStatistics:
-    """Persons of a COCO-format keypoint json (``v == 0``: not labelled; crowd and empty annotations skipped).
+    """Persons of a COCO-format keypoint json, read by :func:`dspose_graph.formats.coco.keypoint_annotations`
+    (``v == 0``: not labelled; crowd and empty annotations skipped).
 
     Person centre is the box centre, scale the longer box side (px).
     """
     path = Path(path)
-    data = read_json(path, "annotation file")
-    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-        raise ValueError(f"{path}: expected a COCO-format object with an 'annotations' list")
     schema = get_schema(path)
+    coco = load_coco(path)
+    category = keypoint_categories(coco.dataset)[0]
     k = schema.num_keypoints
-    joints, boxes, records = [], [], []
-    for r, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict):
-            raise ValueError(f"{path}: annotations[{r}] is not an object")
-        if ann.get("iscrowd", 0) or not ann.get("num_keypoints", 1):
-            continue
-        try:
-            kp = np.asarray(ann.get("keypoints", []), dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: annotations[{r}] field 'keypoints' is not a list of numbers ({e})") from None
-        if kp.size != 3 * k:
-            raise ValueError(f"{path}: annotations[{r}] field 'keypoints' has {kp.size} numbers; expected {3 * k} ({k} x [x, y, v])")
-        try:
-            box = np.asarray(ann.get("bbox", []), dtype=np.float64)
-        except (TypeError, ValueError):
-            box = np.empty(0)
-        if box.shape != (4,):
-            raise ValueError(f"{path}: annotations[{r}] field 'bbox' must be [x, y, w, h]")
-        joints.append(kp.reshape(k, 3))
-        boxes.append(box)
-        records.append(r)
-    if not joints:
-        raise ValueError(f"{path}: no non-crowd annotation has keypoints")
-    j, b = np.stack(joints), np.stack(boxes)
-    _check_finite(path, "keypoints", j, records)
-    _check_finite(path, "bbox", b, records)
+    anns = [a for a in keypoint_annotations(coco, category["id"], k, f"annotation file {path}")
+            if not a.get("iscrowd", 0) and a.get("num_keypoints", 1)]
+    if not anns:
+        raise ValueError(f"annotation file {path}: no non-crowd annotation has keypoints")
+    j = np.asarray([a["keypoints"] for a in anns], dtype=np.float64).reshape(len(anns), k, 3)
+    b = np.asarray([a["bbox"] for a in anns], dtype=np.float64)
     annotated = j[..., 2] > 0
     centers = b[:, :2] + b[:, 2:] / 2
     return _finish(schema, path, j[..., :2], annotated, j[..., 2] > 1, centers, b[:, 2:].max(axis=1))
