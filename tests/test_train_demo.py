@@ -4,8 +4,10 @@ few generated people (no data folder needed); real data end to end at toy size w
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +21,8 @@ from dspose_graph.models.checkpoint import load_checkpoint
 from dspose_graph.models.presets import create_model
 from dspose_graph.weights import resolve_weights
 from dspose_graph.topology.schemas import COCO17, KeypointSchema
+
+REPO = Path(__file__).resolve().parents[1]
 
 ROW = {"AP": 0.5, "AP50": 0.6, "AP75": 0.4, "AR": 0.55, "PCK@0.2": 70.0, "swap": 4.0}
 
@@ -157,6 +161,11 @@ def test_every_preset_runs_through_the_demo(tmp_path, model, conv):
         assert (out / name).stat().st_size > 0, name
     assert (out / "adjacency.png").exists() == graph
     assert ("no adjacency figure: the 'mlp' head" in report) != graph
+    if graph:  # README's overview figure is composed from such a run (docs/figures/make_overview.py)
+        spec = importlib.util.spec_from_file_location("make_overview", REPO / "docs" / "figures" / "make_overview.py")
+        overview = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(overview)
+        assert overview.compose(out, tmp_path / "overview.png").stat().st_size > 0
     state = load_checkpoint(out / "train" / "last.pt")
     assert state["model"]["name"] == model
     assert state["model"]["config"]["conv"] == (conv or ("graphconv" if graph else "dspose"))
@@ -176,7 +185,7 @@ def test_toy_demo_on_real_data_writes_report_figures_and_checkpoint(tmp_path, da
                 "coco_mini": ("real COCO-format data from", "augmentation on")}
     for needle in ("| mean pose |", "| untrained |", f"| {START_ROW} |", "| trained |", "flip test", *expected[data]):
         assert needle in report, needle
-    assert "Goals for the generated-people demo" not in report
+    assert "Goals the demo sets itself on generated people" not in report
     figures = ["topology_lsp.png"] if data == "lspet" else []
     for name in ("report.md", "predictions.png", "adjacency.png", "topology_mpii.png", "topology_coco.png",
                  "train/loss_curve.png", "train/steps.csv", *figures):

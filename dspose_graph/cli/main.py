@@ -15,6 +15,8 @@ import traceback
 import warnings
 from typing import Callable
 
+from dspose_graph import __version__
+
 COMMANDS = {
     "eval-coco": "dspose_graph.cli.eval_coco",
     "eval-mpii": "dspose_graph.cli.eval_mpii",
@@ -53,6 +55,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(prog="dspose", description="DSPose: dual-space keypoint topology for pose estimation",
                                      epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"dspose {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help=f"print tracebacks of errors (also: {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -68,8 +71,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _requested_command(argv: list[str]) -> str | None:
-    """The sub-command named on the command line, if it is a known one."""
+    """The sub-command named on the command line, if it is a known one ("" for ``--version``: import none)."""
     for arg in argv:
+        if arg == "--version":
+            return ""
         if not arg.startswith("-"):
             return arg if arg in COMMANDS else None
     return None

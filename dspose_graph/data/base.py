@@ -45,6 +45,49 @@ class PersonRecord:
     keypoints: np.ndarray
 
 
+class RecordTable(Sequence[PersonRecord]):
+    """Person records packed column-wise into a handful of NumPy arrays; a :class:`PersonRecord` is rebuilt on
+    each access.
+
+    A list of N records is about 5N Python objects. DataLoader workers are forked and share the parent's memory
+    until a page is written, and reading a Python object writes its reference count (and the cyclic GC writes
+    the header of every tracked one): each worker soon holds its own copy of all of them, for COCO train
+    (150k persons) hundreds of MB per worker, times the workers of every rank. Arrays of numbers are never
+    touched that way. Indexing with a slice gives a list of records.
+    """
+
+    def __init__(self, records: Sequence[PersonRecord]) -> None:
+        records = list(records)
+        names = [r.image_file.encode("utf-8") for r in records]
+        self._names = np.frombuffer(b"".join(names), dtype=np.uint8)
+        self._offsets = np.cumsum([0] + [len(b) for b in names], dtype=np.int64)
+        self._ids = np.array([(r.image_id, r.ann_id) for r in records], dtype=np.int64).reshape(-1, 2)
+        self._score = np.array([r.score for r in records], dtype=np.float64)
+        if records:
+            self._center = np.stack([np.asarray(r.center) for r in records])
+            self._scale = np.stack([np.asarray(r.scale) for r in records])
+            self._keypoints = np.stack([np.asarray(r.keypoints) for r in records])
+        else:
+            self._center = self._scale = np.zeros((0, 2))
+            self._keypoints = np.zeros((0, 0, 3), dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self._score)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n = len(self)
+        i = int(index) + n if int(index) < 0 else int(index)
+        if not 0 <= i < n:
+            raise IndexError(f"record {index} out of range for {n} records")
+        start, end = self._offsets[i], self._offsets[i + 1]
+        return PersonRecord(image_file=self._names[start:end].tobytes().decode("utf-8"),
+                            image_id=int(self._ids[i, 0]), ann_id=int(self._ids[i, 1]),
+                            center=self._center[i].copy(), scale=self._scale[i].copy(), score=float(self._score[i]),
+                            keypoints=self._keypoints[i].copy())
+
+
 class TopDownDataset(Dataset):
     """Samples for top-down pose estimation from a list of person records.
 
@@ -71,6 +114,7 @@ class TopDownDataset(Dataset):
             ``(3, H, W)``, for :func:`data.image.normalize_batch` after the transfer (bit-identical input).
 
     Attributes:
+        records: the records as a :class:`RecordTable` (a few arrays, shared by forked workers as they are).
         bad_images: ``Counter`` image file -> records that could not be read from it (this process; each
             DataLoader worker logs its own and marks replaced samples with ``meta["replaced"]``).
     """
@@ -102,7 +146,7 @@ class TopDownDataset(Dataset):
         for name, size in (("input_size", input_size), ("heatmap_size", heatmap_size)):
             if len(size) != 2 or min(size) < 2:
                 raise ValueError(f"{name} must be (w, h) with both >= 2, got {tuple(size)}")
-        self.records = list(records)
+        self.records = records if isinstance(records, RecordTable) else RecordTable(records)
         self.schema = schema
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))

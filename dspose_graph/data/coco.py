@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from pycocotools.coco import COCO
 
 from dspose_graph.data.base import PersonRecord, TopDownDataset
 from dspose_graph.data.codec import get_codec
@@ -42,6 +43,8 @@ class CocoKeypointDataset(TopDownDataset):
     Args:
         ann_file: COCO-format keypoint json.
         image_dir: folder holding the ``file_name`` of each image.
+        coco: the annotation file's content as a dict built in memory (e.g. by ``data.lspet``); ``ann_file``
+            then only names it in messages.
         detections: optional detection-results json; its boxes replace the ground-truth ones.
         det_score_thr: keep detections with ``score >= det_score_thr``.
         schema: keypoint schema; default from the json's keypoint category.
@@ -51,7 +54,8 @@ class CocoKeypointDataset(TopDownDataset):
             ``codec``, ``udp``, ``unbiased``, ``augment``, ``on_bad_image``, ``seed``).
 
     Attributes:
-        coco: the ``pycocotools`` index of ``ann_file`` (the evaluation ground truth).
+        coco: the ``pycocotools`` index of ``ann_file`` (the evaluation ground truth; a training split reads it
+            again when asked, see :attr:`coco`).
         category_id: id of the keypoint category used.
         skipped: ``Counter`` of skipped annotations/detections by reason.
     """
@@ -61,6 +65,7 @@ class CocoKeypointDataset(TopDownDataset):
         ann_file: str | Path,
         image_dir: str | Path,
         *,
+        coco: dict[str, Any] | None = None,
         detections: str | Path | None = None,
         det_score_thr: float = 0.0,
         schema: KeypointSchema | None = None,
@@ -72,7 +77,8 @@ class CocoKeypointDataset(TopDownDataset):
         self.image_dir = Path(image_dir)
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"image folder {self.image_dir} does not exist (annotations: {self.ann_file})")
-        self.coco = load_coco(self.ann_file)
+        self._coco_data = coco  # an in-memory source is kept: the index below is rebuilt from it when dropped
+        self._coco: COCO | None = load_coco(self.ann_file, coco)
         cats = keypoint_categories(self.coco.dataset)
         if not cats:
             raise ValueError(f"annotation file {self.ann_file}: no entry of 'categories' has a 'keypoints' list")
@@ -99,6 +105,18 @@ class CocoKeypointDataset(TopDownDataset):
         if self.skipped:
             log.info("%s: %d person boxes kept, skipped %s", self.ann_file.name, len(records), dict(self.skipped))
         super().__init__(records, schema, source=str(self.ann_file), **kwargs)
+        if self.train:
+            # Training needs only the records: the index (COCO train: 250k annotation dicts) would be copied
+            # page by page into every forked DataLoader worker (see RecordTable).
+            self._coco = None
+
+    @property
+    def coco(self) -> COCO:
+        """The ``pycocotools`` index of ``ann_file``: kept by an evaluation split (its ground truth), dropped by a
+        training split once its records are built and read again from the file when asked for."""
+        if self._coco is None:
+            self._coco = load_coco(self.ann_file, self._coco_data)
+        return self._coco
 
     def _record(self, image_id: int, ann_id: int, box: Sequence[float], score: float, keypoints: np.ndarray) -> PersonRecord | None:
         img = self.coco.imgs[image_id]

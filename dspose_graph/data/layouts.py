@@ -16,6 +16,11 @@ is recognised too. MPII::
     ROOT/annotations/mpii_annotations.json[.gz]   (or ROOT/mpii_annotations.json[.gz])
     ROOT/annotations/detections_our_format.mat    (or ROOT/...; the PCKh toolkit's val ground truth, optional)
 
+LSP Extended (``data.kind: lspet``, read in place; fixed splits train/val/test, ``dspose_graph.data.lspet``)::
+
+    ROOT/joints.mat
+    ROOT/images/im00001.jpg ...
+
 See ``docs/datasets.md``.
 """
 
@@ -28,6 +33,8 @@ from typing import Any, Callable
 
 from dspose_graph.data.base import TopDownDataset
 from dspose_graph.data.coco import CocoKeypointDataset
+from dspose_graph.data.lspet import JOINTS_FILE, LSPETDataset
+from dspose_graph.data.lspet import SPLITS as LSPET_SPLITS
 from dspose_graph.data.mpii import MPIIDataset
 from dspose_graph.formats.mpii import MPII_ANNOTATION_FILES, find_mpii_annotations
 from dspose_graph.formats.mpii import SPLITS as MPII_SPLITS
@@ -89,6 +96,22 @@ def _build_mpii(root: str | Path, split: str, **kwargs: Any) -> TopDownDataset:
     return MPIIDataset(ann, images, split=split, **kwargs)
 
 
+def _build_lspet(root: str | Path, split: str, **kwargs: Any) -> TopDownDataset:
+    given = [k for k in ("ann_file", "image_dir", "detections") if kwargs.get(k)]
+    if given:
+        raise ValueError(f"LSPET is read from ROOT/joints.mat and ROOT/images with its fixed splits; "
+                         f"{', '.join(given)} cannot be set for data.kind 'lspet' (leave data.*_ann/_images empty)")
+    for k in ("ann_file", "image_dir", "detections"):
+        kwargs.pop(k, None)
+    return LSPETDataset(root, split, **kwargs)
+
+
+def _lspet_config_paths(root: Path) -> dict[str, str]:
+    if not (root / JOINTS_FILE).is_file():
+        raise FileNotFoundError(f"no LSPET {JOINTS_FILE} under {root}")
+    return {"root": str(root)}
+
+
 def _mpii_config_paths(root: Path) -> dict[str, str]:
     ann, images = mpii_paths(root)
     if ann is None:
@@ -108,7 +131,9 @@ class DatasetKind:
         splits: the split names ``build`` accepts (``None``: any name the layout has files for).
         augment: the official augmentation preset (``data.augment: true``).
         scoring: ``"oks"`` (OKS AP against the dataset's own COCO ground truth) or ``"pckh"`` (PCKh against
-            the toolkit file ``data.val_gt``; PCK@0.2 without it).
+            the toolkit file ``data.val_gt``); PCK@0.2 and torso PCK@0.2 are computed for every kind.
+        metric: the metric that selects the best checkpoint; ``metric_without_gt`` replaces it when
+            ``data.val_gt`` is empty (MPII without the toolkit file has no PCKh).
         options: ``data.*`` keys passed on to this kind's dataset as keyword arguments.
         detections: evaluation may take person boxes from a detection file (``data.val_boxes``).
         schema: the keypoint schema a fresh model needs (``None``: the model's default, COCO-17).
@@ -119,22 +144,25 @@ class DatasetKind:
     splits: tuple[str, ...] | None
     augment: str
     scoring: str
+    metric: str
+    metric_without_gt: str | None = None
     options: tuple[str, ...] = ()
     detections: bool = False
     schema: str | None = None
 
     def best_metric(self, has_ground_truth_file: bool) -> str:
         """The metric that selects the best checkpoint."""
-        if self.scoring == "oks":
-            return "AP"
-        return "PCKh_Mean" if has_ground_truth_file else "PCK@0.2"
+        return self.metric if has_ground_truth_file or self.metric_without_gt is None else self.metric_without_gt
 
 
 DATASET_KINDS: dict[str, DatasetKind] = {
-    "coco": DatasetKind(_build_coco, _coco_config_paths, splits=None, augment="coco", scoring="oks",
+    "coco": DatasetKind(_build_coco, _coco_config_paths, splits=None, augment="coco", scoring="oks", metric="AP",
                         detections=True),
     "mpii": DatasetKind(_build_mpii, _mpii_config_paths, splits=tuple(MPII_SPLITS), augment="mpii", scoring="pckh",
-                        options=("keep_unannotated",), schema="mpii"),
+                        metric="PCKh_Mean", metric_without_gt="PCK@0.2", options=("keep_unannotated",), schema="mpii"),
+    # LSP papers report torso PCK@0.2; the in-memory COCO index gives OKS AP beside it.
+    "lspet": DatasetKind(_build_lspet, _lspet_config_paths, splits=tuple(LSPET_SPLITS), augment="lspet", scoring="oks",
+                         metric="torso_PCK@0.2", schema="lsp"),
 }
 
 
@@ -149,11 +177,11 @@ def build_dataset(kind: str, root: str | Path, split: str, **kwargs: Any) -> Top
     """A dataset from its root folder in the official layout.
 
     Args:
-        kind: a :data:`DATASET_KINDS` name: ``"coco"`` (any COCO-format keypoint set in the COCO layout) or
-            ``"mpii"``.
+        kind: a :data:`DATASET_KINDS` name: ``"coco"`` (any COCO-format keypoint set in the COCO layout),
+            ``"mpii"`` or ``"lspet"``.
         root: dataset root folder.
         split: one of the kind's ``splits``: COCO ``"train"``/``"val"`` (any ``person_keypoints_{split}2017.json``
-            works); MPII ``"train"``/``"val"``/``"trainval"``.
+            works); MPII ``"train"``/``"val"``/``"trainval"``; LSPET ``"train"``/``"val"``/``"test"``.
         **kwargs: dataset knobs. ``detections="default"`` picks HRNet's detection file for the COCO split;
             an explicit ``ann_file``/``image_dir`` overrides the layout.
     """

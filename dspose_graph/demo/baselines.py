@@ -16,39 +16,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
+from dspose_graph.eval.pck import swap_rate
 from dspose_graph.train.evaluate import compute_metrics, mean_pose, mean_pose_predictions, oks_sigmas, predict_dataset
 from dspose_graph.topology.schemas import KeypointSchema
 
 METRICS = ("AP", "AP50", "AP75", "AR", "PCK@0.2", "swap")
 START_ROW = "pretrained, not fine-tuned"
 ROWS = ("mean pose", "untrained", START_ROW, "trained")
-
-
-def swap_rate(coords: np.ndarray, gt: np.ndarray, schema: KeypointSchema) -> float:
-    """Percent of left/right pairs predicted the wrong way round.
-
-    A pair (l, r) with both joints labelled counts as swapped when the crossed assignment is closer:
-    ``|p_l - g_r| + |p_r - g_l| < |p_l - g_l| + |p_r - g_r|``. A model that cannot tell the sides apart
-    scores about 50; the mean pose, which keeps every joint on its average side, scores the share of
-    persons seen from behind or crossed.
-
-    Args:
-        coords: predictions ``(N, K, 2)``; gt: ground truth ``(N, K, 3)`` (x, y, v), labelled where v > 0.
-    """
-    if not schema.flip_pairs:
-        raise ValueError(f"swap rate: schema {schema.name!r} has no left/right pairs")
-    swapped = total = 0
-    for left, right in schema.flip_pairs:
-        both = (gt[:, left, 2] > 0) & (gt[:, right, 2] > 0)
-        straight = np.linalg.norm(coords[:, left] - gt[:, left, :2], axis=-1) + \
-            np.linalg.norm(coords[:, right] - gt[:, right, :2], axis=-1)
-        crossed = np.linalg.norm(coords[:, left] - gt[:, right, :2], axis=-1) + \
-            np.linalg.norm(coords[:, right] - gt[:, left, :2], axis=-1)
-        swapped += int((both & (crossed < straight)).sum())
-        total += int(both.sum())
-    if total == 0:
-        raise ValueError("swap rate: no held-out person has both joints of a left/right pair labelled")
-    return 100.0 * swapped / total
 
 
 def score(pred: dict[str, np.ndarray], val_set: Dataset, schema: KeypointSchema) -> dict[str, float]:
@@ -115,7 +89,7 @@ def verdict(rows: dict[str, dict[str, float]]) -> tuple[bool, str]:
 
 
 def goal_lines(rows: dict[str, dict[str, float]]) -> list[str]:
-    """Issue 14's targets for the generated-people demo, each with its measured value and met / NOT met."""
+    """The targets the demo sets itself on generated people, each with its measured value and met / NOT met."""
     trained, mean = rows["trained"], rows["mean pose"]
     checks: list[tuple[str, Any, bool]] = [
         ("OKS AP >= 25", f"{100 * trained['AP']:.1f}", 100 * trained["AP"] >= 25),

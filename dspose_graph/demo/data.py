@@ -1,7 +1,7 @@
 """Which data the demo trains on, and the settings that go with it.
 
-Order: a COCO-format root given explicitly; else LSP Extended from the shared data folder (300 real images,
-read in place); else a set of generated people (a fresh clone with no data). Generated people are painted
+Order: a COCO-format root given explicitly; else LSP Extended from the shared data folder (its fixed split,
+read in place: ``data.kind: lspet``); else a set of generated people (a fresh clone with no data). Generated people are painted
 with side colours (left limbs warm, right cool) that a horizontal flip keeps while it swaps the labels, so
 on them the demo neither flips in training nor averages a flipped pass at test time
 (``docs/decisions/synthetic.md``).
@@ -52,6 +52,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+def settings_text(key: str) -> str:
+    """The two defaults of ``key`` in :data:`SETTINGS` for help texts: ``"80 on real data, 20 on generated"``."""
+    return f"{SETTINGS['real'][key]:g} on real data, {SETTINGS['synthetic'][key]:g} on generated"
+
+
 def shared_lspet() -> Path | None:
     """LSP Extended in the shared data folder, when it is there."""
     shared = shared_data_dir()
@@ -65,7 +70,7 @@ def is_real(data: str | Path | None) -> bool:
 
 
 def resolve_data(data: str | Path | None, out: Path, *, sigma: float, augment: bool, train_images: int = 1200,
-                 val_images: int = 150, lspet_val: int = 50, seed: int = 0) -> DemoData:
+                 val_images: int = 150, seed: int = 0) -> DemoData:
     """The demo's dataset (see the module docstring); LSPET and generated data are written under ``out/data``.
 
     ``augment`` is the random crop augmentation asked for; on generated people it is forced off (it
@@ -80,16 +85,13 @@ def resolve_data(data: str | Path | None, out: Path, *, sigma: float, augment: b
         val_ann, val_images_dir = coco_paths(Path(data), "val")
         desc = f"real COCO-format data from {data}: train {train_ann.name}, held-out {val_ann.name}"
     elif real:
-        from dspose_graph.data.lspet import lspet_to_coco
-
         root = shared_lspet()
-        paths = lspet_to_coco(root, out / "data" / "lspet", num_val=lspet_val)
-        train_ann, val_ann = paths["train_json"], paths["val_json"]
-        train_images_dir = val_images_dir = paths["images"]
-        desc = (f"real images: LSP Extended (Johnson & Everingham, CVPR 2011) read in place from {root}, "
-                f"the {lspet_val} last of its images held out; annotations converted to COCO format "
-                f"(14 LSP joints) in {out / 'data' / 'lspet'} by dspose_graph.data.lspet. Other data: --data DIR "
-                "(COCO-format root) or --data synthetic.")
+        config = DataConfig(kind="lspet", root=str(root), augment=augment, sigma=sigma)
+        desc = (f"real images: LSP Extended (Johnson & Everingham, CVPR 2011) read in place from {root} with its "
+                "fixed split: training images 1-9,000, held-out images 9,001-9,500 (14 LSP joints; "
+                "dspose_graph.data.lspet). Other data: --data DIR (COCO-format root) or --data synthetic.")
+        log.info("demo data: %s", desc)
+        return DemoData(config=config, description=desc, real=True, mirror_safe=True)
     else:
         from dspose_graph.data.synthetic import describe_distributions, generate_dataset
 
@@ -116,7 +118,11 @@ def model_overrides(data: DataConfig) -> dict[str, Any]:
     Read from the held-out file, the smaller of the two (COCO 2017: about 10 MB against 240 MB); the training
     set is checked against the model's schema when it is loaded.
     """
+    from dspose_graph.data.layouts import dataset_kind
     from dspose_graph.topology.schemas import SCHEMAS, get_schema
 
+    kind_schema = dataset_kind(data.kind, "config data.kind").schema
+    if kind_schema is not None:  # a kind with its own skeleton (lspet: LSP-14) has no annotation file to read
+        return {"schema": kind_schema}
     schema = get_schema(data.val_ann)
     return {"schema": schema.name if SCHEMAS.get(schema.name) == schema else schema.to_dict()}

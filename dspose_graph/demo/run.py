@@ -49,7 +49,6 @@ class DemoOptions:
     batch_size: int = 16
     train_images: int = 1200
     val_images: int = 150
-    lspet_val: int = 50
     workers: int = 1
     threads: int = 1
     init: str = "auto"
@@ -149,7 +148,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     options = with_defaults(options, is_real(options.data))
     data = resolve_data(options.data, out, sigma=options.sigma, augment=bool(options.augment),
                         train_images=options.train_images, val_images=options.val_images,
-                        lspet_val=options.lspet_val, seed=options.seed)
+                        seed=options.seed)
     topology = topology_section(out, model_overrides(data.config)["schema"])
     config = train_config(options, data)
     body = body_init(options.init, options.model, data.real)

@@ -117,9 +117,10 @@ def keypoint_categories(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in data.get("categories", []) if isinstance(c, dict) and c.get("keypoints")]
 
 
-def load_coco(path: str | Path) -> COCO:
-    """A ``pycocotools.coco.COCO`` index of a COCO-format file, checked, without pycocotools' prints."""
-    data = read_json(path, "annotation file")
+def load_coco(path: str | Path, data: dict[str, Any] | None = None) -> COCO:
+    """A ``pycocotools.coco.COCO`` index of a COCO-format file (or of ``data``, the file's content built in
+    memory; ``path`` then only names it in messages), checked, without pycocotools' prints."""
+    data = read_json(path, "annotation file") if data is None else data
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
         raise ValueError(f"annotation file {path} must be a COCO-format object with 'images' and 'annotations' lists")
     for i, img in enumerate(data["images"]):

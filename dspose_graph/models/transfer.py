@@ -12,7 +12,7 @@ starts ``upper_neck`` and ``head_top`` anew.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -60,11 +60,13 @@ def transfer_state_dict(state_dict: dict[str, torch.Tensor], source: KeypointSch
     return out, report
 
 
-def init_from_checkpoint(model: DSPose, weights: str | Path) -> dict[str, Any]:
+def init_from_checkpoint(model: DSPose, weights: str | Path, exclude: Sequence[str] = ()) -> dict[str, Any]:
     """Load ``weights`` (a dspose-graph checkpoint) into ``model``, across skeletons when they differ.
 
     Everything but the keypoint-dependent tensors must fit exactly (a clear ``ValueError`` naming the
-    file otherwise). Returns the report of :func:`transfer_state_dict` (all keypoints matched when the
+    file otherwise), except the tensors under the ``exclude`` name prefixes (e.g. ``"head."``), which keep the
+    model's fresh initialisation: how a model at another input size starts from a trained body (its heatmap layer
+    has another shape). Returns the report of :func:`transfer_state_dict` (all keypoints matched when the
     skeletons are the same).
     """
     ckpt = load_checkpoint(weights, map_location="cpu")
@@ -73,6 +75,19 @@ def init_from_checkpoint(model: DSPose, weights: str | Path) -> dict[str, Any]:
         state, report = transfer_state_dict(ckpt["state_dict"], source, model)
     except ValueError as e:
         raise ValueError(f"{weights}: {e}") from None
-    load_state_dict_checked(model, state, source=str(weights))
+    own = model.state_dict()
+    for prefix in exclude:
+        keys = [k for k in own if k.startswith(prefix)]
+        if not keys:
+            raise ValueError(f"init_exclude prefix {prefix!r} matches no tensor of model {model.config.name!r} "
+                             f"(top-level parts: {', '.join(sorted({k.split('.')[0] for k in own}))})")
+        state.update({k: own[k] for k in keys})  # keep the fresh initialisation
+    try:
+        load_state_dict_checked(model, state, source=str(weights))
+    except ValueError as e:
+        hint = ("; to start a model at another input size from these weights, keep the parts whose shape depends "
+                "on it fresh: model.init_exclude: [head., encoder.pos_embed]") if "shape mismatches" in str(e) else ""
+        raise ValueError(f"{e}{hint}") from None
+    report["fresh"] = sorted(p for p in exclude)
     report["source"] = source.name
     return report

@@ -32,6 +32,9 @@ class ModelConfig:
     # Start from these weights instead of random ones: a checkpoint path or the name of a shipped weight
     # file (dspose_graph/weights); keypoints are matched by name across skeletons. "" = random init.
     init_from: str = ""
+    # Parameter name prefixes that keep their fresh initialisation when init_from is loaded, e.g. [head.] to start
+    # a model at another input size (its heatmap layer has another shape) from a trained backbone + Transformer.
+    init_exclude: list[str] = field(default_factory=list)
     # ImageNet HRNet weights for the backbone's stages 1-3 (timm or official HRNet layout), a path relative
     # to the working directory as HRNet's models/pytorch/imagenet/ layout; null = random backbone.
     # The paper configs name the file; training stops before reading data when it is missing.
@@ -42,7 +45,7 @@ class ModelConfig:
 class DataConfig:
     """Which data and how it is cropped and augmented."""
 
-    kind: str = "coco"  # a DATASET_KINDS name: "coco" (COCO-format json + images) or "mpii"
+    kind: str = "coco"  # a DATASET_KINDS name: "coco" (COCO-format json + images), "mpii" or "lspet" (joints.mat + images)
     root: str = ""  # prefix for the relative paths below; "" = relative to the working directory
     train_ann: str = ""
     train_images: str = ""
@@ -83,8 +86,8 @@ class OptimConfig:
     # the actual global batch differs and keeps lr as configured (docs/reproducing.md: the linear rule).
     global_batch: int = 0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
-    # Autocast of the training forward pass, eval.precision's names: "fp32" (none), "bf16" (CPU or CUDA) or
-    # "fp16" (CUDA, with GradScaler).
+    # Autocast of the training forward pass, eval.precision's names: "fp32" (none), "bf16" (CPU or CUDA),
+    # "fp16" (CUDA, with GradScaler) or "auto" (models.runtime.resolve_precision picks by device and CPU).
     precision: str = "fp32"
 
 
@@ -112,8 +115,8 @@ class RunConfig:
     out_dir: str = "runs/train"
     seed: int = 0
     deterministic: bool = False
-    # DataLoader processes per rank (training and evaluation); -1 or "auto" = this rank's share of the CPUs
-    # less one, at most 16 (train/distributed.py: workers_per_rank).
+    # DataLoader processes per rank (training and evaluation): a number >= 0, or "auto" = this rank's share of
+    # the CPUs less one, at most 16 (train/distributed.py: workers_per_rank).
     workers: int | str = "auto"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"...
     channels_last: bool = False  # NHWC weights and inputs in training (models/runtime.py)
@@ -123,6 +126,9 @@ class RunConfig:
     progress: bool = True
     tensorboard: bool = True
     max_minutes: float = 0.0  # wall-clock budget: stop at the first epoch end past it; 0 = none
+    # Before training, time this many batches of the loader alone (no model) and log its images/s beside the
+    # training step's, so a data-bound run is visible; 0 = off.
+    loader_probe: int = 0
 
 
 @dataclass
@@ -146,7 +152,7 @@ LIMITS: dict[tuple[str, str], tuple[float, bool]] = {
     ("eval", "every"): (0, True), ("eval", "batch_size"): (1, True),
     ("data", "limit_train"): (0, True), ("data", "limit_val"): (0, True), ("data", "sigma"): (0, False),
     ("data", "input_size"): (1, True),
-    ("run", "workers"): (0, True), ("run", "checkpoint_every"): (0, True), ("run", "log_every"): (0, True),
+    ("run", "workers"): (0, True), ("run", "checkpoint_every"): (0, True), ("run", "log_every"): (0, True), ("run", "loader_probe"): (0, True),
     ("run", "max_minutes"): (0, True),
 }
 
@@ -195,7 +201,7 @@ RENAMED = {
     "data.udp": "data.udp was replaced by data.codec: write codec: udp for udp: true, codec: hrnet for udp: false "
                 "(the old default); the default is now codec: tokenpose (official TokenPose's conventions)",
     "optim.amp": "optim.amp was renamed optim.precision, with eval.precision's names: write precision: fp32 for "
-                 "amp: none (bf16 and fp16 keep their names)",
+                 "amp: none (bf16, fp16 and auto keep their names)",
 }
 
 

@@ -15,7 +15,9 @@ Files written to ``config.run.out_dir``: ``config.yaml``, the trainer's checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -32,7 +34,7 @@ from dspose_graph.data.layouts import build_dataset as build_layout_dataset
 from dspose_graph.io import FolderLock, atomic_write_json, atomic_write_text
 from dspose_graph.models import DSPose, create_model
 from dspose_graph.models.checkpoint import load_model
-from dspose_graph.models.runtime import PreparedModel, autocast_dtype, prepare_model
+from dspose_graph.models.runtime import PreparedModel, prepare_model, resolve_precision
 from dspose_graph.train.config import TrainConfig, config_to_yaml
 from dspose_graph.train.distributed import DistInfo, cleanup, init_distributed, resolve_device, workers_per_rank
 from dspose_graph.train.trainer import Trainer
@@ -125,9 +127,9 @@ def build_model(config: TrainConfig, load_pretrained: bool = True) -> DSPose:
         from dspose_graph.weights import resolve_weights
 
         path = resolve_weights(config.model.init_from)
-        report = init_from_checkpoint(model, path)
-        log.info("model initialised from %s (%s skeleton; new keypoints: %s)", path, report["source"],
-                 ", ".join(report["new"]) or "none")
+        report = init_from_checkpoint(model, path, exclude=config.model.init_exclude)
+        log.info("model initialised from %s (%s skeleton; new keypoints: %s; fresh: %s)", path, report["source"],
+                 ", ".join(report["new"]) or "none", ", ".join(report["fresh"]) or "none")
     return model
 
 
@@ -206,7 +208,8 @@ def subset_coco(coco: Any, image_ids: set[int]) -> Any:
     sub.dataset = {**coco.dataset,
                    "images": [im for im in coco.dataset["images"] if im["id"] in image_ids],
                    "annotations": [a for a in coco.dataset["annotations"] if a["image_id"] in image_ids]}
-    sub.createIndex()
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints; `dspose train` prints JSON only
+        sub.createIndex()
     return sub
 
 
@@ -232,23 +235,26 @@ def build_evaluator(config: TrainConfig, model: DSPose, val_set: Dataset, device
     info = info or DistInfo()
     e = config.eval
     try:
-        autocast_dtype(e.precision, device)
+        precision, why = resolve_precision(e.precision, device)
     except ValueError as err:
         raise ValueError(f"config eval.precision: {err}") from None
+    if e.precision != precision:
+        log.info("evaluation precision %s (eval.precision=%s: %s)", precision, e.precision, why)
 
     prepared: list[PreparedModel] = []  # one per evaluated model, so that compilation happens once
 
     def evaluate_model(m: nn.Module) -> dict[str, float]:
         if not prepared or prepared[0].original is not m:
             # In place: NHWC weights leave the maths (and the training of this model) unchanged.
-            prepared[:] = [prepare_model(m, device, precision=e.precision, channels_last=e.channels_last,
+            prepared[:] = [prepare_model(m, device, precision=precision, channels_last=e.channels_last,
                                          compile=e.compile, freeze=e.compile and fixed_weights)]
         runner = prepared[0]
         pred = predict_dataset(m, val_set, batch_size=e.batch_size, device=torch.device(device),
                                flip_test=e.flip_test, decode=e.decode, codec=codec_of(config), info=info,
                                forward=runner, workers=workers_per_rank(config.run.workers, info))
         return metrics_once(lambda: compute_metrics(pred, coco_gt=coco_gt, sigmas=sigmas, pckh_mat=pckh_mat,
-                            nms_threshold=e.oks_nms_threshold, rescore_threshold=e.rescore_threshold), info)
+                            nms_threshold=e.oks_nms_threshold, rescore_threshold=e.rescore_threshold,
+                            schema=model.schema), info)
 
     return evaluate_model
 

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from dspose_graph.data.image import normalize_batch, opencv_single_thread
 from dspose_graph.io import provenance
 from dspose_graph.models import DSPose, load_state_dict_checked
 from dspose_graph.models.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
-from dspose_graph.models.runtime import PRECISIONS, prepare_model
+from dspose_graph.models.runtime import AUTO, PRECISIONS, prepare_model, resolve_precision
 from dspose_graph.train.config import TrainConfig, config_to_dict
 from dspose_graph.train.distributed import (DistInfo, all_reduce_, barrier, broadcast_buffers, broadcast_object,
                                             workers_per_rank)
@@ -149,8 +149,8 @@ class Trainer:
         provenance: dict[str, Any] | None = None,
     ) -> None:
         self.optim, self.run = config.optim, config.run
-        if self.optim.precision not in PRECISIONS:
-            raise ValueError(f"optim.precision={self.optim.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.optim.precision not in (*PRECISIONS, AUTO):
+            raise ValueError(f"optim.precision={self.optim.precision!r}: expected one of {', '.join((*PRECISIONS, AUTO))}")
         self.device = torch.device(device)
         if self.optim.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("optim.precision='fp16' needs CUDA (GradScaler); on CPU use 'bf16' or 'fp32'")
@@ -164,7 +164,11 @@ class Trainer:
         set_deterministic(self.run.seed, self.run.deterministic)
         cuda_defaults(self.device, self.run.deterministic)
         self.model = model
-        self.prepared = prepare_model(model, self.device, self.optim.precision,
+        precision, why = resolve_precision(self.optim.precision, self.device)
+        if self.info.is_main:
+            log.info("training precision %s (optim.precision=%s: %s)", precision, self.optim.precision, why)
+        self.precision = precision
+        self.prepared = prepare_model(model, self.device, precision,
                                       channels_last=self.run.channels_last, compile=self.run.compile)
         self.net: torch.nn.Module = self.prepared.module
         if self.info.enabled:
@@ -174,14 +178,12 @@ class Trainer:
         self.sampler = ResumableSampler(len(train_set), seed=self.run.seed, shuffle=True,  # type: ignore[arg-type]
                                         rank=self.info.rank, world_size=self.info.world_size, with_epoch=True)
         self.workers = workers_per_rank(self.run.workers, self.info)
-        self.steps_per_epoch = len(self.sampler) // self.optim.batch_size
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"training set of {len(train_set)} samples gives no full batch of "  # type: ignore[arg-type]
-                             f"{self.optim.batch_size} per process (lower optim.batch_size)")
+        # The last partial batch is trained, as official TokenPose's DataLoader does (drop_last off).
+        self.steps_per_epoch = -(-len(self.sampler) // self.optim.batch_size)
         self.optimizer = make_optimizer(self.model, self.optim.lr, self.optim.weight_decay, self.device)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(self.optim.milestones),
                                                               self.optim.gamma)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.optim.precision == "fp16")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
@@ -193,6 +195,7 @@ class Trainer:
         self.resumed_metrics: dict[str, float] = {}  # the last evaluation stored in the resumed checkpoint
         self.meter = LossMeter(self.device)
         self.loader = self._loader()
+        self.loader_img_s: float | None = None  # the loader-alone probe's rate (run.loader_probe)
 
     # ----------------------------------------------------------------- checkpoints
     def state(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
@@ -275,7 +278,7 @@ class Trainer:
             # Workers inherit one OpenCV thread from this process: setNumThreads inside a forked worker hangs
             # when this process had used OpenCV's pool (the copied pool's threads no longer exist).
             opencv_single_thread()
-        return DataLoader(self.train_set, batch_size=self.optim.batch_size, sampler=self.sampler, drop_last=True,
+        return DataLoader(self.train_set, batch_size=self.optim.batch_size, sampler=self.sampler, drop_last=False,
                           num_workers=self.workers, generator=g, pin_memory=self.device.type == "cuda",
                           persistent_workers=self.workers > 0)
 
@@ -299,9 +302,29 @@ class Trainer:
             writer.add_scalar("train/loss", value, self.global_step)
             writer.add_scalar("train/lr", lr, self.global_step)
 
+    def _probe_loader(self, batches: int) -> float:
+        """Images/s of the training data pipeline alone (its own short-lived loader, same workers and batch)."""
+        n = min(batches, self.steps_per_epoch)
+        indices = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(self.run.seed))
+        loader = DataLoader(Subset(self.train_set, indices[: n * self.optim.batch_size].tolist()),
+                            batch_size=self.optim.batch_size, num_workers=self.workers)
+        it = iter(loader)
+        next(it)  # worker start-up is not the pipeline's rate
+        started, seen = time.perf_counter(), 0
+        for batch in it:
+            seen += batch["image"].shape[0]
+        rate = seen / max(time.perf_counter() - started, 1e-9) if seen else float("nan")
+        log.info("data pipeline alone: %.1f img/s (%d worker(s), %d batches of %d); compare the training img/s "
+                 "logged per epoch", rate, self.workers, n - 1, self.optim.batch_size)
+        return rate
+
     def _evaluate(self) -> dict[str, float]:
         """Evaluate the weights a checkpoint of this moment holds: rank 0's (buffers broadcast first)."""
         assert self.evaluate is not None
+        if self.workers:
+            # A new loader drops the old one and its persistent workers: evaluation starts its own, so a rank never
+            # holds two sets of worker processes (and their memory); they start again with the next epoch.
+            self.loader = self._loader()
         broadcast_buffers(self.model, self.info)
         return self.evaluate(self.model)
 
@@ -320,6 +343,8 @@ class Trainer:
         if resume is not None and self.epoch >= self.optim.epochs:
             log.warning("%s: the run already finished its %d epochs; nothing to train (raise optim.epochs to "
                         "continue it); its metrics are kept", resume, self.optim.epochs)
+        if main and self.run.loader_probe and self.epoch < self.optim.epochs:
+            self.loader_img_s = self._probe_loader(self.run.loader_probe)
         started = time.perf_counter()
         try:
             while self.epoch < self.optim.epochs:
@@ -354,8 +379,15 @@ class Trainer:
         bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.optim.epochs}",
                    disable=not (self.run.progress and self.info.is_main), leave=False, dynamic_ncols=True)
         seen = 0
+        waited = 0.0  # seconds this process sat waiting for the loader: a data-bound run shows here
         self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * self.optim.batch_size)
-        for batch in self.loader:
+        batches = iter(self.loader)
+        while True:
+            asked = time.perf_counter()
+            batch = next(batches, None)
+            waited += time.perf_counter() - asked
+            if batch is None:
+                break
             self._train_step(batch)
             self.step_in_epoch += 1
             self.global_step += 1
@@ -370,8 +402,14 @@ class Trainer:
         self._read_losses(steps_log, writer, lr, bar, seen / max(time.perf_counter() - start_time, 1e-9))
         bar.close()
         train_loss = self._epoch_loss_sum / max(1, self.step_in_epoch)
-        row: dict[str, Any] = {"epoch": self.epoch, "train_loss": train_loss, "lr": lr,
-                               "seconds": round(time.perf_counter() - start_time, 3)}
+        seconds = time.perf_counter() - start_time
+        row: dict[str, Any] = {"epoch": self.epoch, "train_loss": train_loss, "lr": lr, "seconds": round(seconds, 3),
+                               "global_step": self.global_step + 0,
+                               "minutes": round(sum(r["seconds"] for r in self.history) / 60 + seconds / 60, 3),
+                               "img_s": round(seen / max(seconds, 1e-9), 2),
+                               "data_wait_pct": round(100 * waited / max(seconds, 1e-9), 1)}
+        if self.loader_img_s is not None:
+            row["loader_img_s"] = round(self.loader_img_s, 2)
         self.scheduler.step()
         self.epoch += 1
         self.step_in_epoch = 0
@@ -387,8 +425,10 @@ class Trainer:
         self.history.append(row)
         if writer is not None:
             writer.add_scalar("train/epoch_loss", train_loss, self.epoch)
-        log.info("epoch %d/%d: loss %.4e%s", self.epoch, self.optim.epochs, train_loss,
-                 "".join(f", {k} {v:.4g}" for k, v in (metrics or {}).items()))
+        shown = {k: v for k, v in (metrics or {}).items() if "/" not in k}  # per-joint values: epochs.csv
+        log.info("epoch %d/%d: loss %.4e, %.1f img/s (waiting on data %.0f%% of the time)%s", self.epoch,
+                 self.optim.epochs, train_loss, row["img_s"], row["data_wait_pct"],
+                 "".join(f", {k} {v:.4g}" for k, v in shown.items()))
         key = [float(metrics[self.best_metric]), float(metrics.get("PCK@0.2", float("-inf")))] \
             if metrics and self.best_metric in metrics else None
         is_best = key is not None and (self.best_key is None or key > self.best_key)
