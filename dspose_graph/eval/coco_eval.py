@@ -27,11 +27,19 @@ from pycocotools.cocoeval import COCOeval
 
 from dspose_graph.formats.coco import (check_ground_truth, check_keypoint_results, keypoint_category, keypoint_result,
                                        write_keypoint_results)
-from dspose_graph.topology.schemas import COCO17
+from dspose_graph.topology.schemas import COCO17, KeypointSchema
 
 log = logging.getLogger(__name__)
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+
+
+def schema_sigmas(coco_gt: COCO, source: str = "ground truth") -> list[float]:
+    """The OKS sigmas of the ground truth's keypoint schema; ``ValueError`` when the schema defines none."""
+    schema = KeypointSchema.from_coco_category(keypoint_category(coco_gt, source), source=source)
+    if schema.sigmas is None:
+        raise ValueError(f"{source}: keypoint schema {schema.name!r} defines no OKS sigmas")
+    return list(schema.sigmas)
 
 
 def oks_iou(
