@@ -73,6 +73,9 @@ def load_boxes(path: Path, det_thr: float = 0.0) -> tuple[dict[Any, list[tuple[l
     its keypoint category's.
     """
     dets = read_detections(path, what="--boxes", score_threshold=det_thr, file_names=True)
+    if dets.best_dropped is not None and not dets.boxes:
+        raise ValueError(f"--det-threshold {det_thr:g} drops every one of the {dets.skipped['low_score']} person boxes "
+                         f"of {path} (highest score {dets.best_dropped:g}); lower it")
     schema = (KeypointSchema.from_coco_category(dets.category, source=str(path))
               if dets.category is not None else None)
     return dets.by_image(), dets.file_names, schema

@@ -38,28 +38,55 @@ def test_bf16_speedup_measures_a_positive_ratio():
     assert runtime._bf16_speedup(repeats=1) > 0
 
 
-def test_init_exclude_starts_another_input_size_from_a_trained_body(tmp_path):
+def _small_checkpoint(tmp_path):
     torch.manual_seed(0)
     small = create_model("dspose_t", schema="lsp")
-    path = save_checkpoint(tmp_path / "small.pt", checkpoint_state(small), keep_previous=False)
-    torch.manual_seed(1)
+    return small, save_checkpoint(tmp_path / "small.pt", checkpoint_state(small), keep_previous=False)
+
+
+def test_another_input_size_resamples_the_heatmap_layer_and_recomputes_the_position_table(tmp_path):
+    small, _ = _small_checkpoint(tmp_path)
+    layer = "head.layers.1.conv.lin"
+    with torch.no_grad():  # heatmap-layer rows laid out as 32x24 maps: a constant weight and a ramp along x
+        small.state_dict()[f"{layer}.weight"].fill_(0.25)
+        small.state_dict()[f"{layer}.bias"].copy_(torch.arange(24.0).repeat(32))
+    path = save_checkpoint(tmp_path / "ramp.pt", checkpoint_state(small), keep_previous=False)
     big = create_model("dspose_t", schema="lsp", input_size=(192, 256))
-    fresh_head = {k: v.clone() for k, v in big.state_dict().items() if k.startswith("head.")}
     grid = big.state_dict()["encoder.pos_embed"].clone()  # the sine table of the 16x16 token grid
-    # The heatmap layer is 24x32 in the file, 48x64 here; the position table has 64 tokens there, 256 here.
-    with pytest.raises(ValueError, match=r"shape mismatches.*model.init_exclude: \[head., encoder.pos_embed\]"):
-        init_from_checkpoint(big, path)
-    report = init_from_checkpoint(big, path, exclude=["head.", "encoder.pos_embed"])
-    assert report["fresh"] == ["encoder.pos_embed", "head."]
+    report = init_from_checkpoint(big, path)
+    assert report["resampled"] == [f"{layer}.weight", f"{layer}.bias"]
+    assert report["recomputed"] == ["encoder.pos_embed"]
     own, src = big.state_dict(), small.state_dict()
     torch.testing.assert_close(own["encoder.pos_embed"], grid)
-    for k in own:
-        if k.startswith("head."):
-            torch.testing.assert_close(own[k], fresh_head[k], msg=k)
-        elif k != "encoder.pos_embed":
+    torch.testing.assert_close(own[f"{layer}.weight"], torch.full((64 * 48, 192), 0.25))
+    # Bilinear 2x upsampling (pixel centres) of a ramp: x' = (x + 0.5) / 2 - 0.5, exact away from the borders.
+    bias = own[f"{layer}.bias"].reshape(64, 48)
+    torch.testing.assert_close(bias[:, 1:-1], ((torch.arange(1.0, 47.0) + 0.5) / 2 - 0.5).expand(64, 46))
+    for k in own:  # everything else is the trained model's
+        if k not in (f"{layer}.weight", f"{layer}.bias", "encoder.pos_embed"):
             torch.testing.assert_close(own[k], src[k], msg=k)
+
+
+def test_init_exclude_keeps_named_parts_fresh(tmp_path):
+    small, path = _small_checkpoint(tmp_path)
+    torch.manual_seed(1)
+    model = create_model("dspose_t", schema="lsp")
+    fresh_head = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("head.")}
+    report = init_from_checkpoint(model, path, exclude=["head."])
+    assert report["fresh"] == ["head."]
+    own, src = model.state_dict(), small.state_dict()
+    for k in own:
+        torch.testing.assert_close(own[k], fresh_head[k] if k.startswith("head.") else src[k], msg=k)
     with pytest.raises(ValueError, match="init_exclude prefix 'heads.' matches no tensor"):
-        init_from_checkpoint(big, path, exclude=["heads."])
+        init_from_checkpoint(model, path, exclude=["heads."])
+    graphconv = create_model("dspose_t", schema="lsp", conv="graphconv")  # another head: its weights start fresh
+    with pytest.raises(ValueError, match="unexpected keys"):
+        init_from_checkpoint(graphconv, path)
+    assert init_from_checkpoint(graphconv, path, exclude=["head."])["fresh"] == ["head."]
+    torch.testing.assert_close(graphconv.state_dict()["encoder.keypoint_tokens"], src["encoder.keypoint_tokens"])
+    other = create_model("dspose_t", schema="lsp", dim=128, heads=4)
+    with pytest.raises(ValueError, match="shape mismatches"):
+        init_from_checkpoint(other, path)
 
 
 def test_lspet_run_logs_lsp_metrics_throughput_and_the_curve(tmp_path, data_root):

@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default graphconv on generated people, the paper's dspose on real data)")
     parser.add_argument("--minutes", type=float, default=None,
                         help=f"training time budget in minutes (default {_defaults('minutes')})")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"training budget in optimiser steps (default {_defaults('steps')}; the expected time "
+                             "is printed before training)")
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"epochs, unless the time budget ends first (default {_defaults('epochs')})")
     parser.add_argument("--sigma", type=float, default=3.0,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from dspose_graph.eval.coco_eval import evaluate_coco, format_coco_table, schema_sigmas
-from dspose_graph.formats.coco import check_ground_truth, load_coco, read_keypoint_results
+from dspose_graph.formats.coco import check_ground_truth, check_scorable, load_coco, read_keypoint_results
 from dspose_graph.io import atomic_write_json, check_output_file, provenance
 
 HELP = "OKS AP/AR of a COCO keypoint results JSON (pycocotools COCOeval)"
@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.out)
     coco_gt = load_coco(args.annotations)
     check_ground_truth(coco_gt, str(args.annotations))
+    check_scorable(coco_gt, f"--annotations {args.annotations}")
     sigmas = schema_sigmas(coco_gt, str(args.annotations)) if args.sigmas_from_schema else None
     results = read_keypoint_results(args.pred, coco_gt, score_threshold=args.score_threshold)
     stats = evaluate_coco(results, coco_gt, sigmas=sigmas)

@@ -7,13 +7,16 @@ Each sub-command is a module of this package with ``HELP`` (one line), ``add_arg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
-from typing import Callable
+from typing import Callable, Iterator
 
 from dspose_graph import __version__
 
@@ -30,10 +33,11 @@ COMMANDS = {
     "demo": "dspose_graph.cli.demo",
     "experiment": "dspose_graph.cli.experiment",
     "info": "dspose_graph.cli.info",
+    "weights": "dspose_graph.cli.weights",
 }
 
 
-EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_OS, EXIT_RUNTIME, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_OS, EXIT_RUNTIME, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 4, 130, 143
 EXIT_STATUS = f"""exit status:
   {EXIT_OK}    success
   {EXIT_BUG}    internal error (a bug): the traceback is printed; please report it
@@ -44,6 +48,8 @@ EXIT_STATUS = f"""exit status:
        a non-finite training loss, a detector whose weights cannot be fetched)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C): files already written are complete (every output is written
        atomically); a training run resumes from OUT/last.pt with --resume
+  {EXIT_TERMINATED}  terminated (SIGTERM, e.g. a job scheduler's time limit): handled as Ctrl-C; a training
+       run names its last good checkpoint and the command that resumes it
 Errors print one line on stderr; --debug (or DSPOSE_DEBUG=1) adds the traceback."""
 DEBUG_ENV = "DSPOSE_DEBUG"
 
@@ -80,6 +86,34 @@ def _requested_command(argv: list[str]) -> str | None:
     return None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: a ``KeyboardInterrupt`` so that everything that cleans up after Ctrl-C
+    (atomic writes, the run-folder lock, DataLoader workers) does the same for a scheduler's stop."""
+
+
+_terminated: list[int] = []  # the SIGTERMs received by this process
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _terminated.append(signum)
+    if len(_terminated) == 1:  # a second SIGTERM during the clean-up does not cut it short
+        raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` in the main thread (the previous handler comes back after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _terminated.clear()
+
+
 def check_device_option(args: argparse.Namespace) -> None:
     """Refuse a ``--device`` that torch does not know or that this machine lacks, before any work starts."""
     name = getattr(args, "device", None)
@@ -101,22 +135,29 @@ def run_guarded(command: str, run: Callable[[argparse.Namespace], int | None], a
     """Run a sub-command; every expected failure becomes one line on stderr and an exit status (EXIT_STATUS).
 
     Bad input (``ValueError``, ``FileNotFoundError``, ``KeyError``) -> 2, other ``OSError`` -> 3,
-    ``RuntimeError`` -> 4, Ctrl-C -> 130. Anything else is a bug and keeps its traceback (exit 1).
+    ``RuntimeError`` -> 4, Ctrl-C -> 130, SIGTERM (see :func:`sigterm_as_interrupt`) -> 143. Anything else is a bug and keeps its traceback (exit 1).
     """
     try:
         check_device_option(args)
         return int(run(args) or 0)
     except KeyboardInterrupt as e:
         error: BaseException = e
-        code, message = EXIT_INTERRUPTED, ("interrupted; files already written are complete "
-                                           "(a training run resumes from OUT/last.pt with --resume)")
+        # A command may say what to do next (``dspose train``: the checkpoint and the command that resumes it).
+        hint = e.args[0] if e.args and isinstance(e.args[0], str) else \
+            "files already written are complete (a training run resumes from OUT/last.pt with --resume)"
+        code, message = (EXIT_TERMINATED, f"terminated (SIGTERM); {hint}") if _terminated else \
+            (EXIT_INTERRUPTED, f"interrupted; {hint}")
     except (ValueError, FileNotFoundError, KeyError) as e:
         error, code, message = e, EXIT_INPUT, str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        if isinstance(e, FileNotFoundError) and e.strerror and e.filename is not None:
+            message = _os_message(e)
     except OSError as e:
         error, code, message = e, EXIT_OS, _os_message(e)
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         error, code, message = e, EXIT_RUNTIME, f"{type(e).__name__}: {first[0] if first else ''}"
+        if _terminated:  # a DataLoader worker stopped by the same SIGTERM can fail first
+            code, message = EXIT_TERMINATED, f"terminated (SIGTERM) ({message})"
     if debug:
         traceback.print_exception(error)
     print(f"dspose {command}: error: {message}", file=sys.stderr)
@@ -130,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(_requested_command(argv)).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    return run_guarded(args.command, args._run, args, debug)
+    with sigterm_as_interrupt():
+        return run_guarded(args.command, args._run, args, debug)
 
 
 if __name__ == "__main__":

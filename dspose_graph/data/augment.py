@@ -1,7 +1,7 @@
 """Random top-down augmentation: scale, rotation, horizontal flip and half-body crops.
 
 The augmentation only chooses crop parameters (:class:`CropParams`); the image and the keypoints are
-then warped once with that crop (``image.crop_matrix``), so augmenting costs one ``cv2.warpAffine``.
+then warped once with that crop (``Codec.crop_matrix``), so augmenting costs one ``cv2.warpAffine``.
 
 The rules are official TokenPose's (``lib/dataset/JointsDataset.py``, the same as HRNet's): scale
 ``s * clip(1 + sf n, 1 - sf, 1 + sf)``; rotation ``clip(rf n, -2 rf, 2 rf)`` with probability 0.6; flip

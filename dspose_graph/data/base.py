@@ -22,9 +22,7 @@ from torch.utils.data import Dataset
 
 from dspose_graph.data.augment import AugmentParams, CropParams, sample_crop, transform_keypoints
 from dspose_graph.data.codec import Codec, get_codec
-from dspose_graph.data.image import (IMAGE_DTYPES, crop_matrix, decode_reduction, load_image, normalize_image,
-                                     reduced_crop_matrix)
-from dspose_graph.data.targets import gaussian_heatmaps
+from dspose_graph.data.image import IMAGE_DTYPES, decode_reduction, load_image, normalize_image, reduced_crop_matrix
 from dspose_graph.topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -99,7 +97,6 @@ class TopDownDataset(Dataset):
         train: draw random crops (:class:`AugmentParams`) instead of the box itself.
         sigma: Gaussian sigma in heatmap pixels.
         codec: crop and target conventions (``data.codec``: ``"tokenpose"`` default, ``"hrnet"``, ``"udp"``).
-        udp: legacy switch: ``True`` is codec ``"udp"``, ``False`` codec ``"hrnet"``.
         unbiased: sub-pixel Gaussian centres (DARK targets) where the codec would round to the nearest pixel.
         augment: augmentation ranges (default :class:`AugmentParams`).
         on_bad_image: ``"replace"`` a sample whose image is missing or does not decode by the next
@@ -129,7 +126,6 @@ class TopDownDataset(Dataset):
         train: bool = False,
         sigma: float = 2.0,
         codec: str | Codec | None = None,
-        udp: bool | None = None,
         unbiased: bool = False,
         augment: AugmentParams | None = None,
         on_bad_image: str | None = None,
@@ -153,7 +149,7 @@ class TopDownDataset(Dataset):
         self.aspect_ratio = self.input_size[0] / self.input_size[1]
         self.train = train
         self.sigma = float(sigma)
-        self.codec = get_codec(codec, udp)
+        self.codec = get_codec(codec)
         self.target = "subpixel" if unbiased and self.codec.target == "nearest" else self.codec.target
         self.augment = augment or AugmentParams()
         self.on_bad_image = on_bad_image
@@ -234,16 +230,16 @@ class TopDownDataset(Dataset):
         The joints go to the heatmap through the codec's crop of the box onto the heatmap grid (TokenPose's
         ``trans_heatmap``), which for the plain and UDP codecs equals the input crop followed by the stride.
         """
-        m = crop_matrix(crop.center, crop.scale, crop.rotation, self.heatmap_size, flip=crop.flip, codec=self.codec)
+        m = self.codec.crop_matrix(crop.center, crop.scale, crop.rotation, self.heatmap_size, flip=crop.flip)
         kp = transform_keypoints(record.keypoints, m, self._flip_index if crop.flip else None)
-        return gaussian_heatmaps(kp[:, :2], kp[:, 2] > 0, self.heatmap_size, self.sigma, target=self.target)
+        return self.codec.encode(kp[:, :2], kp[:, 2] > 0, self.heatmap_size, self.sigma, target=self.target)
 
     def make_sample(
         self, index: int, record: PersonRecord, image: np.ndarray, crop: CropParams, replaced: bool = False,
         reduction: int = 1,
     ) -> dict[str, Any]:
         """The sample dict for ``record`` cut out of ``image`` (decoded at ``1/reduction``) with ``crop``."""
-        m = crop_matrix(crop.center, crop.scale, crop.rotation, self.input_size, flip=crop.flip, codec=self.codec)
+        m = self.codec.crop_matrix(crop.center, crop.scale, crop.rotation, self.input_size, flip=crop.flip)
         patch = cv2.warpAffine(image, reduced_crop_matrix(m, reduction), self.input_size, flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT)
         heatmap, weight = self.targets(record, crop)

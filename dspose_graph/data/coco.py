@@ -30,7 +30,7 @@ from pycocotools.coco import COCO
 
 from dspose_graph.data.base import PersonRecord, TopDownDataset
 from dspose_graph.data.codec import get_codec
-from dspose_graph.data.transforms import BOX_PADDING, person_center_scale
+from dspose_graph.data.transforms import BOX_PADDING
 from dspose_graph.formats.coco import keypoint_annotations, keypoint_categories, load_coco, read_detections
 from dspose_graph.topology.schemas import KeypointSchema
 
@@ -51,7 +51,7 @@ class CocoKeypointDataset(TopDownDataset):
         padding: box padding factor (``BOX_PADDING``, 1.25).
         min_keypoints: ground-truth annotations with fewer labelled keypoints are skipped.
         **kwargs: :class:`TopDownDataset` knobs (``input_size``, ``heatmap_size``, ``train``, ``sigma``,
-            ``codec``, ``udp``, ``unbiased``, ``augment``, ``on_bad_image``, ``seed``).
+            ``codec``, ``unbiased``, ``augment``, ``on_bad_image``, ``seed``).
 
     Attributes:
         coco: the ``pycocotools`` index of ``ann_file`` (the evaluation ground truth; a training split reads it
@@ -96,7 +96,7 @@ class CocoKeypointDataset(TopDownDataset):
         self.skipped: collections.Counter[str] = collections.Counter()
         aspect = kwargs.get("input_size", (192, 256))
         self._aspect = aspect[0] / aspect[1]
-        self._codec = get_codec(kwargs.get("codec"), kwargs.get("udp"))
+        self._codec = get_codec(kwargs.get("codec"))
         keypoint_annotations(self.coco, self.category_id, schema.num_keypoints, f"annotation file {self.ann_file}")
         if detections is None:
             records = self._gt_records(schema.num_keypoints)
@@ -120,8 +120,8 @@ class CocoKeypointDataset(TopDownDataset):
 
     def _record(self, image_id: int, ann_id: int, box: Sequence[float], score: float, keypoints: np.ndarray) -> PersonRecord | None:
         img = self.coco.imgs[image_id]
-        center_scale = person_center_scale(box, self._codec, (img.get("width"), img.get("height")), self._aspect,
-                                           self.padding, detection=ann_id < 0)
+        center_scale = self._codec.center_scale(box, (img.get("width"), img.get("height")), self._aspect,
+                                                self.padding, detection=ann_id < 0)
         if center_scale is None:
             self.skipped["zero_area_box"] += 1
             return None

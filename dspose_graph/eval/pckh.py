@@ -66,6 +66,8 @@ def default_gt_path() -> Path:
 def load_mpii_gt(path: str | Path | None = None) -> dict[str, np.ndarray]:
     """The validation ground truth as ``gt (N, 16, 2)``, ``missing (N, 16) bool``, ``head_size (N,)``."""
     path = Path(path) if path is not None else default_gt_path()
+    if path.is_dir():
+        raise ValueError(f"MPII ground-truth file {path} is a folder; expected detections_our_format.mat")
     if not path.is_file():
         raise FileNotFoundError(f"MPII ground-truth file {path} does not exist")
     try:
@@ -220,6 +222,8 @@ def load_predictions(path: str | Path, key: str = "preds") -> np.ndarray:
     ``(N, 16, 3)`` (a score column, dropped) or the MATLAB layout ``(16, 2, N)``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"prediction file {path} is a folder; expected a .mat, .npy or .json file")
     if not path.is_file():
         raise FileNotFoundError(f"prediction file {path} does not exist")
     suffix = path.suffix.lower()

@@ -202,6 +202,19 @@ def check_ground_truth(coco_gt: COCO, source: str = "ground truth") -> None:
                 raise ValueError(f"{where}: field {field!r} = {v!r} must be a finite number >= 0")
 
 
+def check_scorable(coco_gt: COCO, source: str = "ground truth") -> None:
+    """Raise ``ValueError`` when no annotation can be scored: ``COCOeval`` ignores crowd regions and persons with
+    ``num_keypoints`` 0, and with nothing left every metric is n/a."""
+    cat = keypoint_category(coco_gt, source)
+    annotations = coco_gt.dataset.get("annotations", [])
+    if any(a.get("category_id") == cat["id"] and not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0
+           for a in annotations):
+        return
+    raise ValueError(f"{source}: no annotation to score against (0 of its {len(annotations)} annotations is a "
+                     "non-crowd person with num_keypoints > 0), so every metric would be n/a; give the ground truth "
+                     "of the predicted images")
+
+
 @dataclasses.dataclass
 class Detections:
     """Person boxes read by :func:`read_detections`.
@@ -209,7 +222,8 @@ class Detections:
     ``boxes``: ``(image, [x, y, w, h], score, record)`` per kept box, ``image`` an integer image id or (where
     the record names a ``file_name`` instead) a file name; ``skipped``: dropped records by reason
     (``other_category``, ``low_score``, ``empty_box``); ``file_names``: a dataset object's file name -> id;
-    ``category``: a dataset object's keypoint category (``None`` for a detection list).
+    ``category``: a dataset object's keypoint category (``None`` for a detection list); ``best_dropped``: the
+    highest score among the records below the score threshold (``None`` when none was).
     """
 
     source: str
@@ -217,6 +231,7 @@ class Detections:
     skipped: collections.Counter
     file_names: dict[str, int]
     category: dict[str, Any] | None
+    best_dropped: float | None = None
 
     def by_image(self) -> dict[int | str, list[tuple[list[float], float]]]:
         """``image -> [(box, score), ...]`` in file order."""
@@ -286,6 +301,7 @@ def read_detections(path: str | Path, *, what: str = "detection file", category_
             raise ValueError(f"{where}: field 'score' = {score!r} is not a finite number")
         if score < score_threshold:
             out.skipped["low_score"] += 1
+            out.best_dropped = max(float(score), out.best_dropped if out.best_dropped is not None else float(score))
             continue
         out.boxes.append((image, [float(v) for v in det["bbox"]], float(score), i))
     if categories and categories[category_id] == 0:

@@ -104,20 +104,21 @@ def resolve_precision(precision: str, device: str | torch.device) -> tuple[str, 
     return "bf16", f"auto on CPU: bf16 (CPU has {', '.join(native)}; a bf16 convolution measured {speedup:.2f}x fp32)"
 
 
-def check_device(name: str) -> None:
-    """Refuse a device name that torch does not know or that this machine lacks (``ValueError`` naming it)."""
+def check_device(name: str, option: str = "--device") -> None:
+    """Refuse a device name that torch does not know or that this machine lacks (``ValueError`` naming ``option``
+    and the fix)."""
     try:
         device = torch.device(name)
-    except RuntimeError:
-        hint = " ('gpu' is spelled 'cuda' in torch)" if name.lower().startswith("gpu") else ""
-        raise ValueError(f"--device {name!r} is not a torch device; use cpu, cuda or cuda:N{hint}") from None
+    except (RuntimeError, TypeError):
+        hint = " ('gpu' is spelled 'cuda' in torch)" if str(name).lower().startswith("gpu") else ""
+        raise ValueError(f"{option} {name!r} is not a torch device; use cpu, cuda or cuda:N{hint}") from None
     if device.type != "cuda":
         return
     if not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here (no NVIDIA driver or GPU found; this torch "
-                         f"{torch.__version__} is built for CUDA {torch.version.cuda}); use --device cpu")
+        raise ValueError(f"{option} {name}: CUDA is not available here (no NVIDIA driver or GPU found; this torch "
+                         f"{torch.__version__} is built for CUDA {torch.version.cuda}); use {option + ' ' if option.startswith('--') else ''}cpu")
     if device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+        raise ValueError(f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
 
 

@@ -89,6 +89,9 @@ class OptimConfig:
     # Autocast of the training forward pass, eval.precision's names: "fp32" (none), "bf16" (CPU or CUDA),
     # "fp16" (CUDA, with GradScaler) or "auto" (models.runtime.resolve_precision picks by device and CPU).
     precision: str = "fp32"
+    # Stop after this many optimiser steps (evaluating then, as at the last epoch), inside an epoch if need be;
+    # 0 = train all epochs. A budget in steps gives the same result on a slower machine, later.
+    max_steps: int = 0
 
 
 @dataclass
@@ -145,7 +148,7 @@ class PaperConfig:
 # (section, key) -> (lowest allowed value, whether the lowest value itself is allowed). Whole numbers that mean
 # "off" or "all" at 0 allow 0; sizes and rates must be positive. Every float must also be finite.
 LIMITS: dict[tuple[str, str], tuple[float, bool]] = {
-    ("optim", "epochs"): (1, True), ("optim", "batch_size"): (1, True), ("optim", "lr"): (0, False),
+    ("optim", "epochs"): (1, True), ("optim", "max_steps"): (0, True), ("optim", "batch_size"): (1, True), ("optim", "lr"): (0, False),
     ("optim", "weight_decay"): (0, True), ("optim", "gamma"): (0, False), ("optim", "grad_clip"): (0, True),
     ("optim", "milestones"): (1, True), ("optim", "global_batch"): (0, True),
     ("data", "det_score_thr"): (0, True),
@@ -307,10 +310,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     lists and scalars are replaced whole.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config file {path} is a folder; expected a YAML file (see experiments/)")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     raw = _read_with_bases(path, ())
     for item in overrides or []:
+        check_override(item)
         raw = apply_override(raw, item, source=f"{path} (--set {item})")
     return config_from_dict(raw, source=str(path))
 
@@ -400,6 +406,11 @@ def model_overrides(items: list[str]) -> dict[str, Any]:
     if set(raw) != {"model"} or set(raw["model"]) != {"overrides"}:
         raise ValueError(f"dspose info takes --set model.overrides.KEY=VALUE only, got {' '.join(items)}")
     return raw["model"]["overrides"]
+
+
+def check_override(item: str) -> None:
+    """Check one ``--set`` item on its own, so that an unknown key or a bad value names the option, not a file."""
+    config_from_dict(apply_override({}, item, source=f"--set {item}"), source=f"--set {item}")
 
 
 def _deep_copy(raw: Any) -> Any:

@@ -14,8 +14,9 @@ Metrics:
   left shoulder and right hip) and per joint (``torso_PCK@0.2/<joint>``), for skeletons that have those two
   joints, over the ``torso_persons`` persons whose two torso joints are labelled; the left/right swap rate (``swap``, percent of labelled pairs predicted crossed).
 
-Heatmaps are decoded with the codec the dataset encoded its targets with (``data.codec``): its flip shift,
-DARK's blur border and its crop geometry back to the image.
+Crops go through :func:`~dspose_graph.eval.inference.predict_crops` (the path ``Predictor`` takes too) with the
+codec the dataset encoded its targets with (``data.codec``): its flip shift, DARK's blur border and its crop
+geometry back to the image.
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from dspose_graph.data.codec import Codec, get_codec
-from dspose_graph.eval.decode import decode_heatmaps, heatmaps_to_image
-from dspose_graph.eval.flip import flip_test_heatmaps
+from dspose_graph.eval.inference import predict_crops
 from dspose_graph.eval.pck import pck, pck_normalizer, swap_rate, torso_joints, torso_pck
 from dspose_graph.data.image import normalize_batch, opencv_single_thread
 from dspose_graph.train.distributed import DistInfo, all_gather_objects, broadcast_object
@@ -81,18 +81,13 @@ def predict_dataset(
                                                           "image_id", "ann_id", "gt")}
     for batch in loader:
         images = normalize_batch(batch["image"].to(device, non_blocking=True))
-        if flip_test:
-            heatmaps = flip_test_heatmaps(run, images, flip_index, shift=codec.flip_shift)
-        else:
-            heatmaps = run(images).float()
-        # Decoded where the heatmaps are (DARK's blur and Taylor step in torch); one copy to the host per batch.
-        coords, scores = decode_heatmaps(heatmaps, method=decode, codec=codec)
         meta = batch["meta"]
         center = meta["center"].numpy().astype(np.float64)
         scale = meta["scale"].numpy().astype(np.float64)
-        coords = heatmaps_to_image(coords, center, scale, heatmap_size, codec=codec)
-        parts["coords"].append(coords.cpu().numpy().astype(np.float64))
-        parts["scores"].append(scores.cpu().numpy().astype(np.float64))
+        coords, scores = predict_crops(run, images, center, scale, codec=codec, flip_index=flip_index,
+                                       heatmap_size=heatmap_size, flip_test=flip_test, decode=decode)
+        parts["coords"].append(coords)
+        parts["scores"].append(scores)
         parts["center"].append(center)
         parts["scale"].append(scale)
         parts["box_score"].append(meta["score"].numpy().astype(np.float64))

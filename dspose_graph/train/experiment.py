@@ -22,7 +22,8 @@ from typing import Any, Sequence
 import yaml
 
 from dspose_graph.io import atomic_write_text
-from dspose_graph.train.config import TrainConfig, apply_override, config_from_dict, config_to_dict, load_config
+from dspose_graph.train.config import (TrainConfig, apply_override, check_override, config_from_dict, config_to_dict,
+                                      load_config)
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +124,12 @@ def run_table(table: str, rows: list[tuple[Path, TrainConfig]], out: Path, *, dr
     """
     from dspose_graph.train.pipeline import build_model, count_parameters, train
 
+    for item in changes.get("overrides", ()):
+        check_override(item)
+    # Every row is prepared (and so checked) before the first one trains: a bad row stops the table at once.
+    configs = [prepare(row, out / path.stem, **changes) for path, row in rows]
     results: list[RowResult] = []
-    for path, row in rows:
-        config = prepare(row, out / path.stem, **changes)
+    for (path, row), config in zip(rows, configs):
         if dry_run:
             params, ours = count_parameters(build_model(config, load_pretrained=False))[0], None
         else:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 from typing import Any
 
 from dspose_graph.io import atomic_write_text
 
+log = logging.getLogger(__name__)
 STEP_FIELDS = ["global_step", "epoch", "step", "loss", "lr"]
 
 
@@ -22,7 +24,7 @@ class StepLog:
             atomic_write_text(self.path, ",".join(STEP_FIELDS) + "\n")
         else:
             # Rows logged after the checkpoint we resume from are replayed by the resumed run: drop them.
-            rows = [r for r in read_csv(self.path) if int(r["global_step"]) <= resume_step]
+            rows = [r for r in read_step_rows(self.path) if int(r["global_step"]) <= resume_step]
             atomic_write_text(self.path, _to_csv(rows, STEP_FIELDS))
         self._file = open(self.path, "a", newline="")
         self._writer = csv.writer(self._file)
@@ -38,6 +40,25 @@ class StepLog:
 def read_csv(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def read_step_rows(path: str | Path) -> list[dict[str, str]]:
+    """The rows of ``steps.csv`` whose every field is a number; a torn or garbled row (a run killed mid-write, a
+    full disk) is skipped with a warning: the CSV is a log, the checkpoint is what a run resumes from."""
+    rows = []
+    with open(path, newline="") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                for key in STEP_FIELDS[:3]:
+                    int(row[key])
+                for key in STEP_FIELDS[3:]:
+                    float(row[key])
+            except (TypeError, ValueError, KeyError):
+                log.warning("%s: line %d is torn or garbled (%s); skipped", path, line,
+                            ",".join(v for v in row.values() if isinstance(v, str))[:80])
+                continue
+            rows.append(row)
+    return rows
 
 
 def _to_csv(rows: list[dict[str, Any]], fields: list[str]) -> str:
@@ -63,7 +84,7 @@ def plot_learning_curve(steps_csv: str | Path, history: list[dict[str, Any]], pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_csv(steps_csv)
+    rows = read_step_rows(steps_csv)
     steps = [int(r["global_step"]) for r in rows]
     losses = [float(r["loss"]) for r in rows]
     evals = [h for h in history if metric and h.get(metric) is not None]

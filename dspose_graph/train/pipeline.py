@@ -10,7 +10,9 @@ these functions. Under ``torchrun`` every process calls the same function (see d
 
 Files written to ``config.run.out_dir``: ``config.yaml``, the trainer's checkpoints and logs, and
 ``metrics.json`` (``metrics_eval.json`` for :func:`evaluate`). The folder is locked while a run writes it
-(``dspose_graph.io.FolderLock``), so a second run on it stops before writing anything.
+(``dspose_graph.io.FolderLock``), so a second run on it stops before writing anything; the first file is written
+only after the model, the data, the evaluator and the ``resume`` checkpoint were built and checked, so a
+rejected run changes nothing in the folder (one it created is removed again).
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from dspose_graph.data.layouts import DatasetKind, dataset_kind
 from dspose_graph.data.layouts import build_dataset as build_layout_dataset
 from dspose_graph.io import FolderLock, atomic_write_json, atomic_write_text
 from dspose_graph.models import DSPose, create_model
-from dspose_graph.models.checkpoint import load_model
-from dspose_graph.models.runtime import PreparedModel, prepare_model, resolve_precision
+from dspose_graph.models.checkpoint import inference_spec, load_model
+from dspose_graph.models.runtime import PreparedModel, check_device, prepare_model, resolve_precision
 from dspose_graph.train.config import TrainConfig, config_to_yaml
 from dspose_graph.train.distributed import DistInfo, cleanup, init_distributed, resolve_device, workers_per_rank
 from dspose_graph.train.trainer import Trainer
@@ -128,8 +130,10 @@ def build_model(config: TrainConfig, load_pretrained: bool = True) -> DSPose:
 
         path = resolve_weights(config.model.init_from)
         report = init_from_checkpoint(model, path, exclude=config.model.init_exclude)
-        log.info("model initialised from %s (%s skeleton; new keypoints: %s; fresh: %s)", path, report["source"],
-                 ", ".join(report["new"]) or "none", ", ".join(report["fresh"]) or "none")
+        log.info("model initialised from %s (%s skeleton; new keypoints: %s; fresh: %s; resampled to the heatmap "
+                 "size: %s; recomputed: %s)", path, report["source"], ", ".join(report["new"]) or "none",
+                 ", ".join(report["fresh"]) or "none", ", ".join(report["resampled"]) or "none",
+                 ", ".join(report["recomputed"]) or "none")
     return model
 
 
@@ -194,10 +198,28 @@ def _limit(dataset: Dataset, n: int) -> Dataset:
 
 def build_datasets(config: TrainConfig, model: DSPose, need_train: bool = True) -> tuple[Dataset | None, Dataset]:
     """Training (augmented as ``data.augment`` says; ``None`` when not needed) and validation datasets,
-    cut to ``data.limit_train`` / ``data.limit_val``."""
+    cut to ``data.limit_train`` / ``data.limit_val``. ``ValueError`` naming the annotation file when one has no
+    usable person."""
     d = config.data
     train_set = _limit(build_dataset(config, model, "train", d.augment), d.limit_train) if need_train else None
-    return train_set, _limit(build_dataset(config, model, "val"), d.limit_val)
+    val_set = _limit(build_dataset(config, model, "val"), d.limit_val)
+    for split, dataset in (("train", train_set), ("val", val_set)):
+        if dataset is not None:
+            check_samples(config, split, dataset)
+    return train_set, val_set
+
+
+def check_samples(config: TrainConfig, split: str, dataset: Dataset) -> None:
+    """Refuse a split without samples, naming its annotation file and why its annotations were skipped."""
+    if len(dataset):  # type: ignore[arg-type]
+        return
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    key = f"data.{split}_ann" if getattr(config.data, f"{split}_ann") else "data.root"
+    source = getattr(base, "ann_file", None) or getattr(base, "source", "")
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(getattr(base, "skipped", {}).items())) or "none"
+    raise ValueError(f"config {key}: {source} has no usable person for the {split} split (annotations skipped: "
+                     f"{skipped}); a sample is a non-crowd person box with at least one labelled keypoint "
+                     "(visibility 1 or 2): give a file that has some")
 
 
 def subset_coco(coco: Any, image_ids: set[int]) -> Any:
@@ -276,14 +298,25 @@ def check_global_batch(config: TrainConfig, world_size: int) -> int:
     return actual
 
 
+def check_run_device(config: TrainConfig) -> None:
+    """Refuse a ``run.device`` that torch does not know or that this machine lacks, naming the key."""
+    if config.run.device != "auto":
+        check_device(config.run.device, option="config run.device")
+
+
 def _start(config: TrainConfig, lock: FolderLock) -> tuple[DistInfo, torch.device, Path]:
+    check_run_device(config)
     info = init_distributed(resolve_device(config.run.device))
     device = resolve_device(config.run.device, info)
-    out_dir = Path(config.run.out_dir)
     if info.is_main:
         lock.acquire()  # before the first write: a second run on this folder stops here
-        atomic_write_text(out_dir / "config.yaml", config_to_yaml(config))
-    return info, device, out_dir
+    return info, device, Path(config.run.out_dir)
+
+
+def _write_config(config: TrainConfig, info: DistInfo) -> None:
+    """``config.yaml``, written once every input was checked: a rejected run leaves a finished run's file alone."""
+    if info.is_main:
+        atomic_write_text(Path(config.run.out_dir) / "config.yaml", config_to_yaml(config))
 
 
 def _write_metrics(path: Path, metrics: dict[str, float], model: DSPose, config: TrainConfig, source: str,
@@ -312,6 +345,9 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, source: str 
         trainable, frozen = count_parameters(model)
         trainer = Trainer(model, train_set, config, evaluate=build_evaluator(config, model, val_set, device, info),
                           device=device, info=info, provenance={"config": source, "params": trainable + frozen})
+        if resume is not None:
+            trainer.resume(resume)  # a checkpoint that does not fit stops the run before anything is written
+        _write_config(config, info)
         summary = trainer.fit(resume=resume)
         _write_metrics(out_dir / "metrics.json", summary.metrics, model, config, source, info)
     finally:
@@ -328,14 +364,23 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, source: str 
 def evaluate(config: TrainConfig, weights: str | Path, *, source: str = "<config>") -> dict[str, float]:
     """Metrics of checkpoint ``weights`` on ``config``'s held-out split (also written to ``metrics_eval.json``).
 
-    The model is rebuilt from the checkpoint's own model config, so ``config.model`` is not consulted.
+    The model is rebuilt from the checkpoint's own model config, so ``config.model`` is not consulted, and the
+    held-out crops are cut and decoded with the codec the checkpoint records (``data.codec`` is overridden).
+    ``weights`` is a checkpoint path or a shipped weight name.
     """
     lock = FolderLock(config.run.out_dir, "run.out_dir")
     try:
         info, device, out_dir = _start(config, lock)
-        model, _ = load_model(weights, device)
+        model, state = load_model(weights, device)
+        codec = inference_spec(state, model).codec
+        if codec != config.data.codec:
+            log.info("%s was trained with codec %r: evaluating with it instead of data.codec=%r", weights, codec,
+                     config.data.codec)
+            config = dataclasses.replace(config, data=dataclasses.replace(config.data, codec=codec))
         _, val_set = build_datasets(config, model, need_train=False)
-        metrics = build_evaluator(config, model, val_set, device, info, fixed_weights=True)(model)
+        evaluator = build_evaluator(config, model, val_set, device, info, fixed_weights=True)
+        _write_config(config, info)
+        metrics = evaluator(model)
         _write_metrics(out_dir / "metrics_eval.json", metrics, model, config, source, info)
     finally:
         lock.release()
@@ -351,6 +396,7 @@ def dry_run(config: TrainConfig) -> dict[str, Any]:
     file, codec, augmentation, samples per split, processes, batch and lr.
     """
     try:
+        check_run_device(config)
         info = init_distributed(resolve_device(config.run.device))
         device = resolve_device(config.run.device, info)
         global_batch = check_global_batch(config, info.world_size)
@@ -358,9 +404,7 @@ def dry_run(config: TrainConfig) -> dict[str, Any]:
         train_set, val_set = build_datasets(config, model)
         assert train_set is not None
         build_evaluator(config, model, val_set, device, info)
-        for name, dataset in (("train", train_set), ("val", val_set)):
-            if len(dataset) == 0:  # type: ignore[arg-type]
-                raise ValueError(f"config data: the {name} split has no samples")
+        for dataset in (train_set, val_set):
             dataset[0]
     finally:
         cleanup()

@@ -15,6 +15,7 @@ saved, naming the first step whose loss was not finite. On CUDA the trainer turn
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import time
@@ -75,6 +76,19 @@ def cuda_defaults(device: torch.device, deterministic: bool) -> None:
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
     """Adam over ``model``'s parameters; the fused CUDA kernel (one launch for all tensors) on CUDA."""
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
+
+
+def scheduler_state(scheduler: Any) -> dict[str, Any]:
+    """The scheduler's state with its ``Counter`` (MultiStepLR's milestones) as a dict: torch < 2.4's
+    ``weights_only`` loader refuses ``collections.Counter``, and every checkpoint must load on torch >= 2.3."""
+    return {k: dict(v) if isinstance(v, collections.Counter) else v for k, v in scheduler.state_dict().items()}
+
+
+def load_scheduler_state(scheduler: Any, saved: dict[str, Any]) -> None:
+    """Restore :func:`scheduler_state` output (or a torch state dict), turning the milestones back into a Counter
+    (a plain dict would raise KeyError on every epoch that is not a milestone)."""
+    scheduler.load_state_dict({k: collections.Counter(v) if isinstance(getattr(scheduler, k, None), collections.Counter)
+                               else v for k, v in saved.items()})
 
 
 def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict[str, Any], source: str) -> None:
@@ -193,6 +207,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._epoch_loss_sum = 0.0
         self.resumed_metrics: dict[str, float] = {}  # the last evaluation stored in the resumed checkpoint
+        self.resumed_from: str | Path | None = None
         self.meter = LossMeter(self.device)
         self.loader = self._loader()
         self.loader_img_s: float | None = None  # the loader-alone probe's rate (run.loader_probe)
@@ -206,7 +221,7 @@ class Trainer:
             config=config_to_dict(self.config),
             step_in_epoch=self.step_in_epoch, global_step=self.global_step, epoch_loss_sum=self._epoch_loss_sum,
             best=self.best, best_key=self.best_key, history=self.history,
-            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            optimizer=self.optimizer.state_dict(), scheduler=scheduler_state(self.scheduler),
             scaler=self.scaler.state_dict(), rng=rng_state(), world_size=self.info.world_size)
 
     def save(self, name: str, metrics: dict[str, float] | None = None) -> Path | None:
@@ -237,7 +252,7 @@ class Trainer:
             log.info("%s: written by %d process(es), resumed by %d at the start of epoch %d", path, saved_world,
                      self.info.world_size, int(state["epoch"]) + 1)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        load_scheduler_state(self.scheduler, state["scheduler"])
         load_scaler_state(self.scaler, state["scaler"], str(path))
         self.epoch = int(state["epoch"])
         self.step_in_epoch = step_in_epoch
@@ -248,6 +263,7 @@ class Trainer:
         self.history = list(state.get("history", []))
         self.resumed_metrics = dict(state.get("metrics") or {})
         set_rng_state(state["rng"])
+        self.resumed_from = path
         log.info("resumed from %s at epoch %d, step %d (global step %d)", path, self.epoch,
                  self.step_in_epoch, self.global_step)
 
@@ -302,6 +318,10 @@ class Trainer:
             writer.add_scalar("train/loss", value, self.global_step)
             writer.add_scalar("train/lr", lr, self.global_step)
 
+    def step_budget_reached(self) -> bool:
+        """Whether ``optim.max_steps`` optimiser steps are done (a budget in steps: the same figures on any machine)."""
+        return bool(self.optim.max_steps) and self.global_step >= self.optim.max_steps
+
     def _probe_loader(self, batches: int) -> float:
         """Images/s of the training data pipeline alone (its own short-lived loader, same workers and batch)."""
         n = min(batches, self.steps_per_epoch)
@@ -329,8 +349,9 @@ class Trainer:
         return self.evaluate(self.model)
 
     def fit(self, resume: str | Path | None = None) -> FitSummary:
-        """Train to ``optim.epochs`` (from the ``resume`` checkpoint when given)."""
-        if resume is not None:
+        """Train to ``optim.epochs`` (from the ``resume`` checkpoint when given; not read again when
+        :meth:`resume` already restored it)."""
+        if resume is not None and self.resumed_from != resume:
             self.resume(resume)
         main = self.info.is_main
         if main:
@@ -347,7 +368,7 @@ class Trainer:
             self.loader_img_s = self._probe_loader(self.run.loader_probe)
         started = time.perf_counter()
         try:
-            while self.epoch < self.optim.epochs:
+            while self.epoch < self.optim.epochs and not self.step_budget_reached():
                 metrics = self._run_epoch(steps_log, writer) or metrics
                 over = bool(self.run.max_minutes) and (time.perf_counter() - started) / 60 > self.run.max_minutes
                 # Rank 0 decides, so that all ranks stop at the same epoch.
@@ -399,6 +420,9 @@ class Trainer:
             bar.update(1)
             if save:
                 self.save("last.pt")
+            if self.step_budget_reached():
+                log.info("step budget optim.max_steps=%d reached in epoch %d", self.optim.max_steps, self.epoch + 1)
+                break
         self._read_losses(steps_log, writer, lr, bar, seen / max(time.perf_counter() - start_time, 1e-9))
         bar.close()
         train_loss = self._epoch_loss_sum / max(1, self.step_in_epoch)
@@ -415,7 +439,7 @@ class Trainer:
         self.step_in_epoch = 0
         self._epoch_loss_sum = 0.0
         metrics = None
-        last_epoch = self.epoch == self.optim.epochs
+        last_epoch = self.epoch == self.optim.epochs or self.step_budget_reached()
         if self.evaluate is not None and (last_epoch or (self.eval_every and self.epoch % self.eval_every == 0)):
             metrics = self._evaluate()
             row.update(metrics)
