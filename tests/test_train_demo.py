@@ -20,7 +20,7 @@ from dspose_graph.demo.run import body_init, body_start, demo_milestones, resolv
 from dspose_graph.models.checkpoint import load_checkpoint
 from dspose_graph.models.presets import create_model
 from dspose_graph.weights import resolve_weights
-from topology.schemas import COCO17, KeypointSchema
+from dspose_graph.topology.schemas import COCO17, KeypointSchema
 
 REPO = Path(__file__).resolve().parents[1]
 

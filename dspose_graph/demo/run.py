@@ -123,7 +123,7 @@ def train_config(options: DemoOptions, data: DemoData) -> TrainConfig:
         data=data.config,
         optim=OptimConfig(lr=options.lr, epochs=options.epochs, batch_size=options.batch_size,
                           milestones=demo_milestones(options.epochs), grad_clip=1.0, max_steps=options.steps or 0,
-                          amp="auto" if data.real else "none"),
+                          precision="auto" if data.real else "fp32"),
         eval=EvalConfig(every=0, flip_test=data.mirror_safe, decode="dark", batch_size=32),
         run=RunConfig(out_dir=str(options.out / "train"), seed=options.seed, workers=options.workers, log_every=5,
                       tensorboard=False, max_minutes=options.minutes or 0.0),
@@ -225,7 +225,7 @@ def _expected_minutes(model: torch.nn.Module, config: TrainConfig, steps: int, r
     from dspose_graph.models.runtime import prepare_model, resolve_precision
 
     trial = copy.deepcopy(model)
-    precision, _ = resolve_precision(config.optim.amp if config.optim.amp != "none" else "fp32", "cpu")
+    precision, _ = resolve_precision(config.optim.precision, "cpu")
     runner = prepare_model(trial, "cpu", precision)
     optimizer = torch.optim.Adam(trial.parameters(), 1e-4)
     w, h = trial.input_size

@@ -29,7 +29,7 @@ card = {
     },
     "start": "backbone + Transformer of dspose_t_synthetic (trained only on the project's generated people), fresh GraphConv graph head",
     "training": {**summary, "checkpoint_epoch": int(state["epoch"]),
-                 "machine": f"{os.cpu_count()} CPU cores ({cpu_name()}), bf16 autocast chosen by optim.amp auto, "
+                 "machine": f"{os.cpu_count()} CPU cores ({cpu_name()}), bf16 autocast chosen by optim.precision auto, "
                             "1 loader process; the machine was shared with other jobs at idle priority"},
     "val_protocol": "500 val persons, ground-truth boxes (labelled joints + 10 % margin, x1.25 crop padding), flip test, "
                     "DARK decoding. torso_PCK@0.2: within 0.2 x |left shoulder - right hip|, over the persons with both "
