@@ -2,7 +2,7 @@
 
 One row per (precision, layout) asked for, each built as ``dspose train CONFIG`` builds it: the config's
 datasets and DataLoader (its workers, ``data.image_dtype``, pinned memory), the uint8 normalisation on the
-device, the model under ``optim.amp`` and ``run.channels_last``, DDP when launched by ``torchrun``, the loss reads
+device, the model under ``optim.precision`` and ``run.channels_last``, DDP when launched by ``torchrun``, the loss reads
 and checkpoints of the trainer, then the held-out evaluation of the config (flip test, decoding, gathering,
 pycocotools). Each row trains two short epochs of ``--steps`` steps: the first warms up (cuDNN autotuning,
 ``torch.compile``, worker start) and the second is timed; the evaluation runs once inside training and once
@@ -10,8 +10,8 @@ more, timed, on ``--eval-crops`` crops. Without CUDA it runs the same path on th
 figures are the CPU's.
 
     dspose bench gpu                                                  # the COCO DSPose-B config, its settings
-    dspose bench gpu --amp none,bf16 --channels-last false,true       # four rows to compare
-    torchrun --nproc-per-node 4 -m dspose_graph bench gpu --amp bf16  # DDP: per-GPU rate vs one process
+    dspose bench gpu --precision fp32,bf16 --channels-last false,true # four rows to compare
+    torchrun --nproc-per-node 4 -m dspose_graph bench gpu --precision bf16  # DDP: per-GPU rate vs one process
 
 Sized to finish within 5 minutes on one H100 with four rows (COCO's training annotations are read once, each
 row trains 2 x 50 steps of 32 and evaluates 512 crops twice); not yet timed on a GPU.
@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import torch
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "coco_dspose_b.yaml"
-PRECISION_LABEL = {"none": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast + GradScaler"}
+PRECISION_LABEL = {"fp32": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast + GradScaler"}
 
 
 class TimedLoader:
@@ -109,7 +109,7 @@ def _row(config: Any, datasets: tuple[Any, Any], info: Any, device: torch.device
     waits = all_gather_objects((timed.waits[1] if len(timed.waits) > 1 else float("nan"), peak), info)
     seconds = float(summary.history[1]["seconds"])
     images = trainer.steps_per_epoch * config.optim.batch_size * info.world_size
-    return {"row": label, "amp": config.optim.amp, "channels_last": config.run.channels_last,
+    return {"row": label, "precision": config.optim.precision, "channels_last": config.run.channels_last,
             "images_per_s": images / seconds, "per_gpu": images / seconds / info.world_size,
             "step_ms": 1e3 * seconds / trainer.steps_per_epoch, "data_wait": max(w for w, _ in waits) / seconds,
             "peak_gib": max(p for _, p in waits), "warmup_s": float(summary.history[0]["seconds"]),
@@ -140,7 +140,7 @@ def _print_rows(rows: list[dict[str, Any]], cuda: bool) -> None:
     print(f"{'precision':<28}{'layout':<8}{'img/s':>9}{'per GPU' if cuda else 'per proc':>9}{'x row 1':>8}"
           f"{'step ms':>9}{'data wait':>10}{'peak GiB':>9}{'warm-up s':>10}{'eval crops/s':>13}")
     for r in rows:
-        label = PRECISION_LABEL[r["amp"]] + (" (TF32 matmul/conv)" if cuda and r["amp"] == "none" else "")
+        label = PRECISION_LABEL[r["precision"]] + (" (TF32 matmul/conv)" if cuda and r["precision"] == "fp32" else "")
         peak = f"{r['peak_gib']:>9.2f}" if cuda else f"{'-':>9}"
         print(f"{label:<28}{'NHWC' if r['channels_last'] else 'NCHW':<8}{r['images_per_s']:>9.1f}{r['per_gpu']:>9.1f}"
               f"{r['images_per_s'] / rows[0]['images_per_s']:>8.2f}{r['step_ms']:>9.1f}{100 * r['data_wait']:>9.1f}%"
@@ -153,7 +153,7 @@ def _print_compare(rows: list[dict[str, Any]], info: Any, cuda: bool) -> None:
         print("- img/s and 'x row 1' between rows: what bf16 and channels_last gain on this machine, with the same "
               "loader and data; keep the fastest row whose accuracy the checklist in docs/reproducing.md confirmed")
     else:
-        print("- img/s against a second run with --amp none,bf16 --channels-last false,true (same loader and data)")
+        print("- img/s against a second run with --precision fp32,bf16 --channels-last false,true (same loader and data)")
     print("- data wait: the share of the timed epoch the training loop waited for its next batch (largest rank); above "
           "about 10% the loader, not the GPU, sets img/s: raise run.workers, or set data.reduced_decode=true")
     if info.enabled:
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training config (default: COCO DSPose-B)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, as for dspose train (repeatable)")
-    parser.add_argument("--amp", default=None, help="optim.amp of each row: none, bf16, fp16, comma-separated "
+    parser.add_argument("--precision", default=None, help="optim.precision of each row: fp32, bf16, fp16, comma-separated "
                         "(default: the config's)")
     parser.add_argument("--channels-last", default=None, help="run.channels_last of each row: true, false, "
                         "comma-separated (default: the config's)")
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                   "on the starting weights; the evaluation metrics are then meaningless)")
             extra.append("model.pretrained=null")
         base = _config(args, extra)
-        amps = _flag_list(args.amp or base.optim.amp, "amp", ("none", "bf16", "fp16"))
+        precisions = _flag_list(args.precision or base.optim.precision, "precision", ("fp32", "bf16", "fp16"))
         layouts = _flag_list(args.channels_last or str(base.run.channels_last), "channels-last", ("true", "false"))
         try:
             info = init_distributed(resolve_device(base.run.device))
@@ -208,11 +208,11 @@ def main(argv: list[str] | None = None) -> int:
                 _print_header(base, info, device, cuda, len(datasets[0]), len(datasets[1]),
                               workers_per_rank(base.run.workers, info))
             rows = []
-            for amp in amps:
+            for precision in precisions:
                 for layout in layouts:
-                    config = _config(args, extra + [f"optim.amp={amp}", f"run.channels_last={layout}",
-                                                    f"run.out_dir={Path(tmp) / f'{amp}_{layout}'}"])
-                    rows.append(_row(config, datasets, info, device, f"{amp}/{layout}"))
+                    config = _config(args, extra + [f"optim.precision={precision}", f"run.channels_last={layout}",
+                                                    f"run.out_dir={Path(tmp) / f'{precision}_{layout}'}"])
+                    rows.append(_row(config, datasets, info, device, f"{precision}/{layout}"))
         finally:
             cleanup()
     if info.is_main:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from topology.annotations import load_mpii_statistics
-from topology.build import find_annotations
-from topology.physical import default_bins, joint_variables, mi_binned, normalize_mi, spectral_clustering
-from topology.schemas import MPII16
+from dspose_graph.topology.annotations import load_mpii_statistics
+from dspose_graph.topology.build import find_annotations
+from dspose_graph.topology.physical import default_bins, joint_variables, mi_binned, normalize_mi, spectral_clustering
+from dspose_graph.topology.schemas import MPII16
 
 GOAL_S = 2.0
 
@@ -65,7 +65,7 @@ VARIANTS = (
 
 def variants_table(stats) -> None:
     """Which joint variable / MI estimator reproduces the paper's six MPII clusters (docs/topology.md)."""
-    from topology.physical import physical_mi
+    from dspose_graph.topology.physical import physical_mi
 
     paper = {frozenset(MPII16.keypoints[i] for i in g) for g in MPII16.groups}
     print("| variable | estimator | parameters | paper partition | time | clusters that differ |")

@@ -1,7 +1,7 @@
 """ONNX export of a trained model: images ``(B, 3, H, W)`` -> heatmaps ``(B, K, h, w)``, dynamic batch.
 
 The graph is traced with PyTorch's TorchScript-based exporter (``dynamo=False``), which needs no package
-beyond ``onnx``. The feature-space top-t selection (Eq. 6-7) is exportable because ``topology.feature.topk_mask``
+beyond ``onnx``. The feature-space top-t selection (Eq. 6-7) is exportable because ``dspose_graph.graph.feature.topk_mask``
 ranks by counting instead of a stable sort.
 
 The ONNX file carries the preprocessing, the skeleton and the codec as metadata (``dspose.schema``,
@@ -33,8 +33,8 @@ from torch import Tensor, nn
 
 from dspose_graph.data import IMAGENET_MEAN, IMAGENET_STD
 from dspose_graph.io import atomic_path
-from topology.feature import cosine_similarity_matrix
-from topology.schemas import KeypointSchema
+from dspose_graph.graph.feature import cosine_similarity_matrix
+from dspose_graph.topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
 

@@ -30,11 +30,12 @@ from dspose_graph.data.transforms import BOX_PADDING
 from dspose_graph.eval.coco_eval import rescore
 from dspose_graph.eval.flip import flip_test_heatmaps
 from dspose_graph.eval.inference import predict_crops
+from dspose_graph.formats.coco import box_problem
 from dspose_graph.export import OnnxModel
 from dspose_graph.models.checkpoint import inference_spec, load_model
 from dspose_graph.models.runtime import check_device, prepare_model
 from dspose_graph.weights import lookup_weights
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
 
@@ -56,30 +57,6 @@ def check_onnx_options(precision: str, channels_last: bool, compile: bool) -> No
         if asked:
             raise ValueError(f"{option} is a PyTorch fast path; an .onnx file runs its float32 graph in onnxruntime "
                              "(use a .pt checkpoint for PyTorch's fast paths)")
-
-
-BOX_FIELDS = ("x", "y", "w", "h")
-# No image is a million pixels across (JPEG stops at 65535); a larger box value is a broken detection, and
-# 1e308 would overflow to inf in the crop arithmetic.
-MAX_BOX_VALUE = 1e6
-
-
-def box_problem(box: Sequence[Any]) -> str | None:
-    """Why ``box`` is not a usable ``[x, y, w, h]`` (naming the field), or ``None`` when it is.
-
-    Refused: not 4 numbers, a NaN/inf or beyond :data:`MAX_BOX_VALUE` value, ``w <= 0`` or ``h <= 0``.
-    """
-    if not isinstance(box, (list, tuple, np.ndarray)) or len(box) != 4:
-        return f"must be [x, y, w, h], got {box!r}"
-    for name, value in zip(BOX_FIELDS, box):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-            return f"field {name!r} = {value!r} is not a number"
-        if not np.isfinite(value) or abs(value) > MAX_BOX_VALUE:
-            return f"field {name!r} = {value!r} is not a finite pixel value (|value| <= {MAX_BOX_VALUE:g})"
-    for name, value in zip(BOX_FIELDS[2:], box[2:]):
-        if value <= 0:
-            return f"field {name!r} = {value!r} is not positive (an empty box)"
-    return None
 
 
 def _as_boxes(boxes: Any, width: int, height: int) -> np.ndarray:

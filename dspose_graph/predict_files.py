@@ -1,6 +1,6 @@
 """Predicting on files: an image, a folder of images or a video; person boxes from a detection file; COCO results out.
 
-Person boxes come from a detection file (see :func:`load_boxes` for the accepted formats), from a
+Person boxes come from a detection file (read by :func:`dspose_graph.formats.coco.read_detections`), from a
 :class:`~dspose_graph.detect.PersonDetector`, or, without either, each image (or frame) is one person box
 (with a warning). Outputs in ``out``: ``results.json`` (COCO keypoint results, one entry per person) and
 the drawn images under ``images/`` or the drawn video ``<name>_pose.mp4``. They are written into a
@@ -15,22 +15,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
-import math
 import os
 import shutil
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator
 
 import cv2
 import numpy as np
 
-from dspose_graph.io import atomic_path, atomic_write_text, check_output_dir, read_json
-from dspose_graph.predict import Predictor, box_problem
-from topology.schemas import KeypointSchema
+from dspose_graph.formats.coco import image_names, keypoint_categories, keypoint_result, read_detections, write_keypoint_results
+from dspose_graph.io import atomic_path, check_output_dir, read_json
+from dspose_graph.predict import Predictor
+from dspose_graph.topology.schemas import KeypointSchema
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 log = logging.getLogger("dspose.predict")
@@ -60,96 +58,27 @@ def list_images(path: Path) -> list[Path]:
     return files
 
 
-def _name_to_id(coco: dict[str, Any], source: Path) -> dict[str, int]:
-    images = coco.get("images")
-    if not isinstance(images, list):
-        raise ValueError(f"{source}: expected a COCO JSON with an 'images' list of {{'id', 'file_name'}}")
-    out = {}
-    for i, im in enumerate(images):
-        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
-            raise ValueError(f"{source}: images[{i}] needs 'id' and 'file_name', got {im!r}")
-        out[Path(str(im["file_name"])).name] = _image_key({"image_id": im["id"]}, f"{source}: images[{i}]")
-    return out
-
-
-def coco_schema(coco: dict[str, Any], source: Path) -> KeypointSchema | None:
+def coco_schema(data: dict[str, Any], source: Path) -> KeypointSchema | None:
     """The keypoint schema of a COCO dataset JSON's first keypoint category, if it has one."""
-    cats = [c for c in coco.get("categories", []) if isinstance(c, dict) and c.get("keypoints")]
+    cats = keypoint_categories(data)
     return KeypointSchema.from_coco_category(cats[0], source=str(source)) if cats else None
 
 
 def load_boxes(path: Path, det_thr: float = 0.0) -> tuple[dict[Any, list[tuple[list[float], float]]], dict[str, int], KeypointSchema | None]:
-    """Person boxes per image from a detection file.
-
-    Accepted formats:
-      * COCO detection results: a list of ``{"image_id": int, "bbox": [x, y, w, h], "score": float,
-        "category_id": 1}``; ``"file_name"`` may replace ``"image_id"``. Entries with another
-        ``category_id`` than 1 (person) are ignored.
-      * A COCO dataset JSON (``images``, ``annotations``): its annotation boxes are used with score 1
-        (crowd regions skipped), its ``images`` give the file names, its keypoint category the schema.
+    """Person boxes per image from a detection file (:func:`dspose_graph.formats.coco.read_detections`:
+    a COCO detection-results list, ``file_name`` allowed in place of ``image_id``, or a COCO dataset JSON).
 
     Returns ``(boxes, name_to_id, schema)``: ``boxes`` maps an image id (int) or file name (str) to a list
-    of ``(box, score)``; ``name_to_id`` is the dataset JSON's file-name mapping (empty for a list).
+    of ``(box, score)``; ``name_to_id`` is the dataset JSON's file-name mapping (empty for a list); ``schema``
+    its keypoint category's.
     """
-    data = read_json(path, "--boxes file")
-    boxes: dict[Any, list[tuple[list[float], float]]] = defaultdict(list)
-    name_to_id: dict[str, int] = {}
-    schema = None
-    if isinstance(data, dict):
-        if "annotations" not in data:
-            raise ValueError(f"--boxes {path}: a JSON object must be a COCO dataset with 'images' and 'annotations'")
-        name_to_id = _name_to_id(data, path)
-        schema = coco_schema(data, path)
-        annotations = data["annotations"]
-        if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
-            raise ValueError(f"--boxes {path}: 'annotations' must be a list of objects")
-        entries = [dict(a, score=1.0) for a in annotations if not a.get("iscrowd", 0)]
-    elif isinstance(data, list):
-        entries = data
-    else:
-        raise ValueError(f"--boxes {path}: expected a list of detections or a COCO dataset object")
-    empty: list[int] = []
-    below: list[float] = []
-    for i, det in enumerate(entries):
-        where = f"--boxes {path}: entry {i}"
-        if not isinstance(det, dict) or "bbox" not in det or not ("image_id" in det or "file_name" in det):
-            raise ValueError(f"{where} needs 'bbox' and 'image_id' (or 'file_name'), got {det!r}")
-        if det.get("category_id", 1) != 1:
-            continue
-        bbox = det["bbox"]
-        problem = box_problem(bbox) if isinstance(bbox, list) else f"must be [x, y, w, h], got {bbox!r}"
-        if problem and "not positive" in problem:
-            empty.append(i)
-            continue
-        if problem:
-            raise ValueError(f"{where} 'bbox' {problem}")
-        score = det.get("score", 1.0)
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-            raise ValueError(f"{where} field 'score' = {score!r} is not a finite number")
-        if score < det_thr:
-            below.append(float(score))
-            continue
-        boxes[_image_key(det, where)].append(([float(v) for v in bbox], float(score)))
-    if below and not boxes:
-        raise ValueError(f"--det-threshold {det_thr:g} drops every one of the {len(below)} person boxes of {path} "
-                         f"(highest score {max(below):g}); lower it")
-    if empty:
-        log.warning("--boxes %s: %d box(es) with w <= 0 or h <= 0 dropped (entries %s%s)", path, len(empty),
-                    ", ".join(map(str, empty[:10])), ", ..." if len(empty) > 10 else "")
-    return dict(boxes), name_to_id, schema
-
-
-def _image_key(det: dict[str, Any], where: str) -> int | str:
-    """The image an entry belongs to: its integer ``image_id`` (digit strings accepted) or its file name."""
-    if "image_id" not in det:
-        return Path(str(det["file_name"])).name
-    value = det["image_id"]
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        field = "id" if "images[" in where else "image_id"
-        raise ValueError(f"{where} field {field!r} = {value!r} is not an integer image id")
-    return value
+    dets = read_detections(path, what="--boxes", score_threshold=det_thr, file_names=True)
+    if dets.best_dropped is not None and not dets.boxes:
+        raise ValueError(f"--det-threshold {det_thr:g} drops every one of the {dets.skipped['low_score']} person boxes "
+                         f"of {path} (highest score {dets.best_dropped:g}); lower it")
+    schema = (KeypointSchema.from_coco_category(dets.category, source=str(path))
+              if dets.category is not None else None)
+    return dets.by_image(), dets.file_names, schema
 
 
 def image_id_for(path: Path, name_to_id: dict[str, int], fallback: int) -> int:
@@ -171,26 +100,9 @@ def _check_missing(boxes: dict[Any, Any], known: set[Any], source: str, ignore: 
 
 
 def result_entries(persons: list[dict[str, Any]], image_id: int, file_name: str) -> list[dict[str, Any]]:
-    """COCO keypoint-result dicts for one image's predictions; ``ValueError`` for a non-finite value."""
-    entries = []
-    for i, p in enumerate(persons):
-        values = {"keypoints": np.asarray(p["keypoints"], dtype=np.float64).reshape(-1),
-                  "score": np.asarray([p["score"]], dtype=np.float64), "bbox": np.asarray(p["box"], dtype=np.float64)}
-        for field, arr in values.items():
-            if not np.isfinite(arr).all():
-                raise ValueError(f"{file_name}: person {i}: field {field!r} holds NaN/inf (the model output is not "
-                                 "finite: are the checkpoint's weights NaN?); results.json would not be valid JSON")
-        entries.append({"image_id": int(image_id), "category_id": 1,
-                        "keypoints": [round(float(v), 3) for v in values["keypoints"]],
-                        "score": round(float(p["score"]), 5), "bbox": [round(float(v), 2) for v in values["bbox"]],
-                        "file_name": file_name})
-    return entries
-
-
-def write_results(path: Path, results: list[dict[str, Any]]) -> None:
-    """COCO results JSON, one person per line (compact but diff-able), written atomically; strict JSON (no NaN)."""
-    lines = [json.dumps(r, allow_nan=False) for r in results]
-    atomic_write_text(path, "[\n" + ",\n".join(lines) + "\n]\n" if results else "[]\n")
+    """COCO keypoint-result records for one image's predictions; ``ValueError`` for a non-finite value."""
+    return [keypoint_result(image_id, p["keypoints"], p["score"], bbox=p["box"], file_name=file_name,
+                            where=f"{file_name}: person {i}") for i, p in enumerate(persons)]
 
 
 def _draw(image: np.ndarray, persons: list[dict[str, Any]], schema: KeypointSchema, thr: float) -> np.ndarray:
@@ -295,7 +207,7 @@ def predict_images(weights: str | Path, images: str | Path, out: str | Path, *, 
         box_map, name_to_id, expected = load_boxes(Path(boxes), det_thr)
     if coco_json:
         coco = read_json(coco_json, "--coco-json file")
-        name_to_id = _name_to_id(coco, Path(coco_json))
+        name_to_id = image_names(coco, f"--coco-json {coco_json}")
         expected = coco_schema(coco, Path(coco_json)) or expected
     ids = {f: image_id_for(f, name_to_id, i) for i, f in enumerate(files)}
     if box_map is not None:
@@ -318,7 +230,7 @@ def predict_images(weights: str | Path, images: str | Path, out: str | Path, *, 
             _write_image(stage / "images" / f.name, _draw(image, persons, predictor.schema, kpt_thr))
         if len(failed) == len(files):
             raise ValueError(f"--images {images}: none of the {len(files)} image(s) could be read: {failed[0]}")
-        write_results(stage / "results.json", results)
+        write_keypoint_results(stage / "results.json", results)
     return PredictionSummary(len(results), len(files) - len(failed), out / "results.json", out / "images", failed)
 
 
@@ -390,5 +302,5 @@ def predict_video(weights: str | Path, video: str | Path, out: str | Path, *, bo
                 writer.release()
         if box_map is not None:
             _check_missing(box_map, set(range(index + 1)), str(boxes), True)
-        write_results(stage / "results.json", results)
+        write_keypoint_results(stage / "results.json", results)
     return PredictionSummary(len(results), index + 1, out / "results.json", out / staged.name, [])

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from dspose_graph.io import shared_data_dir
-from topology.build import find_annotations
+from dspose_graph.topology.build import find_annotations
 
 # Every skip for missing shared files carries this text; the summary at the end counts them by it.
 MISSING = "needs the shared data folder"

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Module prefix -> layer; a module may import its own layer and those below, never one above.
 LAYERS = {
     "dspose_graph.io": 0,
-    "topology": 1,
+    "dspose_graph.formats": 0,
+    "dspose_graph.topology": 1,
     "dspose_graph.graph": 2,
     "dspose_graph.models": 3,
     "dspose_graph.weights": 3,
@@ -36,7 +37,7 @@ def layer_of(module: str) -> int | None:
     """The layer of a project module (``None`` for third-party modules); ``KeyError`` for an unplaced one."""
     if module == PACKAGE:
         return 0
-    if module.split(".")[0] not in (PACKAGE, "topology"):
+    if module.split(".")[0] != PACKAGE:
         return None
     matches = [p for p in LAYERS if module == p or module.startswith(p + ".")]
     if not matches:
@@ -75,7 +76,7 @@ def upward_imports(source: str, module: str, is_package: bool = False, filename:
 
 def _modules() -> list[tuple[Path, str, bool]]:
     out = []
-    for path in sorted([*(ROOT / "dspose_graph").rglob("*.py"), *(ROOT / "topology").rglob("*.py")]):
+    for path in sorted((ROOT / "dspose_graph").rglob("*.py")):
         parts = list(path.relative_to(ROOT).with_suffix("").parts)
         is_package = parts[-1] == "__init__"
         name = ".".join(parts[:-1] if is_package else parts)
@@ -90,7 +91,7 @@ def test_the_rule_flags_an_upward_import_inside_a_function():
         "heads.py:5: dspose_graph.models.heads (layer 3) imports dspose_graph.train.trainer (layer 5)"]
     assert upward_imports("from ..cli import main\n", "dspose_graph.train.trainer")[0].endswith(
         "imports dspose_graph.cli (layer 7)")
-    assert upward_imports("from dspose_graph import cli\n", "topology.schemas")
+    assert upward_imports("from dspose_graph import cli\n", "dspose_graph.topology.schemas")
     assert upward_imports("from dspose_graph.models import create_model\n", "dspose_graph.cli.info") == []
     with pytest.raises(KeyError, match="dspose_graph.newthing has no layer"):
         upward_imports("import dspose_graph.newthing\n", "dspose_graph.cli.main")

@@ -51,7 +51,7 @@ GT_CASES = {
     "nan_keypoint": (_set("keypoints[4]", float("nan")), r"field 'keypoints'\[4\] \(keypoint 'left_eye' y\) = nan is NaN/inf"),
     "inf_keypoint": (_set("keypoints[0]", float("inf")), r"field 'keypoints'\[0\] \(keypoint 'nose' x\) = inf"),
     "string_keypoint": (_set("keypoints[6]", "12"), r"field 'keypoints'\[6\] .* = '12' is a str, not a number"),
-    "short_keypoints": (lambda a: a.update(keypoints=a["keypoints"][:48]), r"keypoints must be 51 finite numbers .* got 48"),
+    "short_keypoints": (lambda a: a.update(keypoints=a["keypoints"][:48]), r"field 'keypoints' must be 51 finite numbers .* got 48"),
     "visibility_3": (_set("keypoints[2]", 3), r"visibility of 'nose' is 3; expected 0 .*, 1 .* or 2"),
     "nan_bbox": (lambda a: a["bbox"].__setitem__(2, float("nan")), r"field 'bbox'\[2\] = nan is NaN/inf"),
     "negative_bbox": (lambda a: a["bbox"].__setitem__(3, -4.0), r"field 'bbox' .* negative width or height"),
@@ -89,19 +89,19 @@ def _record(i: int, field: str, value):
 
 RESULT_CASES = {
     "string_image_id": (lambda r: r[1].update(image_id=str(r[1]["image_id"])),
-                        r"record 1: image_id '(\d+)' is not in the ground truth; it is the string '\1', the ground "
+                        r"record 1: field 'image_id' = '(\d+)' is not in the ground truth; it is the string '\1', the ground "
                         r"truth has the number \1: write it without quotes"),
-    "unknown_image_id": (_record(2, "image_id", 987654321), r"record 2: image_id 987654321 is not in the ground truth$"),
-    "string_category": (_record(0, "category_id", "1"), r"record 0: category_id '1' .*it is the string '1', the ground truth has the number 1"),
-    "other_category": (_record(0, "category_id", 3), r"record 0: category_id 3 but .* another category"),
+    "unknown_image_id": (_record(2, "image_id", 987654321), r"record 2: field 'image_id' = 987654321 is not in the ground truth$"),
+    "string_category": (_record(0, "category_id", "1"), r"record 0: field 'category_id' = '1' .*it is the string '1', the ground truth has the number 1"),
+    "other_category": (_record(0, "category_id", 3), r"record 0: field 'category_id' = 3 but .* another category"),
     "nan_keypoint": (_record(3, "keypoints[10]", float("nan")), r"record 3: field 'keypoints'\[10\] \(keypoint 'left_ear' y\) = nan is NaN/inf"),
     "string_keypoint": (_record(2, "keypoints[5]", "abc"), r"record 2: field 'keypoints'\[5\] \(keypoint 'left_eye' v\) = 'abc' is a str"),
     "null_keypoint": (_record(2, "keypoints[1]", None), r"record 2: field 'keypoints'\[1\] .* = None is a NoneType"),
-    "short_keypoints": (lambda r: r[1].update(keypoints=r[1]["keypoints"][:48]), r"record 1: keypoints must be 51 finite numbers .* got 48 values"),
+    "short_keypoints": (lambda r: r[1].update(keypoints=r[1]["keypoints"][:48]), r"record 1: field 'keypoints' must be 51 finite numbers .* got 48 values"),
     "keypoints_not_list": (_record(1, "keypoints", "1 2 3"), r"record 1: field 'keypoints' must be a list of 51 numbers .* got str"),
-    "nan_score": (_record(0, "score", float("nan")), r"record 0: score nan is not a finite number"),
-    "string_score": (_record(0, "score", "0.9"), r"record 0: score '0.9' is not a finite number"),
-    "missing_score": (_record(4, "score", KeyError), r"record 4: missing fields \['score'\]"),
+    "nan_score": (_record(0, "score", float("nan")), r"record 0: field 'score' = nan is not a finite number"),
+    "string_score": (_record(0, "score", "0.9"), r"record 0: field 'score' = '0.9' is not a finite number"),
+    "missing_score": (_record(4, "score", KeyError), r"record 4: missing field\(s\) \['score'\]"),
     "not_an_object": (lambda r: r.__setitem__(2, [1, 2, 3]), r"record 2: expected an object, got list"),
 }
 
@@ -126,7 +126,7 @@ def test_number_ids_against_string_ids_in_the_ground_truth_say_so(tmp_path, caps
     code, _, err = _eval(tmp_path, gt, results, capsys)
     first = results[0]["image_id"]
     assert code == EXIT_INPUT
-    assert f"record 0: image_id {first} is not in the ground truth; the ground truth has the string '{first}'" in err
+    assert f"record 0: field 'image_id' = {first} is not in the ground truth; the ground truth has the string '{first}'" in err
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -17,7 +17,8 @@ import torch
 from dspose_graph.cli.main import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_OS, EXIT_RUNTIME, main
 from dspose_graph.detect import PERSON_LABEL, PersonDetector
 from dspose_graph.predict import Predictor
-from dspose_graph.predict_files import predict_images, result_entries, write_results
+from dspose_graph.formats.coco import write_keypoint_results
+from dspose_graph.predict_files import predict_images, result_entries
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +52,15 @@ def _boxes(tmp_path: Path, entries) -> Path:
 GOOD = {"image_id": 1, "bbox": [10, 10, 50, 80], "score": 0.9, "category_id": 1}
 BOX_CASES = {
     # the sweep's wrong outcomes: 1e308 and a NaN score wrote Infinity/NaN into results.json
-    "huge": ({"bbox": [0, 0, 1e308, 50]}, r"entry 1 'bbox' field 'w' = 1e\+308 is not a finite pixel value"),
-    "nan_score": ({"score": float("nan")}, r"entry 1 field 'score' = nan is not a finite number"),
-    "nan_x": ({"bbox": [float("nan"), 0, 10, 10]}, r"entry 1 'bbox' field 'x' = nan is not a finite pixel value"),
-    "inf_h": ({"bbox": [0, 0, 10, float("inf")]}, r"entry 1 'bbox' field 'h' = inf is not a finite pixel value"),
-    "string_y": ({"bbox": [0, "3", 10, 10]}, r"entry 1 'bbox' field 'y' = '3' is not a number"),
-    "three_values": ({"bbox": [0, 0, 10]}, r"entry 1 'bbox' must be \[x, y, w, h\], got \[0, 0, 10\]"),
-    "string_score": ({"score": "high"}, r"entry 1 field 'score' = 'high' is not a finite number"),
-    "bad_image_id": ({"image_id": "abc"}, r"entry 1 field 'image_id' = 'abc' is not an integer image id"),
-    "no_bbox": ({"bbox": KeyError}, r"entry 1 needs 'bbox' and 'image_id'"),
+    "huge": ({"bbox": [0, 0, 1e308, 50]}, r"record 1: 'bbox' field 'w' = 1e\+308 is not a finite pixel value"),
+    "nan_score": ({"score": float("nan")}, r"record 1: field 'score' = nan is not a finite number"),
+    "nan_x": ({"bbox": [float("nan"), 0, 10, 10]}, r"record 1: 'bbox' field 'x' = nan is not a finite pixel value"),
+    "inf_h": ({"bbox": [0, 0, 10, float("inf")]}, r"record 1: 'bbox' field 'h' = inf is not a finite pixel value"),
+    "string_y": ({"bbox": [0, "3", 10, 10]}, r"record 1: 'bbox' field 'y' = '3' is not a number"),
+    "three_values": ({"bbox": [0, 0, 10]}, r"record 1: 'bbox' must be \[x, y, w, h\], got \[0, 0, 10\]"),
+    "string_score": ({"score": "high"}, r"record 1: field 'score' = 'high' is not a finite number"),
+    "bad_image_id": ({"image_id": "abc"}, r"record 1: field 'image_id' = 'abc' is not an integer image id"),
+    "no_bbox": ({"bbox": KeyError}, r"record 1: missing field\(s\) \['bbox'\]"),
 }
 
 
@@ -82,7 +83,7 @@ def test_empty_boxes_are_dropped_with_a_warning_naming_them(tmp_path, capsys, ca
     code, _, err = _predict(capsys, "--weights", str(ckpt), "--images", str(images), "--boxes", str(dets),
                             "--out", str(tmp_path / "out"), "--no-flip")
     assert code == EXIT_OK
-    assert f"--boxes {dets}: 2 box(es) with w <= 0 or h <= 0 dropped (entries 1, 2)" in caplog.text
+    assert f"--boxes {dets}: 2 box(es) with w <= 0 or h <= 0 dropped (records 1, 2)" in caplog.text
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [(r["image_id"], r["bbox"]) for r in results] == [(1, [10.0, 10.0, 50.0, 80.0])]
 
@@ -103,7 +104,7 @@ def test_results_never_hold_nan_a_model_with_nan_weights_is_named(tmp_path, caps
     with pytest.raises(ValueError, match=r"a\.jpg: person 0: field 'score' holds NaN/inf"):
         result_entries([person], 1, "a.jpg")
     with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
-        write_results(tmp_path / "r.json", [{"score": float("inf")}])
+        write_keypoint_results(tmp_path / "r.json", [{"score": float("inf")}])
 
 
 def test_a_run_that_fails_half_way_leaves_the_previous_run_untouched(tmp_path, capsys, ckpt, images, monkeypatch):
@@ -251,7 +252,7 @@ def test_a_bad_coco_json_names_file_record_and_field(tmp_path, capsys, ckpt, ima
     mapping = tmp_path / "coco.json"
     if case == "string_id":
         mapping.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}, {"id": "x7", "file_name": "b.jpg"}]}))
-        argv, expected = ["--coco-json", str(mapping)], f"{mapping}: images[1] field 'id' = 'x7' is not an integer"
+        argv, expected = ["--coco-json", str(mapping)], f"--coco-json {mapping}: images[1] field 'id' = 'x7' is not an integer"
     else:
         mapping.write_text(json.dumps({"images": [], "annotations": [3, 4]}))
         argv, expected = ["--boxes", str(mapping)], f"--boxes {mapping}: 'annotations' must be a list of objects"

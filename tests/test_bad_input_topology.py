@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from dspose_graph.cli.main import EXIT_INPUT, EXIT_OK, EXIT_OS, main
-from topology.files import load_topology
-from topology.schemas import KeypointSchema, get_schema
+from dspose_graph.topology.files import load_topology
+from dspose_graph.topology.schemas import KeypointSchema, get_schema
 
 # CrowdPose's 14 keypoints, in its order (CrowdPose annotation files, categories[0].keypoints).
 CROWDPOSE_NAMES = ["left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
@@ -53,7 +53,7 @@ def crowdpose_file(path: Path, persons: int = 240, seed: int = 0) -> Path:
 
 def test_crowdpose_category_keeps_its_valid_edges_and_warns_naming_file_and_edges(caplog):
     category = {"name": "person", "keypoints": CROWDPOSE_NAMES, "skeleton": COCO_SKELETON}
-    with caplog.at_level(logging.WARNING, logger="topology.schemas"):
+    with caplog.at_level(logging.WARNING, logger="dspose_graph.topology.schemas"):
         schema = KeypointSchema.from_coco_category(category, source="crowdpose_val.json")
     kept = [(a - 1, b - 1) for a, b in COCO_SKELETON if max(a, b) <= 14]
     assert schema.skeleton == tuple(kept) and len(kept) == len(COCO_SKELETON) - len(INVALID_EDGES)
@@ -74,7 +74,7 @@ def test_crowdpose_category_keeps_its_valid_edges_and_warns_naming_file_and_edge
 ])
 def test_malformed_skeleton_edges_are_dropped_with_a_warning(skeleton, kept, caplog):
     category = {"name": "hand", "keypoints": ["wrist", "tip"], "skeleton": skeleton}
-    with caplog.at_level(logging.WARNING, logger="topology.schemas"):
+    with caplog.at_level(logging.WARNING, logger="dspose_graph.topology.schemas"):
         schema = KeypointSchema.from_coco_category(category, source="hand.json")
     assert schema.skeleton == kept
     assert "hand.json" in caplog.text and "'skeleton'" in caplog.text
@@ -111,10 +111,10 @@ def _mutate(data: dict, case: str) -> None:
 
 
 @pytest.mark.parametrize("case,expected", [
-    ("short_keypoints", r"annotations\[3\] field 'keypoints' has 39 numbers; expected 42"),
-    ("nan_keypoint", r"record 5 field 'keypoints' has NaN/inf"),
-    ("string_keypoint", r"annotations\[2\] field 'keypoints' is not a list of numbers"),
-    ("bad_bbox", r"annotations\[4\] field 'bbox'"),
+    ("short_keypoints", r"\(annotations\[3\]\): field 'keypoints' must be 42 finite numbers .*got 39 values"),
+    ("nan_keypoint", r"\(annotations\[5\]\): field 'keypoints'\[7\] .* = nan is NaN/inf"),
+    ("string_keypoint", r"\(annotations\[2\]\): field 'keypoints'\[4\] .* = 'abc' is a str, not a number"),
+    ("bad_bbox", r"\(annotations\[4\]\): field 'bbox' must be 4 finite numbers"),
     ("no_keypoint_names", r"no entry of 'categories' has a 'keypoints' list"),
 ])
 def test_bad_annotation_files_name_file_record_and_field(tmp_path, capsys, case, expected):

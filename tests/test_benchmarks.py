@@ -22,7 +22,7 @@ def test_bench_gpu_without_cuda_runs_the_training_path_on_the_cpu_and_says_so(mo
     config = write_config(tmp_path / "tiny.yaml", coco_mini, tmp_path / "unused")
     benches = bench.available()
     assert "gpu" in benches
-    argv = ["--config", str(config), "--set", "data.image_dtype=uint8", "--amp", "none,bf16", "--steps", "2",
+    argv = ["--config", str(config), "--set", "data.image_dtype=uint8", "--precision", "fp32,bf16", "--steps", "2",
             "--eval-crops", "4", "--json", str(tmp_path / "rows.json")]
     assert bench._run_file(benches["gpu"], argv) == 0
     out = capsys.readouterr().out
@@ -33,7 +33,7 @@ def test_bench_gpu_without_cuda_runs_the_training_path_on_the_cpu_and_says_so(mo
                          out, re.M), label
     assert "compare:" in out and "data wait" in out and "scaling efficiency" in out
     rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
-    assert [(r["amp"], r["channels_last"], r["steps"]) for r in rows] == [("none", False, 2), ("bf16", False, 2)]
+    assert [(r["precision"], r["channels_last"], r["steps"]) for r in rows] == [("fp32", False, 2), ("bf16", False, 2)]
     assert all(r["images_per_s"] > 0 and 0 <= r["data_wait"] < 1 and "PCK@0.2" in r["metrics"] for r in rows)
 
 
@@ -59,8 +59,8 @@ def test_bench_gpu_under_torchrun_measures_ddp_and_prints_once(coco_mini, tmp_pa
 def test_bench_gpu_refuses_an_unknown_precision(monkeypatch, coco_mini, write_config, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     config = write_config(tmp_path / "tiny.yaml", coco_mini, tmp_path / "unused")
-    with pytest.raises(ValueError, match="--amp 'fp32': expected a comma-separated list of none, bf16, fp16"):
-        bench._run_file(bench.available()["gpu"], ["--config", str(config), "--amp", "fp32"])
+    with pytest.raises(ValueError, match="--precision 'none': expected a comma-separated list of fp32, bf16, fp16"):
+        bench._run_file(bench.available()["gpu"], ["--config", str(config), "--precision", "none"])
 
 
 def test_bench_data_checks_its_references_then_prints_the_table(coco_mini, capsys):

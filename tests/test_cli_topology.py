@@ -9,7 +9,7 @@ import pytest
 from dspose_graph.cli import topology as cli
 from dspose_graph.cli.main import main
 from dspose_graph.graph.keypoint_graph import KeypointGraph
-from topology.files import load_topology
+from dspose_graph.topology.files import load_topology
 
 
 def run_cli(argv: list[str]) -> int:

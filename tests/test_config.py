@@ -27,7 +27,7 @@ def test_round_trip_dataclass_yaml_dataclass(tmp_path):
     c.model.name = "dspose_t"
     c.model.overrides = {"graph_layers": 1, "topk": 3}
     c.data.input_size = [96, 128]
-    c.optim.amp = "bf16"
+    c.optim.precision = "bf16"
     c.paper.value = 75.1
     path = tmp_path / "c.yaml"
     path.write_text(config_to_yaml(c))
@@ -225,3 +225,10 @@ def test_wrong_type_in_a_base_names_the_base(tmp_path):
     row = _write(tmp_path / "row.yaml", "base: b.yaml\n")
     with pytest.raises(ValueError, match=r"b\.yaml: optim\.epochs"):
         load_config(row)
+
+
+@pytest.mark.parametrize("how", ["yaml", "set"])
+def test_old_precision_key_is_refused_naming_the_new_one(tmp_path, how):
+    row = _write(tmp_path / "row.yaml", "optim:\n  amp: none\n" if how == "yaml" else "optim:\n  lr: 0.1\n")
+    with pytest.raises(ValueError, match=r"optim.amp was renamed optim.precision.*precision: fp32 for amp: none"):
+        load_config(row, ["optim.amp=bf16"] if how == "set" else None)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dspose_graph.data.augment import AUGMENT_PRESETS, AugmentParams, augment_preset, half_body_box, sample_crop
-from topology.schemas import COCO17
+from dspose_graph.topology.schemas import COCO17
 
 DRAWS = 5000
 

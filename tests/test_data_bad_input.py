@@ -12,7 +12,7 @@ import pytest
 from torch.utils.data import DataLoader
 
 from dspose_graph.data import CocoKeypointDataset, load_image
-from topology.schemas import MPII16
+from dspose_graph.topology.schemas import MPII16
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +114,10 @@ def test_all_keypoints_invisible(tmp_path, coco_json, fixture_dir):
 @pytest.mark.parametrize(
     "mutate, error, message",
     [
-        (lambda d, a: a.update(keypoints=a["keypoints"][:48]), ValueError, r"annotation id {id}: 'keypoints' has 48 values, expected 51"),
-        (lambda d, a: a["keypoints"].__setitem__(4, float("nan")), ValueError, r"annotation id {id}: 'keypoints' contains NaN"),
-        (lambda d, a: a.update(bbox=[1.0, float("nan"), 3.0, 4.0]), ValueError, r"annotation id {id}: 'bbox' must be 4 finite"),
-        (lambda d, a: a.update(image_id=999999), ValueError, r"annotation id {id}: image_id 999999 is not in 'images'"),
+        (lambda d, a: a.update(keypoints=a["keypoints"][:48]), ValueError, r"annotation id {id} \(annotations\[\d+\]\): field 'keypoints' must be 51 finite numbers .*got 48 values"),
+        (lambda d, a: a["keypoints"].__setitem__(4, float("nan")), ValueError, r"annotation id {id} \(annotations\[\d+\]\): field 'keypoints'\[4\] .*NaN/inf"),
+        (lambda d, a: a.update(bbox=[1.0, float("nan"), 3.0, 4.0]), ValueError, r"annotation id {id} \(annotations\[\d+\]\): field 'bbox'\[1\] = nan is NaN/inf"),
+        (lambda d, a: a.update(image_id=999999), ValueError, r"annotation id {id} \(annotations\[\d+\]\): field 'image_id' = 999999 is not in 'images'"),
         (lambda d, a: d["images"][0].pop("id"), ValueError, r"images\[0\] must have 'id' and 'file_name'"),
         (lambda d, a: d.update(categories=[{"id": 1, "name": "person"}]), ValueError, r"no entry of 'categories' has a 'keypoints' list"),
     ],
@@ -146,7 +146,7 @@ def test_detection_file_errors(tmp_path, fixture_dir):
     dets = json.loads((fixture_dir / "test_coco_det_AP_H_56.json").read_text())
     ann = fixture_dir / "test_coco.json"
     other = [{**d, "category_id": 3} for d in dets]
-    with pytest.raises(ValueError, match=r"cars.json: no detection has category_id 1 .*found category ids \[3\]"):
+    with pytest.raises(ValueError, match=r"cars.json: no record has category_id 1 .*found category ids \[3\]"):
         CocoKeypointDataset(ann, fixture_dir, detections=write(tmp_path, other, "cars.json"))
     # A file with all 80 categories (as detectors write them): the others are skipped and counted.
     mixed = dets + other[:10]
@@ -154,13 +154,13 @@ def test_detection_file_errors(tmp_path, fixture_dir):
     assert len(ds) == len(dets) and ds.skipped["other_category"] == 10
     unknown = copy.deepcopy(dets)
     unknown[7]["image_id"] = 123
-    with pytest.raises(ValueError, match=r"unknown.json: entry 7: image_id 123 is not in 'images'"):
+    with pytest.raises(ValueError, match=r"unknown.json: record 7: field 'image_id' = 123 is not in 'images'"):
         CocoKeypointDataset(ann, fixture_dir, detections=write(tmp_path, unknown, "unknown.json"))
     nan = copy.deepcopy(dets)
     nan[3]["bbox"][2] = float("nan")
-    with pytest.raises(ValueError, match=r"nan.json: entry 3: 'bbox' must be 4 finite"):
+    with pytest.raises(ValueError, match=r"nan.json: record 3: 'bbox' field 'w' = nan is not a finite"):
         CocoKeypointDataset(ann, fixture_dir, detections=write(tmp_path, nan, "nan.json"))
-    with pytest.raises(ValueError, match="must be a list"):
+    with pytest.raises(ValueError, match="dict.json: expected a list of detections"):
         CocoKeypointDataset(ann, fixture_dir, detections=write(tmp_path, {"a": 1}, "dict.json"))
 
 

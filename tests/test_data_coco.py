@@ -22,7 +22,7 @@ from dspose_graph.data import (
     warp_image,
 )
 from dspose_graph.data.augment import transform_keypoints
-from topology.schemas import COCO17
+from dspose_graph.topology.schemas import COCO17
 
 
 @pytest.fixture(scope="module")

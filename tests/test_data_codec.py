@@ -22,7 +22,7 @@ from dspose_graph.data import CocoKeypointDataset, CropParams, MPIIDataset, load
 from dspose_graph.data.codec import CODECS, Codec, get_codec
 from dspose_graph.data.image import IMAGENET_MEAN, IMAGENET_STD
 from dspose_graph.eval.ideal import error_stats, perfect_network
-from topology.schemas import COCO17, MPII16
+from dspose_graph.topology.schemas import COCO17, MPII16
 
 INPUT, HEATMAP, SIGMA = (192, 256), (48, 64), 2.0
 

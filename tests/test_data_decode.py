@@ -18,7 +18,7 @@ from dspose_graph.data import CropParams, PersonRecord, TopDownDataset, build_da
 from dspose_graph.data.image import decode_reduction, load_image, reduced_crop_matrix
 from dspose_graph.data.synthetic import generate_image
 from dspose_graph.data.transforms import box_to_center_scale
-from topology.schemas import get_schema
+from dspose_graph.topology.schemas import get_schema
 
 MEAN_ABS = 0.12
 

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from dspose_graph.data import MPIIDataset, build_dataset
 from dspose_graph.data.augment import transform_keypoints
 from dspose_graph.data.mpii import MPII_INDEX_BASE, mpii_center_scale
-from topology.schemas import MPII16
+from dspose_graph.topology.schemas import MPII16
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +109,9 @@ def test_mpii_bad_annotations(tmp_path, mpii_root):
     good = {"img_paths": "a.jpg", "objpos": [10.0, 20.0], "scale_provided": 1.0, "isValidation": 0.0,
             "joint_self": [[1.0, 2.0, 1.0]] * 16, "annolist_index": 1.0}
     cases = {
-        "joint_self": ({**good, "joint_self": [[1.0, 2.0, 1.0]] * 15}, r"record 1: 'joint_self' has shape \(15, 3\)"),
+        "joint_self": ({**good, "joint_self": [[1.0, 2.0, 1.0]] * 15}, r"record 1: field 'joint_self' has shape \(15, 3\)"),
         "nan": ({**good, "objpos": [float("nan"), 1.0]}, "record 1: .*NaN"),
-        "scale": ({**good, "scale_provided": 0.0}, "record 1: 'scale_provided' must be positive"),
+        "scale": ({**good, "scale_provided": 0.0}, "record 1: field 'scale_provided' must be positive"),
         "field": ({k: v for k, v in good.items() if k != "objpos"}, r"record 1: missing field\(s\) \['objpos'\]"),
     }
     for name, (bad, message) in cases.items():

@@ -11,7 +11,7 @@ import pytest
 
 from dspose_graph.data.base import PersonRecord, RecordTable, TopDownDataset
 from dspose_graph.data.coco import CocoKeypointDataset
-from topology.schemas import COCO17
+from dspose_graph.topology.schemas import COCO17
 
 _SKIP = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
 

@@ -60,5 +60,5 @@ def test_eval_coco_cli_rejects_other_category(tmp_path, coco_mini):
     ann = coco_mini / "annotations" / "person_keypoints_val.json"
     pred = tmp_path / "results.json"
     pred.write_text(json.dumps([{"image_id": 1, "category_id": 7, "keypoints": [0] * 51, "score": 1.0}]))
-    with pytest.raises(ValueError, match="category_id 7"):
+    with pytest.raises(ValueError, match="field 'category_id' = 7"):
         run_command(eval_coco, ["--pred", str(pred), "--annotations", str(ann)])

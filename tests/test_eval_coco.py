@@ -11,19 +11,9 @@ import numpy as np
 import pytest
 from pycocotools.cocoeval import COCOeval
 
-from dspose_graph.data.coco import load_coco
-from dspose_graph.eval.coco_eval import (
-    STAT_NAMES,
-    evaluate_coco,
-    format_coco_table,
-    load_results,
-    make_coco_results,
-    oks_iou,
-    oks_nms,
-    rescore,
-    write_coco_results,
-)
-from topology.schemas import COCO17
+from dspose_graph.eval.coco_eval import STAT_NAMES, evaluate_coco, format_coco_table, make_coco_results, oks_iou, oks_nms, rescore
+from dspose_graph.formats.coco import load_coco, read_detections, read_keypoint_results, write_keypoint_results
+from dspose_graph.topology.schemas import COCO17
 
 
 @pytest.fixture(scope="module")
@@ -176,24 +166,24 @@ def box_iou(a, b) -> float:
 def test_detector_boxes_rescore_and_nms(fixture_dir):
     """mmpose's real detections: boxes matched to a person carry its keypoints; NMS leaves one pose each."""
     coco = load_coco(fixture_dir / "test_coco.json")
-    dets = load_results(fixture_dir / "test_coco_det_AP_H_56.json", coco, kind="boxes")
+    dets = read_detections(fixture_dir / "test_coco_det_AP_H_56.json", images=coco.imgs).boxes
     assert len(dets) == 118
-    strong = load_results(fixture_dir / "test_coco_det_AP_H_56.json", coco, kind="boxes", score_threshold=0.5)
-    assert 0 < len(strong) < len(dets)
+    strong = read_detections(fixture_dir / "test_coco_det_AP_H_56.json", images=coco.imgs, score_threshold=0.5)
+    assert 0 < len(strong.boxes) < len(dets) and strong.skipped["low_score"] == len(dets) - len(strong.boxes)
     anns = [a for a in coco.loadAnns(coco.getAnnIds()) if a["num_keypoints"] > 0]
     image_ids, kps, box_scores, areas, matched = [], [], [], [], set()
-    for d in dets:
-        same = [a for a in anns if a["image_id"] == d["image_id"]]
-        ious = [box_iou(d["bbox"], a["bbox"]) for a in same]
+    for image_id, bbox, score, _ in dets:
+        same = [a for a in anns if a["image_id"] == image_id]
+        ious = [box_iou(bbox, a["bbox"]) for a in same]
         if not ious or max(ious) < 0.6:
             continue
         a = same[int(np.argmax(ious))]
         kp = np.asarray(a["keypoints"], dtype=np.float64).reshape(17, 3)
         kp[:, 2] = 0.8
-        image_ids.append(d["image_id"])
+        image_ids.append(image_id)
         kps.append(kp)
-        box_scores.append(d["score"])
-        areas.append(d["bbox"][2] * d["bbox"][3] * 1.25**2)
+        box_scores.append(score)
+        areas.append(bbox[2] * bbox[3] * 1.25**2)
         matched.add(a["id"])
     assert len(kps) > len(matched)  # there are duplicate boxes to suppress
     results = make_coco_results(np.stack(kps), image_ids, box_scores, areas, sigmas=COCO17.sigmas)
@@ -213,17 +203,21 @@ def test_bad_results(tmp_path, fixture_dir):
         d["category_id"] = 3
     path = tmp_path / "cars.json"
     path.write_text(json.dumps(other_cat))
-    with pytest.raises(ValueError, match="cars.json: record 0: category_id 3.*another category"):
-        load_results(path, coco, kind="boxes")
+    with pytest.raises(ValueError, match=r"cars.json: no record has category_id 1 .*found category ids \[3\]"):
+        read_detections(path, images=coco.imgs)
+    cars = tmp_path / "car_keypoints.json"
+    write_keypoint_results(cars, [{**r, "category_id": 3} for r in good])
+    with pytest.raises(ValueError, match="car_keypoints.json: record 0: field 'category_id' = 3 .*another category"):
+        read_keypoint_results(cars, coco)
 
     missing_img = copy.deepcopy(good)
     missing_img[2]["image_id"] = 123456789
-    with pytest.raises(ValueError, match="record 2: image_id 123456789 is not in the ground truth"):
+    with pytest.raises(ValueError, match="record 2: field 'image_id' = 123456789 is not in the ground truth"):
         evaluate_coco(missing_img, coco)
 
     short = copy.deepcopy(good)
     short[1]["keypoints"] = short[1]["keypoints"][:48]
-    with pytest.raises(ValueError, match="record 1: keypoints must be 51"):
+    with pytest.raises(ValueError, match="record 1: field 'keypoints' must be 51"):
         evaluate_coco(short, coco)
 
     nan = copy.deepcopy(good)
@@ -234,15 +228,15 @@ def test_bad_results(tmp_path, fixture_dir):
     zero_box = json.loads(det_file.read_text())
     zero_box[5]["bbox"][2] = 0.0
     path = tmp_path / "zero.json"
-    write_coco_results(zero_box, path)
-    with pytest.raises(ValueError, match="zero.json: record 5: bbox"):
-        load_results(path, coco, kind="boxes")
+    write_keypoint_results(path, zero_box)
+    read = read_detections(path, images=coco.imgs)  # an empty box is dropped and counted, not an error
+    assert read.skipped["empty_box"] == 1 and [r for *_, r in read.boxes] == [i for i in range(len(zero_box)) if i != 5]
 
     with pytest.raises(ValueError, match="no keypoint results"):
         evaluate_coco([], coco)
     with pytest.raises(ValueError, match="3 OKS sigmas"):
         evaluate_coco(good, coco, sigmas=[0.1, 0.1, 0.1])
     with pytest.raises(FileNotFoundError, match="absent.json"):
-        load_results(tmp_path / "absent.json", coco)
+        read_keypoint_results(tmp_path / "absent.json", coco)
     with pytest.raises(ValueError, match="NaN"):
         make_coco_results(np.full((1, 17, 3), np.nan), [785])

@@ -9,9 +9,9 @@ import torch
 
 from dspose_graph.data.codec import CODECS, get_codec
 from dspose_graph.data.transforms import apply_affine, box_to_center_scale
-from dspose_graph.data.coco import load_coco
+from dspose_graph.formats.coco import load_coco
 from dspose_graph.eval.decode import dark_reference, decode_heatmaps, flip_back, gaussian_blur, gaussian_kernel_sigma
-from topology.schemas import COCO17
+from dspose_graph.topology.schemas import COCO17
 
 HM_W, HM_H = 48, 64
 

@@ -8,7 +8,7 @@ import pytest
 
 from dspose_graph.eval.pck import swap_rate, torso_joints, torso_pck
 from dspose_graph.train.evaluate import compute_metrics
-from topology.schemas import COCO17, LSP14, MPII16, KeypointSchema
+from dspose_graph.topology.schemas import COCO17, LSP14, MPII16, KeypointSchema
 
 L_SHOULDER, R_HIP = LSP14.keypoints.index("l_shoulder"), LSP14.keypoints.index("r_hip")
 

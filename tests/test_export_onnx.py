@@ -13,7 +13,7 @@ from dspose_graph.cli.main import main
 from dspose_graph.data import load_image
 from dspose_graph.export import compare_onnx, export_onnx, run_onnx, top_t_margin
 from dspose_graph.predict import Predictor
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.schemas import KeypointSchema
 
 ATOL = 1e-4
 

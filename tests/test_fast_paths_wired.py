@@ -157,7 +157,7 @@ def test_evaluating_a_checkpoint_freezes_and_training_does_not(synthetic_coco, t
     calls.clear()
     config = _eval_config(synthetic_coco, tmp_path / "t", compile=True, every=1)
     config.optim.epochs, config.optim.batch_size = 1, 8
-    config.optim.amp, config.run.channels_last, config.run.compile = "bf16", True, True
+    config.optim.precision, config.run.channels_last, config.run.compile = "bf16", True, True
     train(config)
     assert calls == [{"precision": "bf16", "channels_last": True, "compile": True},  # the trainer's model
                      {"precision": "fp32", "channels_last": False, "compile": True, "freeze": False}]  # its evaluator

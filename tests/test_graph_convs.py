@@ -16,8 +16,8 @@ from torch_geometric.data import Batch
 from dspose_graph.graph.keypoint_graph import KeypointGraph
 from dspose_graph.graph.layers import CONVS, GraphLayer, create_conv, normalize_adjacency
 from dspose_graph.models.heads import GraphHead
-from topology.feature import cosine_similarity_matrix, feature_adjacency, topk_mask
-from topology.files import load_topology
+from dspose_graph.graph.feature import cosine_similarity_matrix, feature_adjacency, topk_mask
+from dspose_graph.topology.files import load_topology
 
 K, C_IN, C_OUT = 17, 24, 12
 

@@ -15,8 +15,8 @@ import torch
 
 from dspose_graph.graph import scatter as scatter_module
 from dspose_graph.graph.layers import GraphLayer
-from topology.feature import dense_to_edges, feature_adjacency
-from topology.files import load_topology
+from dspose_graph.graph.feature import dense_to_edges, feature_adjacency
+from dspose_graph.topology.files import load_topology
 
 B, K, C_IN, C_OUT = 3, 17, 16, 8
 HAS_TORCH_SCATTER = importlib.util.find_spec("torch_scatter") is not None

@@ -10,9 +10,9 @@ import torch
 from torch_geometric.data import Batch
 
 from dspose_graph.graph.keypoint_graph import KeypointGraph
-from topology.feature import edges_to_dense, feature_adjacency
-from topology.files import load_topology
-from topology.schemas import COCO17, MPII16
+from dspose_graph.graph.feature import edges_to_dense, feature_adjacency
+from dspose_graph.topology.files import load_topology
+from dspose_graph.topology.schemas import COCO17, MPII16
 
 
 @pytest.fixture(params=["mpii", "coco"])

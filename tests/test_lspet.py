@@ -11,11 +11,12 @@ import pytest
 import scipy.io
 
 from dspose_graph.data import build_dataset
-from dspose_graph.data.coco import CocoKeypointDataset, load_coco
+from dspose_graph.data.coco import CocoKeypointDataset
+from dspose_graph.formats.coco import load_coco
 from dspose_graph.data.lspet import (SPLITS, LSPETDataset, coco_keypoints, joints_box, load_lspet_joints, lspet_coco,
                                      lspet_to_coco, split_indices)
 from dspose_graph.io import read_json
-from topology.schemas import LSP14, get_schema
+from dspose_graph.topology.schemas import LSP14, get_schema
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ from dspose_graph.models import (
 )
 from dspose_graph.graph.layers import normalize_adjacency
 from dspose_graph.models.backbone import HRNetStage3
-from topology.adjacency import physical_adjacency
-from topology.files import load_topology
-from topology.schemas import COCO17, MPII16
+from dspose_graph.topology.adjacency import physical_adjacency
+from dspose_graph.topology.files import load_topology
+from dspose_graph.topology.schemas import COCO17, MPII16
 
 
 def n_params(model: torch.nn.Module, trainable_only: bool = False) -> int:

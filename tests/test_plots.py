@@ -20,7 +20,7 @@ from dspose_graph.viz.adjacency import (
     plot_learned_graph,
     save_figure,
 )
-from topology.schemas import COCO17
+from dspose_graph.topology.schemas import COCO17
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import torch
 from dspose_graph.cli.main import main
 from dspose_graph.data import load_image
 from dspose_graph.predict import Predictor
-from topology.schemas import COCO17
+from dspose_graph.topology.schemas import COCO17
 
 
 @pytest.fixture(scope="module")

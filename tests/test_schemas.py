@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from topology.schemas import COCO17, MPII16, KeypointSchema, get_schema, infer_flip_pairs
+from dspose_graph.topology.schemas import COCO17, MPII16, KeypointSchema, get_schema, infer_flip_pairs
 
 
 def test_coco17_matches_the_real_coco_category(coco_mini):

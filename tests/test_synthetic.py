@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 from dspose_graph.data import synthetic, synthetic_render
 from dspose_graph.data.synthetic import generate_dataset, generate_image, project_person, sample_body
 from dspose_graph.data.synthetic_render import render_image
-from topology.schemas import COCO17
+from dspose_graph.topology.schemas import COCO17
 
 SIZE = (128, 160)
 I = {n: i for i, n in enumerate(COCO17.keypoints)}

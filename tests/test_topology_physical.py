@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from topology.annotations import load_coco_statistics, load_mpii_statistics
-from topology.build import build_mpii, build_topology, compare_with_shipped
-from topology.files import PhysicalTopology, load_topology, save_topology
+from dspose_graph.topology.annotations import load_coco_statistics, load_mpii_statistics
+from dspose_graph.topology.build import build_mpii, build_topology, compare_with_shipped
+from dspose_graph.topology.files import PhysicalTopology, load_topology, save_topology
 from dspose_graph.io import sha256_file
-from topology.mapping import canonical_name, map_clusters
-from topology.physical import (cluster_mi, eigengap, joint_variables, mi_binned, mi_gaussian, mi_ksg, mutual_information,
+from dspose_graph.topology.mapping import canonical_name, map_clusters
+from dspose_graph.topology.physical import (cluster_mi, eigengap, joint_variables, mi_binned, mi_gaussian, mi_ksg, mutual_information,
                                normalize_mi, physical_mi, spectral_clustering)
-from topology.schemas import COCO17, LSP14, MPII16, KeypointSchema, infer_flip_pairs
+from dspose_graph.topology.schemas import COCO17, LSP14, MPII16, KeypointSchema, infer_flip_pairs
 
 
 def partition(labels) -> set[frozenset[int]]:
@@ -57,7 +57,7 @@ def mpii_topology(mpii_annotations):
 
 def test_real_mpii_train_split_and_missing_joints(mpii_annotations, mpii_stats):
     assert mpii_stats.num_persons == 22246
-    everyone = load_mpii_statistics(mpii_annotations, split="all")
+    everyone = load_mpii_statistics(mpii_annotations, split="trainval")
     # Manifest: 27,001 of 403,264 joints are [0, 0, 0] (not annotated); they must never enter the MI.
     assert everyone.annotated.size == 403264 and int((~everyone.annotated).sum()) == 27001
     assert int((~mpii_stats.annotated).sum()) == 23913
@@ -278,7 +278,7 @@ def _write_mpii(tmp_path: Path, records: list[dict], name: str = "mpii.json.gz")
 def _record(joints=None, **extra) -> dict:
     rng = np.random.default_rng(len(extra))
     joints = rng.uniform(100, 300, size=(16, 3)).round().tolist() if joints is None else joints
-    return {"isValidation": 0.0, "joint_self": joints, "objpos": [200.0, 200.0], "scale_provided": 1.0, **extra}
+    return {"img_paths": "a.jpg", "isValidation": 0.0, "joint_self": joints, "objpos": [200.0, 200.0], "scale_provided": 1.0, **extra}
 
 
 def test_bad_mpii_inputs_name_file_record_and_field(tmp_path):
@@ -289,19 +289,21 @@ def test_bad_mpii_inputs_name_file_record_and_field(tmp_path):
     with pytest.raises(ValueError, match="broken.json: malformed JSON"):
         load_mpii_statistics(broken)
     short = _write_mpii(tmp_path, [_record(), _record(joints=[[1.0, 2.0, 1.0]] * 15)], "short.json.gz")
-    with pytest.raises(ValueError, match=r"short.json.gz: record 1 field 'joint_self'.*\(16, 3\)"):
+    with pytest.raises(ValueError, match=r"short.json.gz: record 1: field 'joint_self'.*\(16, 3\)"):
         load_mpii_statistics(short)
     nan = _write_mpii(tmp_path, [_record(), _record(joints=[[float("nan"), 2.0, 1.0]] * 16)], "nan.json.gz")
-    with pytest.raises(ValueError, match="nan.json.gz: record 1 field 'joint_self' has NaN"):
+    with pytest.raises(ValueError, match="nan.json.gz: record 1: field 'joint_self' has NaN"):
         load_mpii_statistics(nan)
     invisible = _write_mpii(tmp_path, [_record(joints=[[0.0, 0.0, 0.0]] * 16)] * 3, "zero.json.gz")
     with pytest.raises(ValueError, match="zero.json.gz: all 3 persons have every joint unannotated"):
         load_mpii_statistics(invisible)
     no_scale = _write_mpii(tmp_path, [{k: v for k, v in _record().items() if k != "scale_provided"}], "noscale.json.gz")
-    with pytest.raises(ValueError, match="record 0 field 'scale_provided'"):
+    with pytest.raises(ValueError, match=r"record 0: missing field\(s\) \['scale_provided'\]"):
         load_mpii_statistics(no_scale)
-    with pytest.raises(ValueError, match="split"):
+    with pytest.raises(ValueError, match="split must be one of"):
         load_mpii_statistics(short, split="test")
+    with pytest.raises(ValueError, match="split 'all' is now called 'trainval'"):
+        load_mpii_statistics(short, split="all")
 
 
 def test_bad_coco_inputs(tmp_path, coco_mini):
@@ -309,12 +311,12 @@ def test_bad_coco_inputs(tmp_path, coco_mini):
     anns = [a for a in data["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]]
     wrong = dict(data, annotations=[dict(anns[0], keypoints=anns[0]["keypoints"][:48])])
     (tmp_path / "wrong.json").write_text(json.dumps(wrong))
-    with pytest.raises(ValueError, match=r"wrong.json: annotations\[0\] field 'keypoints' has 48 numbers; expected 51"):
+    with pytest.raises(ValueError, match=r"wrong.json: annotation id \d+ \(annotations\[0\]\): field 'keypoints' must be 51 finite numbers .*got 48"):
         load_coco_statistics(tmp_path / "wrong.json")
     nan_kp = list(anns[1]["keypoints"])
     nan_kp[0] = float("nan")
     (tmp_path / "nan.json").write_text(json.dumps(dict(data, annotations=[anns[0], dict(anns[1], keypoints=nan_kp)])))
-    with pytest.raises(ValueError, match="nan.json: record 1 field 'keypoints' has NaN"):
+    with pytest.raises(ValueError, match=r"nan.json: annotation id \d+ \(annotations\[1\]\): field 'keypoints'\[0\] .*= nan is NaN/inf"):
         load_coco_statistics(tmp_path / "nan.json")
     (tmp_path / "none.json").write_text(json.dumps(dict(data, annotations=[])))
     with pytest.raises(ValueError, match="no non-crowd annotation has keypoints"):

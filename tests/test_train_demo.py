@@ -20,7 +20,7 @@ from dspose_graph.demo.run import body_init, body_start, demo_milestones, resolv
 from dspose_graph.models.checkpoint import load_checkpoint
 from dspose_graph.models.presets import create_model
 from dspose_graph.weights import resolve_weights
-from topology.schemas import COCO17, KeypointSchema
+from dspose_graph.topology.schemas import COCO17, KeypointSchema
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,8 +57,8 @@ def test_metric_table_and_verdict_with_a_pretrained_start():
     start = {**ROW, "AP": 0.2, "PCK@0.2": 61.5}
     rows = {"mean pose": ROW, "untrained": ROW, START_ROW: start, "trained": {**ROW, "AP": 0.6, "PCK@0.2": 72.0}}
     table = metric_table(rows)
-    assert table.splitlines()[0] == "| model | AP | AP50 | AP75 | AR | PCK@0.2 | swap |"
-    assert "| trained | 60.0 | 60.0 | 40.0 | 55.0 | 72.0 | 4.0 |" in table
+    assert table.splitlines()[0] == "| model | AP | AP50 | AP75 | AR | PCK@0.2 | torso_PCK@0.2 | swap |"
+    assert "| trained | 60.0 | 60.0 | 40.0 | 55.0 | 72.0 | n/a | 4.0 |" in table  # ROW has no torso figure
     names = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
     assert names == ["mean pose", "untrained", START_ROW, "trained"]
     ok, text = verdict(rows)
@@ -119,8 +119,9 @@ def test_generated_people_are_never_mirrored(tmp_path):
 
 
 def test_demo_convolution_defaults_follow_the_data_and_the_head():
-    """GraphConv for a graph head on generated people; real data, an MLP head and an explicit --conv untouched."""
-    assert with_defaults(DemoOptions(model="dspose_t"), real=True).conv is None
+    """GraphConv for a graph head on generated people and on photographs; an MLP head and an explicit --conv untouched."""
+    assert with_defaults(DemoOptions(model="dspose_t"), real=True).conv == "graphconv"
+    assert with_defaults(DemoOptions(model="dspose_t"), real=False).conv == "graphconv"
     assert with_defaults(DemoOptions(model="tokenpose_t"), real=False).conv is None
     assert with_defaults(DemoOptions(model="dspose_t", conv="gat"), real=False).conv == "gat"
 

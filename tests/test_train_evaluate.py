@@ -7,7 +7,7 @@ import scipy.io
 
 from dspose_graph.data.mpii import MPII_INDEX_BASE
 from dspose_graph.train.evaluate import coco_results, compute_metrics, oks_sigmas
-from topology.schemas import COCO17
+from dspose_graph.topology.schemas import COCO17
 
 SIGMAS = np.asarray(COCO17.sigmas)
 

@@ -93,7 +93,7 @@ def test_lspet_run_logs_lsp_metrics_throughput_and_the_curve(tmp_path, data_root
     config = TrainConfig(
         model=ModelConfig(name="dspose_t", overrides={"schema": "lsp"}),
         data=DataConfig(kind="lspet", root=str(data_root / "lspet"), limit_train=16, limit_val=8, image_dtype="uint8"),
-        optim=OptimConfig(epochs=1, batch_size=8, milestones=[], amp="auto"),
+        optim=OptimConfig(epochs=1, batch_size=8, milestones=[], precision="auto"),
         eval=EvalConfig(every=1, flip_test=True, batch_size=8, precision="auto"),
         run=RunConfig(out_dir=str(tmp_path / "run"), workers=0, progress=False, tensorboard=False, loader_probe=2),
     )

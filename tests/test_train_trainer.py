@@ -122,16 +122,16 @@ def test_resume_refuses_checkpoint_of_another_model(coco_mini, tmp_path):
 def test_bad_settings_are_refused(coco_mini, tmp_path):
     model = create_model("dspose_t")
     data = _coco_train(coco_mini, model, 4)
-    with pytest.raises(ValueError, match="amp"):
-        Trainer(model, data, _config(tmp_path, amp="fp32"))
+    with pytest.raises(ValueError, match=r"optim.precision=.none.: expected one of fp32, bf16, fp16, auto"):
+        Trainer(model, data, _config(tmp_path, precision="none"))
     with pytest.raises(ValueError, match="fp16.*CUDA"):
-        Trainer(model, data, _config(tmp_path, amp="fp16"), device="cpu")
+        Trainer(model, data, _config(tmp_path, precision="fp16"), device="cpu")
 
 
 def test_bf16_autocast_trains_on_cpu(coco_mini, tmp_path):
     torch.manual_seed(0)
     model = create_model("dspose_t")
-    summary = Trainer(model, _coco_train(coco_mini, model, 4), _config(tmp_path, amp="bf16")).fit()
+    summary = Trainer(model, _coco_train(coco_mini, model, 4), _config(tmp_path, precision="bf16")).fit()
     assert summary.global_step == 1 and math.isfinite(summary.history[0]["train_loss"])
 
 

@@ -12,7 +12,7 @@ from dspose_graph.models.checkpoint import export_weights, load_checkpoint, load
 from dspose_graph.train.pipeline import build_model
 from dspose_graph.weights import SHIPPED, WEIGHTS_DIR, resolve_weights, shipped_path
 from dspose_graph.io import read_json, sha256_file
-from topology.schemas import COCO17, LSP14
+from dspose_graph.topology.schemas import COCO17, LSP14
 
 
 def test_coco_weights_start_an_lsp_model_with_tokens_matched_by_name(tmp_path, make_checkpoint):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dspose_graph.viz.skeleton import CENTRE, LEFT, RIGHT, draw_skeleton, save_prediction_grid
-from topology.schemas import COCO17, MPII16
+from dspose_graph.topology.schemas import COCO17, MPII16
 
 I = {n: i for i, n in enumerate(COCO17.keypoints)}
 

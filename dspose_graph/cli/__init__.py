@@ -1,1 +1,2 @@
-"""The `dspose` command: sub-commands and the YAML config dataclasses (the only place configs are parsed)."""
+"""The `dspose` command: one module per sub-command, each an argparse shell over library functions
+(configs are parsed by `dspose_graph.train.config`)."""

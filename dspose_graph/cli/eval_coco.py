@@ -5,17 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dspose_graph.data.coco import load_coco
-from dspose_graph.eval.coco_eval import (
-    check_ground_truth,
-    check_scorable,
-    evaluate_coco,
-    format_coco_table,
-    keypoint_category,
-    load_results,
-)
+from dspose_graph.eval.coco_eval import evaluate_coco, format_coco_table, schema_sigmas
+from dspose_graph.formats.coco import check_ground_truth, check_scorable, load_coco, read_keypoint_results
 from dspose_graph.io import atomic_write_json, check_output_file, provenance
-from topology.schemas import KeypointSchema
 
 HELP = "OKS AP/AR of a COCO keypoint results JSON (pycocotools COCOeval)"
 
@@ -35,13 +27,8 @@ def run(args: argparse.Namespace) -> int:
     coco_gt = load_coco(args.annotations)
     check_ground_truth(coco_gt, str(args.annotations))
     check_scorable(coco_gt, f"--annotations {args.annotations}")
-    sigmas = None
-    if args.sigmas_from_schema:
-        schema = KeypointSchema.from_coco_category(keypoint_category(coco_gt, str(args.annotations)), source=str(args.annotations))
-        if schema.sigmas is None:
-            raise ValueError(f"{args.annotations}: keypoint schema {schema.name!r} defines no OKS sigmas")
-        sigmas = list(schema.sigmas)
-    results = load_results(args.pred, coco_gt, score_threshold=args.score_threshold)
+    sigmas = schema_sigmas(coco_gt, str(args.annotations)) if args.sigmas_from_schema else None
+    results = read_keypoint_results(args.pred, coco_gt, score_threshold=args.score_threshold)
     stats = evaluate_coco(results, coco_gt, sigmas=sigmas)
     print(format_coco_table(stats))
     if args.out is not None:

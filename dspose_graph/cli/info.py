@@ -24,31 +24,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", help="preset name (omit with --list)")
     parser.add_argument("--list", action="store_true", help="list the presets")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field (value parsed as JSON, else a string); repeatable")
+                        help="override a model field as in a training config, e.g. --set model.overrides.conv=gat "
+                             "(value parsed as YAML); repeatable")
     parser.add_argument("--json", action="store_true", help="print the config and counts as JSON")
     parser.add_argument("--flops", action="store_true",
                         help="FLOPs of one image's forward pass (torch FlopCounterMode) for MODEL, or for every "
                              "preset when MODEL is omitted, beside the paper's figures")
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """``["head_layers=1", "conv=gat"]`` -> ``{"head_layers": 1, "conv": "gat"}``."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from dspose_graph.models import create_model, list_models
     from dspose_graph.models.flops import preset_flops
     from dspose_graph.models.presets import PAPER_PARAMS_M
+    from dspose_graph.train.config import model_overrides
     from dspose_graph.train.pipeline import count_parameters
 
     if args.flops and not args.model:
@@ -58,11 +46,11 @@ def run(args: argparse.Namespace) -> int:
             print(name)
         return 0
     # Shapes only: counting parameters needs no memory or initialisation.
-    model = create_model(args.model, device="meta", **parse_overrides(args.set))
+    model = create_model(args.model, device="meta", **model_overrides(args.set))
     parts = {"backbone": model.backbone, "encoder": model.encoder, "head": model.head, "total": model}
     counts = {name: count_parameters(m) for name, m in parts.items()}
     paper = PAPER_PARAMS_M.get(args.model) if not args.set else None
-    flops = preset_flops(args.model, **parse_overrides(args.set)) if args.flops else None
+    flops = preset_flops(args.model, **model_overrides(args.set)) if args.flops else None
     if args.json:
         out = {"config": dataclasses.asdict(model.config),
                "parameters": {k: {"trainable": t, "frozen": f} for k, (t, f) in counts.items()},

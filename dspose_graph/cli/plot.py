@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from dspose_graph.io import check_output_dir
     from dspose_graph.viz.learned import adjacency_figures
     from dspose_graph.viz.topology import write_topology_figures
-    from topology.files import load_topology
+    from dspose_graph.topology.files import load_topology
 
     out = check_output_dir(args.out)
     paths = adjacency_figures(args.weights, out, image=args.image, box=args.box, data=args.data, split=args.split,

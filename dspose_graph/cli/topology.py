@@ -9,9 +9,9 @@ from pathlib import Path
 from dspose_graph.graph.keypoint_graph import KeypointGraph
 from dspose_graph.io import check_output_dir
 from dspose_graph.viz.topology import plot_mi_matrix, plot_topology_skeleton
-from topology.build import build_topology, compare_with_shipped
-from topology.files import save_topology
-from topology.physical import ESTIMATORS, VARIABLES
+from dspose_graph.topology.build import build_topology, compare_with_shipped
+from dspose_graph.topology.files import save_topology
+from dspose_graph.topology.physical import ESTIMATORS, VARIABLES
 
 log = logging.getLogger(__name__)
 

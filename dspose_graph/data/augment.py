@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dspose_graph.data.transforms import apply_affine
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.schemas import KeypointSchema
 
 
 # TokenPose picks the upper body when ``np.random.randn() < 0.5``: probability Phi(0.5).

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from dspose_graph.data.augment import AugmentParams, CropParams, sample_crop, transform_keypoints
 from dspose_graph.data.codec import Codec, get_codec
 from dspose_graph.data.image import IMAGE_DTYPES, decode_reduction, load_image, normalize_image, reduced_crop_matrix
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
 

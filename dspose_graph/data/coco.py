@@ -2,7 +2,7 @@
 
 Person boxes come from the ground truth or, for evaluation as SimpleBaseline/HRNet/TokenPose do on COCO
 val, from a detection-results json (COCO results format: a list of ``{image_id, category_id, bbox,
-score}``).
+score}``, read by :func:`dspose_graph.formats.coco.read_detections`).
 
 Bad input policy. Structural errors stop loading with a ``ValueError`` naming the file and the record:
 malformed json, no keypoint category, a schema of another keypoint count, an annotation or detection
@@ -10,7 +10,7 @@ whose ``image_id`` is not in ``images``, a wrong keypoint count, NaN/inf in a bo
 detection file with no detection of the person category. Ordinary data that cannot be trained on is
 skipped, counted in ``skipped`` and logged once: crowd annotations, annotations without labelled
 keypoints (ground-truth boxes only), boxes of zero area after clipping to the image, detections of
-other categories or below the score threshold.
+other categories, below the score threshold or with ``w <= 0`` or ``h <= 0``.
 
 Box geometry follows the codec (``data.codec``). Boxes are clipped to the image as HRNet does
 (``x2 = min(W - 1, x + max(0, w - 1))``); the crop centre is ``x1 + (x2 - x1) / 2`` in every codec. HRNet
@@ -21,10 +21,7 @@ first pixel's left edge to the last pixel's right edge; and TokenPose uses detec
 from __future__ import annotations
 
 import collections
-import contextlib
-import io
 import logging
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,34 +31,10 @@ from pycocotools.coco import COCO
 from dspose_graph.data.base import PersonRecord, TopDownDataset
 from dspose_graph.data.codec import get_codec
 from dspose_graph.data.transforms import BOX_PADDING
-from dspose_graph.io import read_json
-from topology.schemas import KeypointSchema
+from dspose_graph.formats.coco import keypoint_annotations, keypoint_categories, load_coco, read_detections
+from dspose_graph.topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
-
-
-def load_coco(path: str | Path, data: dict[str, Any] | None = None) -> COCO:
-    """A ``pycocotools.coco.COCO`` index of a COCO-format file (or of ``data``, the file's content built in
-    memory; ``path`` then only names it in messages), checked, without pycocotools' prints."""
-
-    data = read_json(path, "annotation file") if data is None else data
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
-        raise ValueError(f"annotation file {path} must be a COCO-format object with 'images' and 'annotations' lists")
-    for i, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
-            raise ValueError(f"annotation file {path}: images[{i}] must have 'id' and 'file_name', got {img!r:.120}")
-    for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or "id" not in ann or "image_id" not in ann:
-            raise ValueError(f"annotation file {path}: annotations[{i}] must have 'id' and 'image_id', got {ann!r:.120}")
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
-
-
-def _finite(values: Sequence[Any]) -> bool:
-    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
 
 
 class CocoKeypointDataset(TopDownDataset):
@@ -106,7 +79,7 @@ class CocoKeypointDataset(TopDownDataset):
             raise FileNotFoundError(f"image folder {self.image_dir} does not exist (annotations: {self.ann_file})")
         self._coco_data = coco  # an in-memory source is kept: the index below is rebuilt from it when dropped
         self._coco: COCO | None = load_coco(self.ann_file, coco)
-        cats = [c for c in self.coco.dataset.get("categories", []) if isinstance(c, dict) and c.get("keypoints")]
+        cats = keypoint_categories(self.coco.dataset)
         if not cats:
             raise ValueError(f"annotation file {self.ann_file}: no entry of 'categories' has a 'keypoints' list")
         category = cats[0]
@@ -124,7 +97,7 @@ class CocoKeypointDataset(TopDownDataset):
         aspect = kwargs.get("input_size", (192, 256))
         self._aspect = aspect[0] / aspect[1]
         self._codec = get_codec(kwargs.get("codec"))
-        self._check_annotations(schema.num_keypoints)
+        keypoint_annotations(self.coco, self.category_id, schema.num_keypoints, f"annotation file {self.ann_file}")
         if detections is None:
             records = self._gt_records(schema.num_keypoints)
         else:
@@ -144,23 +117,6 @@ class CocoKeypointDataset(TopDownDataset):
         if self._coco is None:
             self._coco = load_coco(self.ann_file, self._coco_data)
         return self._coco
-
-    def _check_annotations(self, k: int) -> None:
-        for ann in self.coco.dataset["annotations"]:
-            where = f"annotation file {self.ann_file}: annotation id {ann.get('id')}"
-            if ann.get("image_id") not in self.coco.imgs:
-                raise ValueError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
-            if ann.get("category_id") != self.category_id:
-                continue
-            kps = ann.get("keypoints")
-            if not isinstance(kps, list) or len(kps) != 3 * k:
-                got = len(kps) if isinstance(kps, list) else type(kps).__name__
-                raise ValueError(f"{where}: 'keypoints' has {got} values, expected {3 * k} ({k} keypoints x 3)")
-            if not _finite(kps):
-                raise ValueError(f"{where}: 'keypoints' contains NaN, inf or non-numbers")
-            box = ann.get("bbox")
-            if not isinstance(box, list) or len(box) != 4 or not _finite(box):
-                raise ValueError(f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], got {box!r}")
 
     def _record(self, image_id: int, ann_id: int, box: Sequence[float], score: float, keypoints: np.ndarray) -> PersonRecord | None:
         img = self.coco.imgs[image_id]
@@ -194,33 +150,9 @@ class CocoKeypointDataset(TopDownDataset):
         return records
 
     def _det_records(self, path: Path, score_thr: float, k: int) -> list[PersonRecord]:
-        dets = read_json(path, "detection file")
-        if not isinstance(dets, list):
-            raise ValueError(f"detection file {path} must be a list of {{image_id, category_id, bbox, score}} (COCO results format)")
-        records, categories = [], collections.Counter()
-        for i, det in enumerate(dets):
-            where = f"detection file {path}: entry {i}"
-            if not isinstance(det, dict) or not {"image_id", "bbox", "score"} <= det.keys():
-                raise ValueError(f"{where}: expected a dict with image_id, category_id, bbox, score, got {det!r:.120}")
-            category = det.get("category_id", self.category_id)
-            categories[category] += 1
-            if category != self.category_id:
-                self.skipped["other_category"] += 1
-                continue
-            if det["image_id"] not in self.coco.imgs:
-                raise ValueError(f"{where}: image_id {det['image_id']!r} is not in 'images' of {self.ann_file}")
-            box, score = det["bbox"], det["score"]
-            if not isinstance(box, list) or len(box) != 4 or not _finite(box) or not _finite([score]):
-                raise ValueError(f"{where}: 'bbox' must be 4 finite numbers and 'score' a finite number, got {box!r}, {score!r}")
-            if score < score_thr:
-                self.skipped["low_score"] += 1
-                continue
-            record = self._record(det["image_id"], -1, box, score, np.zeros((k, 3), dtype=np.float32))
-            if record is not None:
-                records.append(record)
-        if dets and categories[self.category_id] == 0:
-            raise ValueError(
-                f"detection file {path}: no detection has category_id {self.category_id} "
-                f"(the keypoint category of {self.ann_file}); found category ids {sorted(categories)}"
-            )
-        return records
+        dets = read_detections(path, category_id=self.category_id, images=self.coco.imgs, images_source=str(self.ann_file),
+                               score_threshold=score_thr)
+        self.skipped.update(dets.skipped)
+        records = [self._record(image_id, -1, box, score, np.zeros((k, 3), dtype=np.float32))
+                   for image_id, box, score, _ in dets.boxes]
+        return [r for r in records if r is not None]

@@ -31,7 +31,7 @@ import numpy as np
 
 from dspose_graph.data.coco import CocoKeypointDataset
 from dspose_graph.io import atomic_write_json, provenance
-from topology.schemas import LSP14
+from dspose_graph.topology.schemas import LSP14
 
 JOINTS_FILE = "joints.mat"
 IMAGE_DIR = "images"

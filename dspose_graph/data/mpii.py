@@ -1,8 +1,7 @@
 """MPII Human Pose: the per-person annotation json(.gz) + the MPII ``images/`` folder.
 
-The annotation file is the widely used ``mpii_annotations.json`` (one dict per annotated person:
-``img_paths``, ``objpos``, ``scale_provided``, ``joint_self`` 16 x [x, y, vis], ``isValidation``);
-``isValidation`` splits train (22,246 persons) and val (2,958). Val keeps every person, in file order,
+The annotation file is read and checked by :func:`dspose_graph.formats.mpii.read_mpii` (one dict per
+annotated person; ``isValidation`` splits train, 22,246 persons, and val, 2,958). Val keeps every person, in file order,
 so that sample ``i`` is column ``i`` of the official evaluation ground truth
 (``detections_our_format.mat``).
 
@@ -24,8 +23,6 @@ occluded) or 0 (not annotated) in COCO's convention, and the target weight is ``
 from __future__ import annotations
 
 import collections
-import gzip
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -34,48 +31,15 @@ import numpy as np
 
 from dspose_graph.data.base import PersonRecord, TopDownDataset
 from dspose_graph.data.transforms import BOX_PADDING
-from topology.schemas import MPII16, KeypointSchema
+from dspose_graph.formats.mpii import MPIIPersons, check_split, read_mpii
+from dspose_graph.topology.schemas import MPII16, KeypointSchema
 
 log = logging.getLogger(__name__)
 
-SPLITS = {"train": (0,), "val": (1,), "trainval": (0, 1)}
 MPII_CENTER_SHIFT = 15.0  # px per unit of scale_provided, as in HRNet's MPII loader
 # MPII annotations (and the PCKh ground truth) are 1-based MATLAB pixel indices. Samples and their
 # ``meta["keypoints"]`` are 0-based; add this to predictions before scoring them with the toolkit's GT.
 MPII_INDEX_BASE = 1.0
-REQUIRED_FIELDS = frozenset({"img_paths", "objpos", "scale_provided", "joint_self", "isValidation"})
-
-
-def read_mpii_annotations(path: str | Path) -> list[dict[str, Any]]:
-    """The list of person dicts of an ``mpii_annotations.json`` or ``.json.gz`` (treat as read-only).
-
-    Parsing takes seconds; the last file read is kept (keyed by path, size and mtime) because a run
-    builds its train and val datasets from the same file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MPII annotation file {path} does not exist")
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if _CACHE.get("key") != key:
-        _CACHE.clear()
-        _CACHE.update(key=key, data=_parse(path))
-    return _CACHE["data"]
-
-
-_CACHE: dict[str, Any] = {}
-
-
-def _parse(path: Path) -> list[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError) as e:
-        raise ValueError(f"MPII annotation file {path} is not valid (gzipped) JSON ({e})") from None
-    if not isinstance(data, list):
-        raise ValueError(f"MPII annotation file {path} must hold a list of person dicts, got {type(data).__name__}")
-    return data
 
 
 def mpii_center_scale(objpos: Any, scale_provided: Any, aspect_ratio: float) -> tuple[np.ndarray, np.ndarray]:
@@ -119,8 +83,7 @@ class MPIIDataset(TopDownDataset):
         keep_unannotated: bool = True,
         **kwargs: Any,
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"MPII split must be one of {sorted(SPLITS)}, got {split!r}")
+        check_split(split)
         schema = schema or MPII16
         if schema.num_keypoints != 16:
             raise ValueError(f"MPII has 16 keypoints but schema {schema.name!r} has {schema.num_keypoints}")
@@ -134,63 +97,22 @@ class MPIIDataset(TopDownDataset):
         kwargs.setdefault("heatmap_size", (64, 64))
         aspect = kwargs["input_size"][0] / kwargs["input_size"][1]
         self.skipped: collections.Counter[str] = collections.Counter()
-        records = self._records(read_mpii_annotations(self.ann_file), aspect)
+        records = self._records(read_mpii(self.ann_file, split), aspect)
         if self.skipped:
             log.info("%s (%s): %d persons kept, skipped %s", self.ann_file.name, split, len(records), dict(self.skipped))
         super().__init__(records, schema, source=str(self.ann_file), **kwargs)
 
-    def _records(self, people: list[Any], aspect: float) -> list[PersonRecord]:
-        wanted = SPLITS[self.split]
-        chosen = []
-        for i, person in enumerate(people):
-            where = f"MPII annotation file {self.ann_file}: record {i}"
-            if not isinstance(person, dict):
-                raise ValueError(f"{where}: expected a dict, got {type(person).__name__}")
-            missing = REQUIRED_FIELDS - person.keys()
-            if missing:
-                raise ValueError(f"{where}: missing field(s) {sorted(missing)}")
-            if int(person["isValidation"]) in wanted:
-                chosen.append(i)
-        if not chosen:
-            return []
-        joints = self._array(people, chosen, "joint_self", (16, 3))
-        objpos = self._array(people, chosen, "objpos", (2,))
-        scale = self._array(people, chosen, "scale_provided", ())
-        finite = np.isfinite(joints).all(axis=(1, 2)) & np.isfinite(objpos).all(axis=1) & np.isfinite(scale)
-        for bad, message in ((~finite, "'joint_self', 'objpos' or 'scale_provided' has NaN/inf"),
-                             (finite & (scale <= 0), "'scale_provided' must be positive")):
-            if bad.any():
-                j = int(np.argmax(bad))
-                raise ValueError(f"MPII annotation file {self.ann_file}: record {chosen[j]}: {message}, got scale {scale[j]}")
-        keypoints = _person_keypoints(joints)
+    def _records(self, persons: MPIIPersons, aspect: float) -> list[PersonRecord]:
+        keypoints = _person_keypoints(persons.joints)
         # MATLAB's 1-based pixel frame -> the 0-based frame of decoded images (HRNet does the same).
         keypoints[:, :, :2] -= np.where(keypoints[:, :, 2:] > 0, MPII_INDEX_BASE, 0.0).astype(np.float32)
-        objpos = objpos - MPII_INDEX_BASE
         keep = (keypoints[:, :, 2] > 0).any(axis=1) | (self.split == "val") | self.keep_unannotated
         self.skipped["no_annotated_joint"] += int((~keep).sum())
-        centers, scales = mpii_center_scale(objpos, scale, aspect)
+        centers, scales = mpii_center_scale(persons.objpos - MPII_INDEX_BASE, persons.scale, aspect)
         return [
             PersonRecord(
-                image_file=str(self.image_dir / people[i]["img_paths"]),
-                image_id=int(people[i].get("annolist_index", -1)), ann_id=i,
-                center=centers[j], scale=scales[j], score=1.0, keypoints=keypoints[j],
+                image_file=str(self.image_dir / persons.image_paths[j]), image_id=int(persons.image_ids[j]),
+                ann_id=int(persons.records[j]), center=centers[j], scale=scales[j], score=1.0, keypoints=keypoints[j],
             )
-            for j, i in enumerate(chosen) if keep[j]
+            for j in range(len(persons)) if keep[j]
         ]
-
-    def _array(self, people: list[Any], chosen: list[int], field: str, shape: tuple[int, ...]) -> np.ndarray:
-        """``field`` of the chosen records stacked into ``(N, *shape)``; names the first malformed record."""
-        try:
-            out = np.asarray([people[i][field] for i in chosen], dtype=np.float64)
-            if out.shape[1:] == shape:
-                return out
-        except (ValueError, TypeError):
-            pass
-        for i in chosen:
-            try:
-                got = np.asarray(people[i][field], dtype=np.float64).shape
-            except (ValueError, TypeError):
-                got = "not numeric"
-            if got != shape:
-                raise ValueError(f"MPII annotation file {self.ann_file}: record {i}: {field!r} has shape {got}, expected {shape}")
-        raise ValueError(f"MPII annotation file {self.ann_file}: field {field!r} is malformed")

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from dspose_graph.io import provenance
-from topology.schemas import COCO17
+from dspose_graph.topology.schemas import COCO17
 
 from dspose_graph.data import synthetic_render
 from dspose_graph.data.synthetic_render import Person, render_image

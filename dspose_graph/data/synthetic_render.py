@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from topology.schemas import COCO17
+from dspose_graph.topology.schemas import COCO17
 
 _I = {name: i for i, name in enumerate(COCO17.keypoints)}
 _SHIFT = 4

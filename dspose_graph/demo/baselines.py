@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, Subset
 
 from dspose_graph.eval.pck import swap_rate
 from dspose_graph.train.evaluate import compute_metrics, mean_pose, mean_pose_predictions, oks_sigmas, predict_dataset
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.schemas import KeypointSchema
 
 METRICS = ("AP", "AP50", "AP75", "AR", "PCK@0.2", "torso_PCK@0.2", "swap")
 PERCENT = ("PCK@0.2", "torso_PCK@0.2", "swap")  # already in percent; OKS AP/AR are shown x 100

@@ -120,9 +120,11 @@ def model_overrides(data: DataConfig) -> dict[str, Any]:
     Read from the held-out file, the smaller of the two (COCO 2017: about 10 MB against 240 MB); the training
     set is checked against the model's schema when it is loaded.
     """
-    from topology.schemas import SCHEMAS, get_schema
+    from dspose_graph.data.layouts import dataset_kind
+    from dspose_graph.topology.schemas import SCHEMAS, get_schema
 
-    if data.kind == "lspet":
-        return {"schema": "lsp"}
+    kind_schema = dataset_kind(data.kind, "config data.kind").schema
+    if kind_schema is not None:  # a kind with its own skeleton (lspet: LSP-14) has no annotation file to read
+        return {"schema": kind_schema}
     schema = get_schema(data.val_ann)
     return {"schema": schema.name if SCHEMAS.get(schema.name) == schema else schema.to_dict()}

@@ -19,10 +19,10 @@ log = logging.getLogger(__name__)
 def topology_section(out: Path, schema: str | dict[str, Any]) -> list[str]:
     """Build (or load) the MPII and COCO physical topologies and, for another built-in skeleton (LSP), the
     MPII clusters mapped onto it; write their figures under ``out``, return report lines."""
-    from topology.build import build_topology, find_annotations
-    from topology.files import PhysicalTopology, load_topology
-    from topology.mapping import map_clusters
-    from topology.schemas import SCHEMAS
+    from dspose_graph.topology.build import build_topology, find_annotations
+    from dspose_graph.topology.files import PhysicalTopology, load_topology
+    from dspose_graph.topology.mapping import map_clusters
+    from dspose_graph.topology.schemas import SCHEMAS
 
     from dspose_graph.viz.topology import plot_mi_matrix, plot_topology_skeleton
 

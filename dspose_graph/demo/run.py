@@ -123,7 +123,7 @@ def train_config(options: DemoOptions, data: DemoData) -> TrainConfig:
         data=data.config,
         optim=OptimConfig(lr=options.lr, epochs=options.epochs, batch_size=options.batch_size,
                           milestones=demo_milestones(options.epochs), grad_clip=1.0, max_steps=options.steps or 0,
-                          amp="auto" if data.real else "none"),
+                          precision="auto" if data.real else "fp32"),
         eval=EvalConfig(every=0, flip_test=data.mirror_safe, decode="dark", batch_size=32),
         run=RunConfig(out_dir=str(options.out / "train"), seed=options.seed, workers=options.workers, log_every=5,
                       tensorboard=False, max_minutes=options.minutes or 0.0),
@@ -141,7 +141,7 @@ def with_defaults(options: DemoOptions, real: bool) -> DemoOptions:
 
 # Each numeric option's lowest value, and whether that value itself is allowed.
 OPTION_LIMITS = {"epochs": (1, True), "steps": (1, True), "batch_size": (1, True), "minutes": (0, False), "lr": (0, False),
-                 "sigma": (0, False), "train_images": (1, True), "val_images": (1, True), "lspet_val": (1, True),
+                 "sigma": (0, False), "train_images": (1, True), "val_images": (1, True),
                  "workers": (0, True), "threads": (1, True)}
 
 
@@ -225,7 +225,7 @@ def _expected_minutes(model: torch.nn.Module, config: TrainConfig, steps: int, r
     from dspose_graph.models.runtime import prepare_model, resolve_precision
 
     trial = copy.deepcopy(model)
-    precision, _ = resolve_precision(config.optim.amp if config.optim.amp != "none" else "fp32", "cpu")
+    precision, _ = resolve_precision(config.optim.precision, "cpu")
     runner = prepare_model(trial, "cpu", precision)
     optimizer = torch.optim.Adam(trial.parameters(), 1e-4)
     w, h = trial.input_size

@@ -1,11 +1,13 @@
 """COCO keypoint evaluation: predictions -> COCO results -> pycocotools ``COCOeval`` (OKS AP).
 
+Reading and writing the files (ground truth, detections, keypoint results) is :mod:`dspose_graph.formats.coco`'s.
+
 Top-down evaluation with detector boxes follows SimpleBaseline/HRNet/TokenPose: each person crop's score is
 rescored as ``box score x mean confidence of its keypoints above a threshold``, then OKS-NMS per image removes
 duplicate poses of one person found from overlapping boxes, then ``COCOeval`` (iouType ``keypoints``) scores
 the rest. OKS-NMS runs with ground-truth boxes too, as official TokenPose's ``evaluate`` always applies it.
 For skeletons other than COCO-17, the schema's OKS sigmas are set on ``params.kpt_oks_sigmas``; OKS-NMS
-without explicit sigmas uses COCO-17's (``topology.schemas.COCO17``) for 17 keypoints, as HRNet's does.
+without explicit sigmas uses COCO-17's (``dspose_graph.topology.schemas.COCO17``) for 17 keypoints, as HRNet's does.
 
 Shapes: ``N`` persons, ``K`` keypoints; keypoints ``(N, K, 3)`` are image-pixel ``x, y`` and a confidence.
 """
@@ -16,7 +18,6 @@ import contextlib
 import copy
 import io
 import logging
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,20 +25,21 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from dspose_graph.io import atomic_write_json, read_json
-from topology.schemas import COCO17
+from dspose_graph.formats.coco import (check_ground_truth, check_keypoint_results, keypoint_category, keypoint_result,
+                                       write_keypoint_results)
+from dspose_graph.topology.schemas import COCO17, KeypointSchema
 
 log = logging.getLogger(__name__)
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
 
-def keypoint_category(coco_gt: COCO, source: str = "ground truth") -> dict[str, Any]:
-    """The ground truth's (single) category with a ``keypoints`` list."""
-    cats = [c for c in coco_gt.loadCats(coco_gt.getCatIds()) if c.get("keypoints")]
-    if len(cats) != 1:
-        raise ValueError(f"{source}: expected exactly one category with 'keypoints', found {[c.get('name') for c in cats]}")
-    return cats[0]
+def schema_sigmas(coco_gt: COCO, source: str = "ground truth") -> list[float]:
+    """The OKS sigmas of the ground truth's keypoint schema; ``ValueError`` when the schema defines none."""
+    schema = KeypointSchema.from_coco_category(keypoint_category(coco_gt, source), source=source)
+    if schema.sigmas is None:
+        raise ValueError(f"{source}: keypoint schema {schema.name!r} defines no OKS sigmas")
+    return list(schema.sigmas)
 
 
 def oks_iou(
@@ -154,151 +156,7 @@ def make_coco_results(
             kept.extend(members[oks_nms(kp[members], scores[members], ar[members], nms_threshold, sigmas)])
         keep = np.sort(np.asarray(kept, dtype=np.int64))
         log.debug("OKS-NMS kept %d of %d poses", keep.size, n)
-    return [
-        {"image_id": int(ids[i]), "category_id": int(category_id),
-         "keypoints": [round(float(v), 3) for v in kp[i].reshape(-1)], "score": float(scores[i])}
-        for i in keep
-    ]
-
-
-def write_coco_results(results: list[dict[str, Any]], path: str | Path) -> Path:
-    """Write COCO results JSON atomically (never half-written)."""
-    atomic_write_json(path, results)
-    return Path(path)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _numbers(values: Any, size: int, where: str, field: str, layout: str,
-             names: Sequence[str] | None = None) -> np.ndarray:
-    """``values`` as a float array of ``size`` finite numbers, else ``ValueError`` naming the first bad entry.
-
-    ``layout`` describes the expected content for the message; ``names`` label each group of three values
-    (keypoint names for ``x, y, v`` triples).
-    """
-    if not isinstance(values, (list, tuple)):
-        raise ValueError(f"{where}: field {field!r} must be a list of {size} numbers ({layout}), "
-                         f"got {type(values).__name__} {values!r:.60}")
-    if len(values) != size:
-        raise ValueError(f"{where}: {field} must be {size} finite numbers ({layout}), got {len(values)} values")
-    for i, v in enumerate(values):
-        if not _is_number(v) or not math.isfinite(v):
-            label = f" (keypoint {names[i // 3]!r} {'xyv'[i % 3]})" if names is not None else ""
-            what = "NaN/inf" if _is_number(v) else f"a {type(v).__name__}, not a number"
-            raise ValueError(f"{where}: field {field!r}[{i}]{label} = {v!r} is {what}; expected {size} finite "
-                             f"numbers ({layout})")
-    return np.asarray(values, dtype=np.float64)
-
-
-def _id_hint(value: Any, known: Any) -> str:
-    """Why ``value`` misses ``known`` ids when only its JSON type is wrong (``"397133"`` vs ``397133``)."""
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and int(value) in known:
-        return f"; it is the string {value!r}, the ground truth has the number {int(value)}: write it without quotes"
-    if _is_number(value) and str(value) in known:
-        return f"; the ground truth has the string {str(value)!r}: ids must have the ground truth's JSON type"
-    return ""
-
-
-def check_ground_truth(coco_gt: COCO, source: str = "ground truth") -> None:
-    """Raise ``ValueError`` naming the annotation and field when ground truth cannot be scored.
-
-    Checks every annotation of the keypoint category: a known ``image_id``; ``keypoints`` ``3 K`` finite
-    numbers with visibility 0, 1 or 2; ``num_keypoints``, ``iscrowd``, finite ``area >= 0`` and ``bbox``
-    ``[x, y, w, h]``, all of which ``COCOeval`` reads. One NaN keypoint would otherwise make every
-    prediction match it (OKS of NaN distances).
-    """
-    cat = keypoint_category(coco_gt, source)
-    names = list(cat["keypoints"])
-    k = len(names)
-    for i, ann in enumerate(coco_gt.dataset.get("annotations", [])):
-        if ann.get("category_id") != cat["id"]:
-            continue
-        where = f"{source}: annotation id {ann.get('id')!r} (annotations[{i}], image_id {ann.get('image_id')!r})"
-        if ann.get("image_id") not in coco_gt.imgs:
-            raise ValueError(f"{where}: image_id is not in 'images'{_id_hint(ann.get('image_id'), coco_gt.imgs)}")
-        absent = [f for f in ("keypoints", "num_keypoints", "iscrowd", "area", "bbox") if f not in ann]
-        if absent:
-            raise ValueError(f"{where}: missing fields {absent} (COCOeval reads them)")
-        kp = _numbers(ann["keypoints"], 3 * k, where, "keypoints", f"x, y, v for {k} keypoints", names)
-        bad_v = np.flatnonzero(~np.isin(kp[2::3], (0, 1, 2)))
-        if bad_v.size:
-            j = int(bad_v[0])
-            raise ValueError(f"{where}: field 'keypoints' visibility of {names[j]!r} is {kp[3 * j + 2]:g}; "
-                             f"expected 0 (not labelled), 1 (occluded) or 2 (visible)")
-        box = _numbers(ann["bbox"], 4, where, "bbox", "x, y, w, h")
-        if (box[2:] < 0).any():
-            raise ValueError(f"{where}: field 'bbox' {ann['bbox']} has a negative width or height")
-        for field in ("area", "num_keypoints", "iscrowd"):
-            v = ann[field]
-            if not _is_number(v) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{where}: field {field!r} = {v!r} must be a finite number >= 0")
-
-
-def check_scorable(coco_gt: COCO, source: str = "ground truth") -> None:
-    """Raise ``ValueError`` when no annotation can be scored: ``COCOeval`` ignores crowd regions and persons with
-    ``num_keypoints`` 0, and with nothing left every metric is n/a."""
-    cat = keypoint_category(coco_gt, source)
-    annotations = coco_gt.dataset.get("annotations", [])
-    if any(a.get("category_id") == cat["id"] and not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0
-           for a in annotations):
-        return
-    raise ValueError(f"{source}: no annotation to score against (0 of its {len(annotations)} annotations is a "
-                     "non-crowd person with num_keypoints > 0), so every metric would be n/a; give the ground truth "
-                     "of the predicted images")
-
-
-def check_results(results: list[dict[str, Any]], coco_gt: COCO, source: str = "results", kind: str = "keypoints") -> None:
-    """Raise ``ValueError`` naming the record and field when results do not fit the ground truth.
-
-    ``kind="keypoints"`` checks keypoint results (``3 K`` finite numbers); ``kind="boxes"`` checks detection
-    results (``bbox [x, y, w, h]`` with positive size). Both need a known ``image_id`` (of the ground
-    truth's JSON type: ``"397133"`` is not ``397133``), the ground truth's keypoint ``category_id`` and a
-    finite ``score``.
-    """
-    if not isinstance(results, list):
-        raise ValueError(f"{source}: expected a JSON list of result records, got {type(results).__name__}")
-    cat = keypoint_category(coco_gt)
-    names = list(cat["keypoints"])
-    k = len(names)
-    for i, r in enumerate(results):
-        where = f"{source}: record {i}"
-        if not isinstance(r, dict):
-            raise ValueError(f"{where}: expected an object, got {type(r).__name__}")
-        need = ("image_id", "category_id", "score", "keypoints" if kind == "keypoints" else "bbox")
-        absent = [f for f in need if f not in r]
-        if absent:
-            raise ValueError(f"{where}: missing fields {absent}")
-        if r["category_id"] != cat["id"]:
-            raise ValueError(f"{where}: category_id {r['category_id']!r} but the ground truth's keypoint category is "
-                             f"{cat['id']} ({cat.get('name')!r}); is this a file for another category?"
-                             + _id_hint(r["category_id"], {cat["id"]}))
-        if r["image_id"] not in coco_gt.imgs:
-            raise ValueError(f"{where}: image_id {r['image_id']!r} is not in the ground truth"
-                             + _id_hint(r["image_id"], coco_gt.imgs))
-        if not _is_number(r["score"]) or not math.isfinite(r["score"]):
-            raise ValueError(f"{where}: score {r['score']!r} is not a finite number")
-        if kind == "keypoints":
-            _numbers(r["keypoints"], 3 * k, where, "keypoints", f"x, y, v for {k} keypoints", names)
-        else:
-            b = _numbers(r["bbox"], 4, where, "bbox", "x, y, w, h with w, h > 0")
-            if b[2] <= 0 or b[3] <= 0:
-                raise ValueError(f"{where}: bbox must be [x, y, w, h] with w, h > 0, got {r['bbox']}")
-
-
-def load_results(path: str | Path, coco_gt: COCO, kind: str = "keypoints", score_threshold: float = 0.0) -> list[dict[str, Any]]:
-    """Read and check a COCO results JSON (keypoints, or detector ``bbox`` records with ``kind="boxes"``).
-
-    Records scoring below ``score_threshold`` are dropped (the count is logged).
-    """
-    path = Path(path)
-    results = read_json(path, "results file")
-    check_results(results, coco_gt, source=str(path), kind=kind)
-    kept = [r for r in results if r["score"] >= score_threshold]
-    if len(kept) < len(results):
-        log.info("%s: dropped %d of %d records with score < %g", path, len(results) - len(kept), len(results), score_threshold)
-    return kept
+    return [keypoint_result(ids[i], kp[i], scores[i], category_id=category_id, where=f"person {i}") for i in keep]
 
 
 def evaluate_coco(
@@ -314,7 +172,7 @@ def evaluate_coco(
     APl, AR, AR50, AR75, ARm, ARl`` (fractions in [0, 1]; -1 where pycocotools has no instance).
     """
     check_ground_truth(coco_gt)
-    check_results(results, coco_gt)
+    check_keypoint_results(results, coco_gt)
     if not results:
         raise ValueError("no keypoint results to evaluate")
     k = len(keypoint_category(coco_gt)["keypoints"])
@@ -323,7 +181,7 @@ def evaluate_coco(
     if sigmas is None and k != 17:
         raise ValueError(f"COCO's default OKS sigmas are for 17 keypoints; pass the schema's sigmas for K = {k}")
     if results_path is not None:
-        write_coco_results(results, results_path)
+        write_keypoint_results(results_path, results)
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         # loadRes adds area/bbox/id fields to the records it is given: hand it copies.

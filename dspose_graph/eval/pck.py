@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from dspose_graph.data.transforms import BOX_PADDING
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.schemas import KeypointSchema
 
 # Names of the torso diagonal's joints across the built-in skeletons (LSP/MPII spell them l_/r_, COCO left_/right_).
 TORSO_NAMES = (("l_shoulder", "left_shoulder"), ("r_hip", "right_hip"))

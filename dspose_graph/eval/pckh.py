@@ -31,7 +31,7 @@ import numpy as np
 import scipy.io
 
 from dspose_graph.io import read_json
-from topology.annotations import shared_mpii_dir
+from dspose_graph.formats.mpii import shared_mpii_dir
 
 NUM_JOINTS = 16
 SC_BIAS = 0.6

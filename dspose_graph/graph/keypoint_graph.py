@@ -3,7 +3,7 @@ r"""The keypoint graph as a PyG object: nodes are keypoints, edges the non-zero 
 A :class:`KeypointGraph` carries the node names, the schema, the group label of every node, the
 ``edge_index``/``edge_weight`` of the adjacency and the dense adjacency itself, so that the dense and
 the sparse view can always be checked against each other. The edge convention is the one of
-:func:`topology.feature.dense_to_edges`: ``adj[i, j]`` is the weight with which node i aggregates
+:func:`dspose_graph.graph.feature.dense_to_edges`: ``adj[i, j]`` is the weight with which node i aggregates
 node j, i.e. the message ``j -> i``, stored as ``edge_index[:, e] = (j, i)``.
 
 Shapes:
@@ -23,10 +23,10 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from topology.feature import dense_to_edges, edges_to_dense
-from topology.files import PhysicalTopology
+from dspose_graph.graph.feature import dense_to_edges, edges_to_dense
+from dspose_graph.topology.files import PhysicalTopology
 from dspose_graph.io import atomic_write_json, read_json
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.schemas import KeypointSchema
 
 FORMAT = "dspose-keypoint-graph"
 FORMAT_VERSION = 1

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from dspose_graph.graph.dual_conv import DualSpaceConv
 from dspose_graph.graph.pyg_convs import GAT, GATv2, GCN, SAGE, GraphConvW, GraphTransformer
-from topology.feature import dense_to_edges
+from dspose_graph.graph.feature import dense_to_edges
 
 # name -> constructor(in_channels, out_channels). The one place where convolutions are swapped.
 CONVS: dict[str, Callable[[int, int], nn.Module]] = {

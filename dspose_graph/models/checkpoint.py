@@ -37,7 +37,7 @@ from dspose_graph.io import atomic_path
 from dspose_graph.models.dspose import DSPose
 from dspose_graph.models.presets import create_model_from_config, load_state_dict_checked
 from dspose_graph.weights import lookup_weights
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.schemas import KeypointSchema
 
 FORMAT = "dspose-graph"
 FORMAT_VERSION = 1

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from dspose_graph.models.backbone import HRNetStage3
 from dspose_graph.models.heads import HEADS, physical_adjacency_for  # noqa: F401  (re-exported)
 from dspose_graph.models.transformer import KeypointTokenEncoder
-from topology.schemas import KeypointSchema, get_schema
+from dspose_graph.topology.schemas import KeypointSchema, get_schema
 
 STRIDE = 4  # HRNet stage-3 high-resolution branch
 

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from dspose_graph.graph.layers import GraphLayer, check_top_t, normalize_adjacency
-from topology.adjacency import labels_from_groups, physical_adjacency
-from topology.feature import feature_adjacency
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.adjacency import labels_from_groups, physical_adjacency
+from dspose_graph.graph.feature import feature_adjacency
+from dspose_graph.topology.schemas import KeypointSchema
 
 if TYPE_CHECKING:
     from dspose_graph.models.dspose import DSPoseConfig
@@ -46,7 +46,7 @@ def physical_adjacency_for(schema: KeypointSchema, topology: Any = None, a: floa
     if topology is None:
         return physical_adjacency(schema.group_labels(), a)
     if isinstance(topology, (str, Path)):
-        from topology.files import load_topology  # lazy: the topology files are only needed here
+        from dspose_graph.topology.files import load_topology  # lazy: the topology files are only needed here
 
         topo = load_topology(topology)
         if topo.schema.num_keypoints != k:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from dspose_graph.models.dspose import DSPose, DSPoseConfig
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ option                    what it does and costs
 ========================  =====================================================================================
 
 The feature-space similarities of the graph head stay float32 under every precision
-(:func:`topology.feature.cosine_similarity_matrix`), so the graph a fast path builds is fp32's.
+(:func:`dspose_graph.graph.feature.cosine_similarity_matrix`), so the graph a fast path builds is fp32's.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ In TokenPose and DSPose only two tensors depend on the keypoint set: the keypoin
 and, in the dual graph head, the physical adjacency ``A_p`` (a buffer built from the target schema's
 topology) plus ``p`` when it is a ``(K, K)`` matrix. The backbone, the Transformer and the graph layers
 (whose weights are shared by all nodes) carry over unchanged. Keypoints are matched by name
-(``topology.mapping.correspondence``: ``left_knee`` == ``l_knee``); a target keypoint without a
+(``dspose_graph.topology.mapping.correspondence``: ``left_knee`` == ``l_knee``); a target keypoint without a
 counterpart keeps its fresh initialisation. Example: COCO-17 weights -> LSP-14 keeps 12 tokens and
 starts ``upper_neck`` and ``head_top`` anew.
 """
@@ -19,8 +19,8 @@ import torch
 from dspose_graph.models.checkpoint import checkpoint_schema, load_checkpoint
 from dspose_graph.models.dspose import DSPose
 from dspose_graph.models.presets import load_state_dict_checked
-from topology.mapping import correspondence
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.mapping import correspondence
+from dspose_graph.topology.schemas import KeypointSchema
 
 TOKENS = "encoder.keypoint_tokens"
 P_MATRIX = "head.p"
@@ -38,7 +38,8 @@ def transfer_state_dict(state_dict: dict[str, torch.Tensor], source: KeypointSch
     if not match:
         raise ValueError(f"skeletons {source.name!r} and {target.name!r} share no keypoint names; nothing to transfer")
     out = dict(state_dict)
-    if TOKENS in state_dict:
+    if TOKENS in state_dict and state_dict[TOKENS].shape[2:] == own[TOKENS].shape[2:]:
+        # (Tokens of another width are left as they are: loading reports the shape mismatch with the rest.)
         tokens = state_dict[TOKENS]
         if tokens.shape[1] != source.num_keypoints:
             raise ValueError(f"{TOKENS} has {tokens.shape[1]} keypoints but the source schema "

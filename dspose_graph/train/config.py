@@ -45,7 +45,7 @@ class ModelConfig:
 class DataConfig:
     """Which data and how it is cropped and augmented."""
 
-    kind: str = "coco"  # "coco" (COCO-format json + images), "mpii" or "lspet" (joints.mat + images, fixed splits)
+    kind: str = "coco"  # a DATASET_KINDS name: "coco" (COCO-format json + images), "mpii" or "lspet" (joints.mat + images)
     root: str = ""  # prefix for the relative paths below; "" = relative to the working directory
     train_ann: str = ""
     train_images: str = ""
@@ -55,7 +55,7 @@ class DataConfig:
     input_size: list[int] | None = None  # (w, h); None = the model's own
     sigma: float = 2.0
     codec: str = "tokenpose"  # crop/target/decode conventions: "tokenpose" (official), "hrnet", "udp"
-    # Training augmentation: true = the official preset of data.kind ("coco" or "mpii"), a preset name,
+    # Training augmentation: true = the official preset of data.kind, a preset name,
     # or false (none); augment_overrides sets AugmentParams fields (scale_factor, rotation_factor, ...).
     augment: bool | str = True
     augment_overrides: dict[str, float] = field(default_factory=dict)
@@ -86,10 +86,12 @@ class OptimConfig:
     # the actual global batch differs and keeps lr as configured (docs/reproducing.md: the linear rule).
     global_batch: int = 0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
+    # Autocast of the training forward pass, eval.precision's names: "fp32" (none), "bf16" (CPU or CUDA),
+    # "fp16" (CUDA, with GradScaler) or "auto" (models.runtime.resolve_precision picks by device and CPU).
+    precision: str = "fp32"
     # Stop after this many optimiser steps (evaluating then, as at the last epoch), inside an epoch if need be;
     # 0 = train all epochs. A budget in steps gives the same result on a slower machine, later.
     max_steps: int = 0
-    amp: str = "none"  # "none", "fp16" (CUDA, with GradScaler) or "bf16" (autocast, CPU or CUDA)
 
 
 @dataclass
@@ -190,19 +192,19 @@ class TrainConfig:
 
     @property
     def best_metric(self) -> str:
-        """The metric that selects ``best.pt``: OKS AP on COCO-format data, torso PCK@0.2 on LSPET (what LSP
-        papers report), PCKh with the MPII ground-truth file, PCK@0.2 otherwise."""
-        if self.data.kind == "coco":
-            return "AP"
-        if self.data.kind == "lspet":
-            return "torso_PCK@0.2"
-        return "PCKh_Mean" if self.data.val_gt else "PCK@0.2"
+        """The metric that selects ``best.pt``: OKS AP on COCO-format data, PCKh with the MPII ground-truth
+        file, PCK@0.2 otherwise (``DatasetKind.best_metric``)."""
+        from dspose_graph.data.layouts import dataset_kind
+
+        return dataset_kind(self.data.kind, "config data.kind").best_metric(bool(self.data.val_gt))
 
 
 # Keys that were renamed: reading the old name names the new one instead of "unknown key".
 RENAMED = {
     "data.udp": "data.udp was replaced by data.codec: write codec: udp for udp: true, codec: hrnet for udp: false "
                 "(the old default); the default is now codec: tokenpose (official TokenPose's conventions)",
+    "optim.amp": "optim.amp was renamed optim.precision, with eval.precision's names: write precision: fp32 for "
+                 "amp: none (bf16, fp16 and auto keep their names)",
 }
 
 
@@ -391,6 +393,19 @@ def apply_override(raw: dict[str, Any], item: str, source: str = "--set") -> dic
         node = child
     node[parts[-1]] = value
     return out
+
+
+def model_overrides(items: list[str]) -> dict[str, Any]:
+    """``create_model`` keyword overrides from ``model.overrides.KEY=VALUE`` items: ``--set`` as in training."""
+    raw: dict[str, Any] = {"model": {"overrides": {}}}
+    for item in items:
+        key = item.partition("=")[0].strip()
+        if key and "." not in key:
+            raise ValueError(f"--set {item}: keys are written as in a training config; write model.overrides.{item}")
+        raw = apply_override(raw, item, source=f"--set {item}")
+    if set(raw) != {"model"} or set(raw["model"]) != {"overrides"}:
+        raise ValueError(f"dspose info takes --set model.overrides.KEY=VALUE only, got {' '.join(items)}")
+    return raw["model"]["overrides"]
 
 
 def check_override(item: str) -> None:

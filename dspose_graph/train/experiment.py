@@ -88,8 +88,11 @@ def prepare(config: TrainConfig, out_dir: Path, *, epochs: int | None = None, da
         base = config.model.name.rsplit("_", 1)[0]
         raw["model"]["name"] = f"{base}_t"
         raw["model"]["pretrained"] = None  # the ImageNet HRNet file is for the row's W32/W48 backbone
-        if config.data.kind == "mpii":
-            raw["model"]["overrides"].setdefault("schema", "mpii")
+        from dspose_graph.data.layouts import dataset_kind
+
+        schema = dataset_kind(config.data.kind, "config data.kind").schema
+        if schema is not None:
+            raw["model"]["overrides"].setdefault("schema", schema)
     raw["run"]["out_dir"] = str(out_dir)
     for item in overrides:
         raw = apply_override(raw, item)
@@ -97,25 +100,11 @@ def prepare(config: TrainConfig, out_dir: Path, *, epochs: int | None = None, da
 
 
 def data_paths(kind: str, root: Path) -> dict[str, str]:
-    """The data.* path fields for a dataset root in one of the known layouts (COCO: with HRNet's person
+    """The data.* path fields for a dataset root in its kind's release layout (COCO: with HRNet's person
     detections when the root has them, else ground-truth boxes)."""
-    from dspose_graph.data.layouts import COCO_DETECTIONS, coco_paths, mpii_paths
+    from dspose_graph.data.layouts import dataset_kind
 
-    if kind == "coco":
-        train_ann, train_images = coco_paths(root, "train")
-        val_ann, val_images = coco_paths(root, "val")
-        boxes = root / COCO_DETECTIONS.format(split="val")
-        if not boxes.is_file():
-            log.warning("no person detections at %s: evaluating with ground-truth boxes", boxes)
-        return {"root": "", "train_ann": str(train_ann), "train_images": str(train_images),
-                "val_ann": str(val_ann), "val_images": str(val_images), "val_boxes": str(boxes) if boxes.is_file() else ""}
-    ann, images = mpii_paths(root)
-    if ann is None:
-        raise FileNotFoundError(f"no MPII annotation file under {root}")
-    gt = next((p for p in (root / "annotations" / "detections_our_format.mat", root / "detections_our_format.mat")
-               if p.is_file()), None)
-    return {"root": "", "train_ann": str(ann), "train_images": str(images), "val_ann": str(ann),
-            "val_images": str(images), "val_gt": str(gt) if gt else ""}
+    return {"root": "", **dataset_kind(kind, "config data.kind").config_paths(root)}
 
 
 def our_value(config: TrainConfig, metrics: dict[str, float]) -> float | None:

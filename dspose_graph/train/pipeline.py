@@ -31,6 +31,8 @@ from torch.utils.data import Dataset, Subset
 from dspose_graph.data.augment import AugmentParams, augment_preset
 from dspose_graph.data.codec import Codec, get_codec
 from dspose_graph.data.image import IMAGE_DTYPES
+from dspose_graph.data.layouts import DatasetKind, dataset_kind
+from dspose_graph.data.layouts import build_dataset as build_layout_dataset
 from dspose_graph.io import FolderLock, atomic_write_json, atomic_write_text
 from dspose_graph.models import DSPose, create_model
 from dspose_graph.models.checkpoint import inference_spec, load_model
@@ -41,7 +43,6 @@ from dspose_graph.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
-DATA_KINDS = ("coco", "mpii", "lspet")
 # Where the ImageNet HRNet files named by model.pretrained come from (said when one is missing).
 PRETRAINED_SOURCE = (
     "the ImageNet HRNet files official HRNet and TokenPose start from (hrnet_w32-36af842e.pth for the -B models, "
@@ -144,12 +145,17 @@ def codec_of(config: TrainConfig) -> Codec:
         raise ValueError(f"config data.codec: {e}") from None
 
 
+def kind_of(config: TrainConfig) -> DatasetKind:
+    """The :data:`~dspose_graph.data.layouts.DATASET_KINDS` entry named by ``data.kind``."""
+    return dataset_kind(config.data.kind, "config data.kind")
+
+
 def augment_of(config: TrainConfig) -> AugmentParams | None:
     """The training augmentation of ``data.augment`` (+ ``data.augment_overrides``); ``None`` when it is off."""
     d = config.data
     if d.augment is False or d.augment == "none":
         return None
-    name = d.kind if d.augment is True else d.augment
+    name = kind_of(config).augment if d.augment is True else d.augment
     fields = {f.name for f in dataclasses.fields(AugmentParams)}
     unknown = sorted(set(d.augment_overrides) - fields)
     if unknown:
@@ -167,11 +173,8 @@ def build_dataset(config: TrainConfig, model: DSPose, split: str, augment: bool 
     official folder layout under ``data.root`` (``dspose_graph.data.layouts``). ``augment`` applies
     :func:`augment_of`; the COCO val split takes its person boxes from ``data.val_boxes`` when set.
     """
-    from dspose_graph.data import build_dataset as dataset_from_layout
-
     d = config.data
-    if d.kind not in DATA_KINDS:
-        raise ValueError(f"config data.kind={d.kind!r}: expected one of {', '.join(DATA_KINDS)}")
+    kind = kind_of(config)
     if d.image_dtype not in IMAGE_DTYPES:
         raise ValueError(f"config data.image_dtype={d.image_dtype!r}: expected one of {', '.join(IMAGE_DTYPES)}")
     params = augment_of(config) if augment else None
@@ -179,15 +182,14 @@ def build_dataset(config: TrainConfig, model: DSPose, split: str, augment: bool 
                                   heatmap_size=tuple(model.heatmap_size), sigma=d.sigma, codec=codec_of(config),
                                   schema=model.schema, train=params is not None, augment=params,
                                   reduced_decode=d.reduced_decode, image_dtype=d.image_dtype)
-    if d.kind == "mpii":
-        kwargs["keep_unannotated"] = d.keep_unannotated
+    kwargs.update({key: getattr(d, key) for key in kind.options})
     if d.val_boxes and split == "val":
-        if d.kind != "coco":
+        if not kind.detections:
             raise ValueError(f"config data.val_boxes is for COCO-format data, not data.kind={d.kind!r}")
         kwargs.update(detections=data_path(config, "val_boxes"), det_score_thr=d.det_score_thr)
     if getattr(d, f"{split}_ann") or getattr(d, f"{split}_images"):
         kwargs.update(ann_file=data_path(config, f"{split}_ann"), image_dir=data_path(config, f"{split}_images"))
-    return dataset_from_layout(d.kind, d.root or ".", split, **kwargs)
+    return build_layout_dataset(d.kind, d.root or ".", split, **kwargs)
 
 
 def _limit(dataset: Dataset, n: int) -> Dataset:
@@ -245,7 +247,7 @@ def build_evaluator(config: TrainConfig, model: DSPose, val_set: Dataset, device
     base = val_set.dataset if isinstance(val_set, Subset) else val_set
     coco_gt = None
     pckh_mat = None
-    if config.data.kind in ("coco", "lspet"):
+    if kind_of(config).scoring == "oks":
         coco_gt = base.coco  # type: ignore[attr-defined]
         if isinstance(val_set, Subset):
             coco_gt = subset_coco(coco_gt, {int(base.records[i].image_id) for i in val_set.indices})  # type: ignore[attr-defined]

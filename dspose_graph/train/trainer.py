@@ -10,7 +10,7 @@ one all-reduce, every ``run.log_every`` steps, before every checkpoint and at th
 loss is found at that read: every rank reads the same reduced flag, so all stop together, before anything is
 saved, naming the first step whose loss was not finite. On CUDA the trainer turns on cuDNN autotuning (unless
 ``run.deterministic``), TF32 and fused Adam; ``run.channels_last`` and ``run.compile`` go through
-:func:`dspose_graph.models.runtime.prepare_model`, ``optim.amp`` picks its precision.
+:func:`dspose_graph.models.runtime.prepare_model`, ``optim.precision`` picks its precision.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dspose_graph.data.image import normalize_batch, opencv_single_thread
 from dspose_graph.io import provenance
 from dspose_graph.models import DSPose, load_state_dict_checked
 from dspose_graph.models.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
-from dspose_graph.models.runtime import prepare_model, resolve_precision
+from dspose_graph.models.runtime import AUTO, PRECISIONS, prepare_model, resolve_precision
 from dspose_graph.train.config import TrainConfig, config_to_dict
 from dspose_graph.train.distributed import (DistInfo, all_reduce_, barrier, broadcast_buffers, broadcast_object,
                                             workers_per_rank)
@@ -39,9 +39,6 @@ from dspose_graph.train.sampling import ResumableSampler, SeededDataset
 
 log = logging.getLogger(__name__)
 
-AMP_MODES = ("none", "fp16", "bf16", "auto")
-# optim.amp -> models.runtime precision ("auto": resolve_precision picks by device and CPU instructions)
-PRECISION_OF_AMP = {"none": "fp32", "fp16": "fp16", "bf16": "bf16", "auto": "auto"}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -166,11 +163,11 @@ class Trainer:
         provenance: dict[str, Any] | None = None,
     ) -> None:
         self.optim, self.run = config.optim, config.run
-        if self.optim.amp not in AMP_MODES:
-            raise ValueError(f"optim.amp={self.optim.amp!r}: expected one of {', '.join(AMP_MODES)}")
+        if self.optim.precision not in (*PRECISIONS, AUTO):
+            raise ValueError(f"optim.precision={self.optim.precision!r}: expected one of {', '.join((*PRECISIONS, AUTO))}")
         self.device = torch.device(device)
-        if self.optim.amp == "fp16" and self.device.type != "cuda":
-            raise ValueError("optim.amp='fp16' needs CUDA (GradScaler); on CPU use amp='bf16' or 'none'")
+        if self.optim.precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("optim.precision='fp16' needs CUDA (GradScaler); on CPU use 'bf16' or 'fp32'")
         self.config = config
         self.eval_every = config.eval.every
         self.best_metric = config.best_metric
@@ -181,9 +178,9 @@ class Trainer:
         set_deterministic(self.run.seed, self.run.deterministic)
         cuda_defaults(self.device, self.run.deterministic)
         self.model = model
-        precision, why = resolve_precision(PRECISION_OF_AMP[self.optim.amp], self.device)
+        precision, why = resolve_precision(self.optim.precision, self.device)
         if self.info.is_main:
-            log.info("training precision %s (optim.amp=%s: %s)", precision, self.optim.amp, why)
+            log.info("training precision %s (optim.precision=%s: %s)", precision, self.optim.precision, why)
         self.precision = precision
         self.prepared = prepare_model(model, self.device, precision,
                                       channels_last=self.run.channels_last, compile=self.run.compile)
@@ -200,7 +197,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, self.optim.lr, self.optim.weight_decay, self.device)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(self.optim.milestones),
                                                               self.optim.gamma)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.optim.amp == "fp16")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0

@@ -23,7 +23,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
 

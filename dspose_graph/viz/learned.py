@@ -22,7 +22,7 @@ from dspose_graph.data.codec import Codec
 from dspose_graph.data.image import normalize_batch
 from dspose_graph.io import atomic_write_json
 from dspose_graph.models import DSPose
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.schemas import KeypointSchema
 
 FORMATS = ("png", "pdf", "svg")
 
@@ -186,18 +186,11 @@ def write_adjacency_figures(samples: Samples, out: Path, formats: str = "png,pdf
 
 def check_box(box: Sequence[float] | None) -> None:
     """Refuse a ``--box`` that is not a box inside an image: NaN/inf, negative, empty."""
-    from dspose_graph.predict import BOX_FIELDS, box_problem
+    from dspose_graph.formats.coco import box_problem
 
-    if box is None:
-        return
-    problem = box_problem(box)
-    text = " ".join(f"{v:g}" for v in box)
+    problem = box is not None and box_problem(box, inside_image=True)
     if problem:
-        raise ValueError(f"--box {text}: {problem}")
-    for name, value in zip(BOX_FIELDS, box):
-        if value < 0:
-            raise ValueError(f"--box {text}: field {name!r} = {value:g} is negative; X Y is the top-left corner "
-                             "inside the image")
+        raise ValueError(f"--box {' '.join(f'{v:g}' for v in box)}: {problem}")
 
 
 def adjacency_figures(weights: str | Path, out: Path, *, image: str | Path | None = None,

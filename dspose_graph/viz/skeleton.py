@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from dspose_graph.io import atomic_path
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.schemas import KeypointSchema
 
 LEFT, RIGHT, CENTRE = (255, 140, 0), (30, 120, 255), (40, 200, 60)
 _FORMATS = {".png": "png", ".pdf": "pdf"}

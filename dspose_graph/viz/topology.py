@@ -19,9 +19,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from dspose_graph.viz.adjacency import save_figure
-from topology.files import PhysicalTopology
-from topology.mapping import canonical_name
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.files import PhysicalTopology
+from dspose_graph.topology.mapping import canonical_name
+from dspose_graph.topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
 

@@ -85,7 +85,7 @@ def ship(checkpoint: str | Path, name: str, *, metrics: dict[str, float], card: 
     state = load_checkpoint(checkpoint)
     model = state["model"]
     weights = export_weights(checkpoint, out_dir / f"{name}.pt", shipped_as=name)
-    kept = {k: round(float(metrics[k]), 2) for k in CARD_METRICS if k in metrics}
+    kept = {k: round(float(metrics[k]), 4 if k.startswith(("AP", "AR")) else 2) for k in CARD_METRICS if k in metrics}
     kept["per_joint_torso_PCK@0.2"] = {k.split("/", 1)[1]: round(float(v), 1) for k, v in metrics.items()
                                        if k.startswith("torso_PCK@0.2/")}
     config = model.get("config", {})

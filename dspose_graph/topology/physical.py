@@ -29,7 +29,7 @@ from scipy.cluster.vq import kmeans2
 from scipy.spatial import cKDTree
 from scipy.special import digamma
 
-from topology.annotations import PoseStatistics
+from dspose_graph.topology.annotations import PoseStatistics
 
 log = logging.getLogger(__name__)
 

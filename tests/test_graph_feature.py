@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from topology.annotations import load_coco_statistics
+from dspose_graph.topology.annotations import load_coco_statistics
 from dspose_graph.data.image import normalize_image
 from dspose_graph.data.synthetic import generate_image
 from dspose_graph.models.checkpoint import load_model
 from dspose_graph.weights import shipped_path
-from topology.feature import cosine_similarity_matrix, dense_to_edges, edges_to_dense, feature_adjacency, topk_mask
+from dspose_graph.graph.feature import cosine_similarity_matrix, dense_to_edges, edges_to_dense, feature_adjacency, topk_mask
 
 
 @pytest.fixture(scope="module")

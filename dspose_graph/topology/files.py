@@ -1,6 +1,6 @@
 """Topology files: a physical topology (schema, clusters, normalised MI) as JSON with provenance.
 
-The package ships ``topology/data/mpii.json`` and ``topology/data/coco.json`` (our derived numbers,
+The package ships ``dspose_graph/topology/data/mpii.json`` and ``dspose_graph/topology/data/coco.json`` (our derived numbers,
 never raw annotations), so that models build and ``dspose topology`` clusters without any dataset.
 
 File format (``format_version`` 1)::
@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from topology.adjacency import physical_adjacency
+from dspose_graph.topology.adjacency import physical_adjacency
 from dspose_graph.io import atomic_write_json, read_json
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.schemas import KeypointSchema
 
 FORMAT = "dspose-topology"
 FORMAT_VERSION = 1
@@ -112,7 +112,7 @@ def shipped_path(name: str) -> Path:
     """Path of a topology file shipped with the package (``mpii`` or ``coco``)."""
     if name not in SHIPPED:
         raise ValueError(f"no shipped topology {name!r}; shipped: {list(SHIPPED)}")
-    return Path(str(resources.files("topology") / "data" / f"{name}.json"))
+    return Path(str(resources.files("dspose_graph.topology") / "data" / f"{name}.json"))
 
 
 def load_topology(name_or_path: str | Path) -> PhysicalTopology:

@@ -230,7 +230,7 @@ MPII16 = KeypointSchema(
     ),
     flip_pairs=((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13)),
     sigmas=None,
-    # The paper's six MPII clusters (Fig. 3 of the paper), found again by topology.physical.
+    # The paper's six MPII clusters (Fig. 3 of the paper), found again by dspose_graph.topology.physical.
     groups=(
         _idx(_MPII_NAMES, "head_top", "upper_neck", "thorax"),
         _idx(_MPII_NAMES, "l_wrist", "l_elbow", "l_shoulder"),
@@ -259,7 +259,7 @@ LSP14 = KeypointSchema(
     flip_pairs=((0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9)),
     # LSP defines no OKS sigmas: COCO's for the twelve limb joints, CrowdPose's 0.079 for head top and neck.
     sigmas=(0.089, 0.087, 0.107, 0.107, 0.087, 0.089, 0.062, 0.072, 0.079, 0.079, 0.072, 0.062, 0.079, 0.079),
-    # MPII's six clusters carried over by topology.mapping (tested): head top, neck and shoulders (MPII's
+    # MPII's six clusters carried over by dspose_graph.topology.mapping (tested): head top, neck and shoulders (MPII's
     # thorax cluster, its stand-ins), elbows + wrists, hips, knees + ankles.
     groups=(
         _idx(_LSP_NAMES, "head_top", "upper_neck", "r_shoulder", "l_shoulder"),

@@ -22,8 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from topology.physical import canonical_labels
-from topology.schemas import KeypointSchema
+from dspose_graph.topology.physical import canonical_labels
+from dspose_graph.topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
 

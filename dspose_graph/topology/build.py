@@ -1,7 +1,7 @@
 """Build a physical topology for a dataset: from raw annotations when present, else from the shipped MI.
 
 ``build_topology("mpii")`` regenerates the paper's six MPII clusters from the MPII training persons;
-``build_topology("coco")`` maps them to COCO's five groups (``topology.mapping``) and attaches the MI
+``build_topology("coco")`` maps them to COCO's five groups (``dspose_graph.topology.mapping``) and attaches the MI
 measured on COCO-format annotations; ``build_topology("<file>.json")`` clusters any COCO-format
 keypoint file on its own statistics (the direct route).
 """
@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from topology.annotations import find_mpii_annotations, load_coco_statistics, load_mpii_statistics, shared_mpii_dir
-from topology.files import PhysicalTopology, load_topology, shipped_path
+from dspose_graph.formats.mpii import find_mpii_annotations, shared_mpii_dir
+from dspose_graph.topology.annotations import load_coco_statistics, load_mpii_statistics
+from dspose_graph.topology.files import PhysicalTopology, load_topology, shipped_path
 from dspose_graph.io import provenance, shared_data_dir
-from topology.mapping import map_clusters
-from topology.physical import DEFAULT_ESTIMATOR, DEFAULT_VARIABLE, cluster_mi, default_bins, physical_mi
-from topology.schemas import COCO17, MPII16
+from dspose_graph.topology.mapping import map_clusters
+from dspose_graph.topology.physical import DEFAULT_ESTIMATOR, DEFAULT_VARIABLE, cluster_mi, default_bins, physical_mi
+from dspose_graph.topology.schemas import COCO17, MPII16
 
 log = logging.getLogger(__name__)
 
