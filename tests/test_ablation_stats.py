@@ -152,8 +152,8 @@ def test_rows_differ_only_in_their_overrides_and_seed(tmp_path):
     lsp = load_config(recipe_path().parent / "dspose_t_lspet.yaml")
     assert (recipe.model.name, recipe.model.overrides, recipe.model.init_from) == \
         (lsp.model.name, lsp.model.overrides, lsp.model.init_from)
-    assert (recipe.data, recipe.optim.lr, recipe.optim.batch_size, recipe.optim.grad_clip, recipe.optim.amp) == \
-        (lsp.data, lsp.optim.lr, lsp.optim.batch_size, lsp.optim.grad_clip, lsp.optim.amp)
+    assert (recipe.data, recipe.optim.lr, recipe.optim.batch_size, recipe.optim.grad_clip, recipe.optim.precision) == \
+        (lsp.data, lsp.optim.lr, lsp.optim.batch_size, lsp.optim.grad_clip, lsp.optim.precision)
 
 
 def test_an_mlp_model_starts_from_a_graph_models_body():
@@ -201,15 +201,15 @@ def test_precision_auto_is_decided_once_and_kept_by_later_commands(tmp_path):
 
     ablation = ABLATIONS["lsp-table5"]
     recipe = load_config(recipe_path())
-    assert recipe.optim.amp == "auto" and recipe.eval.precision == "auto"
+    assert recipe.optim.precision == "auto" and recipe.eval.precision == "auto"
     saved = tmp_path / "dual" / "seed0" / "config.yaml"
     saved.parent.mkdir(parents=True)
-    saved.write_text("optim: {amp: bf16}\neval: {precision: bf16}\n")
+    saved.write_text("optim: {precision: bf16}\neval: {precision: bf16}\n")
     configs = {(row.name, 0): prepare_run(recipe, ablation, row, 0, tmp_path) for row in ablation.rows}
     pin_precision(configs, tmp_path)
-    assert {(c.optim.amp, c.eval.precision) for c in configs.values()} == {("bf16", "bf16")}
+    assert {(c.optim.precision, c.eval.precision) for c in configs.values()} == {("bf16", "bf16")}
     saved.unlink()
     configs = {(row.name, 0): prepare_run(recipe, ablation, row, 0, tmp_path) for row in ablation.rows}
     pin_precision(configs, tmp_path)  # measured here: one answer for all rows
-    pinned = {(c.optim.amp, c.eval.precision) for c in configs.values()}
-    assert pinned in ({("none", "fp32")}, {("bf16", "bf16")})
+    pinned = {(c.optim.precision, c.eval.precision) for c in configs.values()}
+    assert pinned in ({("fp32", "fp32")}, {("bf16", "bf16")})

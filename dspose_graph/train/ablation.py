@@ -276,28 +276,29 @@ def write_report(ablation: Ablation, out: Path, budget: int, seeds: Sequence[int
 
 
 def pin_precision(configs: dict[tuple[str, int], TrainConfig], out: Path) -> None:
-    """One precision for every run of a table: ``auto`` (``optim.amp``, ``eval.precision``) is resolved once, or
-    taken from a run already in ``out``, so that no row trains in bf16 and another in fp32 because a measurement
-    of the CPU's bf16 speed came out differently under other load."""
+    """One precision for every run of a table: ``auto`` (``optim.precision``, ``eval.precision``) is resolved
+    once, or taken from a run already in ``out``, so that no row trains in bf16 and another in fp32 because a
+    measurement of the CPU's bf16 speed came out differently under other load."""
     first = next(iter(configs.values()))
-    if first.optim.amp != "auto" and first.eval.precision != "auto":
+    if first.optim.precision != "auto" and first.eval.precision != "auto":
         return
     saved = next(iter(sorted(out.glob("*/seed*/config.yaml"))), None)
     if saved is not None:
         raw = yaml.safe_load(saved.read_text()) or {}
-        amp, precision, why = raw["optim"]["amp"], raw["eval"]["precision"], f"as the runs already made ({saved})"
+        train, evaluation = raw["optim"]["precision"], raw["eval"]["precision"]
+        why = f"as the runs already made ({saved})"
     else:
         from dspose_graph.models.runtime import resolve_precision
         from dspose_graph.train.distributed import resolve_device
 
-        resolved, why = resolve_precision("auto", resolve_device(first.run.device))
-        amp, precision = ("none" if resolved == "fp32" else resolved), resolved
-    log.info("precision of every run: optim.amp %s, eval.precision %s (%s)", amp, precision, why)
+        train, why = resolve_precision("auto", resolve_device(first.run.device))
+        evaluation = train
+    log.info("precision of every run: optim.precision %s, eval.precision %s (%s)", train, evaluation, why)
     for config in configs.values():
-        if config.optim.amp == "auto":
-            config.optim.amp = amp
+        if config.optim.precision == "auto":
+            config.optim.precision = train
         if config.eval.precision == "auto":
-            config.eval.precision = precision
+            config.eval.precision = evaluation
 
 
 def run_ablation(name: str, out: Path, *, seeds: Sequence[int] = (0, 1, 2), steps: int | None = None,
