@@ -423,6 +423,7 @@ class Trainer:
             if self.step_budget_reached():
                 log.info("step budget optim.max_steps=%d reached in epoch %d", self.optim.max_steps, self.epoch + 1)
                 break
+        del batches  # the epoch's iterator holds the persistent workers, which evaluation stops (_evaluate)
         self._read_losses(steps_log, writer, lr, bar, seen / max(time.perf_counter() - start_time, 1e-9))
         bar.close()
         train_loss = self._epoch_loss_sum / max(1, self.step_in_epoch)

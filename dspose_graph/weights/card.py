@@ -84,7 +84,8 @@ def ship(checkpoint: str | Path, name: str, *, metrics: dict[str, float], card: 
         raise ValueError(f"weights name {name!r} must be a plain identifier (letters, digits, _): it becomes a file name")
     state = load_checkpoint(checkpoint)
     model = state["model"]
-    weights = export_weights(checkpoint, out_dir / f"{name}.pt", shipped_as=name)
+    weights = export_weights(checkpoint, out_dir / f"{name}.pt", shipped_as=name,
+                             **({"recipe": card["recipe"]} if "recipe" in card else {}))
     kept = {k: round(float(metrics[k]), 4 if k.startswith(("AP", "AR")) else 2) for k in CARD_METRICS if k in metrics}
     kept["per_joint_torso_PCK@0.2"] = {k.split("/", 1)[1]: round(float(v), 1) for k, v in metrics.items()
                                        if k.startswith("torso_PCK@0.2/")}
