@@ -7,13 +7,18 @@ Each sub-command is a module of this package with ``HELP`` (one line), ``add_arg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import json
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 import traceback
 import warnings
-from typing import Callable
+from typing import Callable, Iterator, Mapping
 
 COMMANDS = {
     "eval-coco": "dspose_graph.cli.eval_coco",
@@ -31,7 +36,7 @@ COMMANDS = {
 }
 
 
-EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_OS, EXIT_RUNTIME, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_OS, EXIT_RUNTIME, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 4, 130, 143
 EXIT_STATUS = f"""exit status:
   {EXIT_OK}    success
   {EXIT_BUG}    internal error (a bug): the traceback is printed; please report it
@@ -42,8 +47,67 @@ EXIT_STATUS = f"""exit status:
        a non-finite training loss, a detector whose weights cannot be fetched)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C): files already written are complete (every output is written
        atomically); a training run resumes from OUT/last.pt with --resume
+  {EXIT_TERMINATED}  terminated (SIGTERM: preemption, a job scheduler, torchrun stopping the other ranks): as
+       Ctrl-C, and the run folder's lock is released
 Errors print one line on stderr; --debug (or DSPOSE_DEBUG=1) adds the traceback."""
 DEBUG_ENV = "DSPOSE_DEBUG"
+LOG_RANKS = ("main", "all")
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds the command like Ctrl-C, so that ``finally`` blocks (the run-folder lock) run."""
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """Inside the block SIGTERM raises :class:`Terminated` in the main thread instead of ending the process at
+    once (its default), so cleanup runs; the previous handler is restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def configure_logging(verbose: bool = False, log_ranks: str = "main", env: Mapping[str, str] | None = None) -> None:
+    """Log to stderr at INFO (DEBUG with ``verbose``). Under ``torchrun`` (``WORLD_SIZE`` > 1) each line is tagged
+    ``[rank R/W]``; with ``log_ranks="main"`` the other ranks log warnings and errors only (one copy of each
+    progress line instead of one per GPU), with ``"all"`` every rank logs everything."""
+    env = os.environ if env is None else env
+    level = logging.DEBUG if verbose else logging.INFO
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    world = env.get("WORLD_SIZE", "1")
+    if world.isdigit() and int(world) > 1:
+        rank = env.get("RANK", "0")
+        fmt = f"%(levelname)s [rank {rank}/{world}] %(name)s: %(message)s"
+        if log_ranks == "main" and rank != "0":
+            level = logging.WARNING
+    logging.basicConfig(level=level, format=fmt)
+
+
+def record_error(error: BaseException, env: Mapping[str, str] | None = None) -> None:
+    """Write ``error`` where ``torchrun`` reads a failed process's error (``TORCHELASTIC_ERROR_FILE``, in the JSON of
+    torch.distributed.elastic's ``ErrorHandler``), so its failure summary shows the message instead of
+    ``error_file: <N/A>``. Nothing happens outside torchrun."""
+    env = os.environ if env is None else env
+    path = env.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    data = {"message": {"message": f"{type(error).__name__}: {error}",
+                        "extraInfo": {"py_callstack": "".join(traceback.format_exception(error)),
+                                      "timestamp": str(int(time.time()))}}}
+    try:
+        with open(path, "w") as f:
+            json.dump(data, f)
+    except OSError as e:
+        print(f"dspose: could not write torchrun's error file {path}: {e}", file=sys.stderr)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -55,6 +119,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                      epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help=f"print tracebacks of errors (also: {DEBUG_ENV}=1)")
+    parser.add_argument("--log-ranks", choices=LOG_RANKS, default="main",
+                        help="under torchrun: 'main' = rank 0 logs everything, the others warnings and errors; "
+                             "'all' = every rank logs everything (lines are tagged [rank R/W] either way)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         if command is not None and name != command:
@@ -96,11 +163,16 @@ def run_guarded(command: str, run: Callable[[argparse.Namespace], int | None], a
     """Run a sub-command; every expected failure becomes one line on stderr and an exit status (EXIT_STATUS).
 
     Bad input (``ValueError``, ``FileNotFoundError``, ``KeyError``) -> 2, other ``OSError`` -> 3,
-    ``RuntimeError`` -> 4, Ctrl-C -> 130. Anything else is a bug and keeps its traceback (exit 1).
+    ``RuntimeError`` -> 4, Ctrl-C -> 130, SIGTERM -> 143. Anything else is a bug and keeps its traceback (exit 1).
+    Under ``torchrun`` the error is also written to its error file (:func:`record_error`).
     """
     try:
-        check_device_option(args)
-        return int(run(args) or 0)
+        with sigterm_unwinds():
+            check_device_option(args)
+            return int(run(args) or 0)
+    except Terminated as e:
+        error, code, message = e, EXIT_TERMINATED, ("terminated (SIGTERM); files already written are complete "
+                                                    "(a training run resumes with --resume auto)")
     except KeyboardInterrupt as e:
         error: BaseException = e
         code, message = EXIT_INTERRUPTED, ("interrupted; files already written are complete "
@@ -112,8 +184,12 @@ def run_guarded(command: str, run: Callable[[argparse.Namespace], int | None], a
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         error, code, message = e, EXIT_RUNTIME, f"{type(e).__name__}: {first[0] if first else ''}"
+    except Exception as e:  # a bug: recorded for torchrun, then its traceback as ever
+        record_error(e)
+        raise
     if debug:
         traceback.print_exception(error)
+    record_error(error)
     print(f"dspose {command}: error: {message}", file=sys.stderr)
     return code
 
@@ -123,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_requested_command(argv)).parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose, args.log_ranks)
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     return run_guarded(args.command, args._run, args, debug)
 

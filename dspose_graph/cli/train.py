@@ -1,4 +1,4 @@
-"""``dspose train CONFIG.yaml [--resume CKPT] [--set k=v ...] [--eval-only | --dry-run]``: the CLI of ``dspose_graph.train.pipeline``.
+"""``dspose train CONFIG.yaml [--resume CKPT|auto] [--set k=v ...] [--eval-only | --dry-run]``: the CLI of ``dspose_graph.train.pipeline``.
 
 Under ``torchrun`` every process runs this same command (see docs/training.md); rank 0 prints the metrics.
 """
@@ -19,7 +19,9 @@ HELP = "train a model from a YAML config (single process or under torchrun)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="YAML config (see experiments/ and docs/training.md)")
-    parser.add_argument("--resume", type=Path, default=None, help="checkpoint to resume from (e.g. OUT/last.pt)")
+    parser.add_argument("--resume", default=None, metavar="CKPT|auto",
+                        help="checkpoint to resume from (e.g. OUT/last.pt), or 'auto': run.out_dir's newest checkpoint "
+                             "when it has one, else a new run (the same command restarts a preempted job)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=5e-4 (repeatable)")
     parser.add_argument("--eval-only", action="store_true",
@@ -31,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
-    if args.eval_only and args.resume is None:
-        raise ValueError("--eval-only needs --resume CHECKPOINT (the weights to evaluate)")
+    if args.eval_only and args.resume in (None, "auto"):
+        raise ValueError("--eval-only needs --resume CHECKPOINT (the weights to evaluate; not 'auto')")
     if args.dry_run:
         if args.eval_only or args.resume is not None:
             raise ValueError("--dry-run checks a training config: it takes neither --eval-only nor --resume")

@@ -15,10 +15,11 @@ Files written to ``config.run.out_dir``: ``config.yaml``, the trainer's checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -30,9 +31,10 @@ from dspose_graph.data.image import IMAGE_DTYPES
 from dspose_graph.io import FolderLock, atomic_write_json, atomic_write_text
 from dspose_graph.models import DSPose, create_model
 from dspose_graph.models.checkpoint import load_model
-from dspose_graph.models.runtime import PreparedModel, autocast_dtype, prepare_model
+from dspose_graph.models.runtime import PreparedModel, autocast_dtype, channels_last_weights, prepare_model
 from dspose_graph.train.config import TrainConfig, config_to_yaml
-from dspose_graph.train.distributed import DistInfo, cleanup, init_distributed, resolve_device, workers_per_rank
+from dspose_graph.train.distributed import DistInfo, on_main, process_group, workers_per_rank
+from dspose_graph.train.optim import accumulation_steps
 from dspose_graph.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -238,13 +240,16 @@ def build_evaluator(config: TrainConfig, model: DSPose, val_set: Dataset, device
 
     def evaluate_model(m: nn.Module) -> dict[str, float]:
         if not prepared or prepared[0].original is not m:
-            # In place: NHWC weights leave the maths (and the training of this model) unchanged.
-            prepared[:] = [prepare_model(m, device, precision=e.precision, channels_last=e.channels_last,
-                                         compile=e.compile, freeze=e.compile and fixed_weights)]
+            # A saved checkpoint's model is converted in place; a model in training keeps its own layout (its
+            # optimiser's moments have it) and runs NHWC copies of its weights (channels_last_weights below).
+            runner = prepare_model(m, device, precision=e.precision, channels_last=e.channels_last and fixed_weights,
+                                   compile=e.compile, freeze=e.compile and fixed_weights)
+            prepared[:] = [dataclasses.replace(runner, channels_last=e.channels_last)]
         runner = prepared[0]
-        pred = predict_dataset(m, val_set, batch_size=e.batch_size, device=torch.device(device),
-                               flip_test=e.flip_test, decode=e.decode, codec=codec_of(config), info=info,
-                               forward=runner, workers=workers_per_rank(config.run.workers, info))
+        with channels_last_weights(m, e.channels_last and not fixed_weights):
+            pred = predict_dataset(m, val_set, batch_size=e.batch_size, device=torch.device(device),
+                                   flip_test=e.flip_test, decode=e.decode, codec=codec_of(config), info=info,
+                                   forward=runner, workers=workers_per_rank(config.run.workers, info))
         return metrics_once(lambda: compute_metrics(pred, coco_gt=coco_gt, sigmas=sigmas, pckh_mat=pckh_mat,
                             nms_threshold=e.oks_nms_threshold, rescore_threshold=e.rescore_threshold), info)
 
@@ -252,49 +257,66 @@ def build_evaluator(config: TrainConfig, model: DSPose, val_set: Dataset, device
 
 
 def check_global_batch(config: TrainConfig, world_size: int) -> int:
-    """Log processes x per-process batch and the lr; warn when that global batch is not ``optim.global_batch``.
+    """Log processes x per-process batch x accumulated micro-batches and the lr; warn when that global batch is not
+    ``optim.global_batch``.
 
     The lr is never rescaled here: a run on fewer GPUs than the paper's trains with the configured lr unless
-    the user changes it (docs/reproducing.md gives the linear rule). Returns the actual global batch.
+    the user changes it (docs/reproducing.md gives the linear rule) or accumulates gradients to the configured
+    global batch (``optim.accumulate``). Returns the actual global batch.
     """
     o = config.optim
-    actual = world_size * o.batch_size
-    log.info("batch: %d process(es) x %d per process = global batch %d, lr %g", world_size, o.batch_size, actual, o.lr)
+    steps = accumulation_steps(config, world_size)
+    actual = world_size * o.batch_size * steps
+    acc = f" x {steps} accumulated" if steps > 1 else ""
+    log.info("batch: %d process(es) x %d per process%s = global batch %d, lr %g", world_size, o.batch_size, acc,
+             actual, o.lr)
     if o.global_batch and actual != o.global_batch:
-        log.warning("global batch %d (%d process(es) x %d) differs from optim.global_batch %d that lr %g is set for; "
-                    "training with lr %g as configured (the linear rule would give lr %g: --set optim.lr=%g)",
-                    actual, world_size, o.batch_size, o.global_batch, o.lr, o.lr, o.lr * actual / o.global_batch,
-                    o.lr * actual / o.global_batch)
+        linear = o.lr * actual / o.global_batch
+        hint = ("; or keep that global batch with --set optim.accumulate=auto"
+                if o.global_batch % (world_size * o.batch_size) == 0 else "")
+        log.warning("global batch %d (%d process(es) x %d%s) differs from optim.global_batch %d that lr %g is set "
+                    "for; training with lr %g as configured (the linear rule would give lr %g: --set optim.lr=%g%s)",
+                    actual, world_size, o.batch_size, acc, o.global_batch, o.lr, o.lr, linear, linear, hint)
     return actual
 
 
-def _start(config: TrainConfig, lock: FolderLock) -> tuple[DistInfo, torch.device, Path]:
-    info = init_distributed(resolve_device(config.run.device))
-    device = resolve_device(config.run.device, info)
+@contextlib.contextmanager
+def _session(config: TrainConfig) -> Iterator[tuple[DistInfo, Path]]:
+    """In the process group (joined here unless a caller already did, see ``distributed.process_group``), with
+    ``run.out_dir`` locked by rank 0 and ``config.yaml`` written; a refused lock stops every rank."""
+    lock = FolderLock(config.run.out_dir, "run.out_dir")
     out_dir = Path(config.run.out_dir)
-    if info.is_main:
+
+    def take() -> None:
         lock.acquire()  # before the first write: a second run on this folder stops here
         atomic_write_text(out_dir / "config.yaml", config_to_yaml(config))
-    return info, device, out_dir
+
+    with process_group(config.run.device, config.run.dist_timeout) as info:
+        try:
+            on_main(take, info, f"taking the run folder {out_dir}")
+            yield info, out_dir
+        finally:
+            lock.release()
 
 
 def _write_metrics(path: Path, metrics: dict[str, float], model: DSPose, config: TrainConfig, source: str,
                    info: DistInfo) -> None:
-    if info.is_main:
-        trainable, frozen = count_parameters(model)
-        atomic_write_json(path, {"metrics": metrics, "params": trainable + frozen, "params_trainable": trainable,
-                                 "world_size": info.world_size, "config": source, "model": config.model.name})
+    trainable, frozen = count_parameters(model)
+    on_main(lambda: atomic_write_json(path, {"metrics": metrics, "params": trainable + frozen,
+                                             "params_trainable": trainable, "world_size": info.world_size,
+                                             "config": source, "model": config.model.name}), info, f"writing {path}")
 
 
 def train(config: TrainConfig, *, resume: str | Path | None = None, source: str = "<config>") -> TrainResult:
     """Train as ``config`` says (from the ``resume`` checkpoint when given) and evaluate on its held-out split.
 
-    ``source`` names the config in provenance records (e.g. its YAML path). A distributed process group
-    started here (under ``torchrun``) is closed before returning.
+    ``resume`` is a checkpoint path, or ``"auto"``: the run folder's newest checkpoint when it has one, else a new
+    run (``train.run_folder``). ``source`` names the config in provenance records (e.g. its YAML path). Under
+    ``torchrun`` the process group is joined here and left before returning, unless the caller joined it
+    (``distributed.process_group``, as the experiment runner does around its rows).
     """
-    lock = FolderLock(config.run.out_dir, "run.out_dir")
-    try:
-        info, device, out_dir = _start(config, lock)
+    with _session(config) as (info, out_dir):
+        device = info.device
         if info.is_main:
             check_global_batch(config, info.world_size)
         torch.manual_seed(config.run.seed)
@@ -306,9 +328,6 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, source: str 
                           device=device, info=info, provenance={"config": source, "params": trainable + frozen})
         summary = trainer.fit(resume=resume)
         _write_metrics(out_dir / "metrics.json", summary.metrics, model, config, source, info)
-    finally:
-        lock.release()
-        cleanup()
     last, best = out_dir / "last.pt", out_dir / "best.pt"
     return TrainResult(metrics=summary.metrics, out_dir=out_dir, params=trainable, params_frozen=frozen,
                        epochs=summary.epochs, global_step=summary.global_step, best=summary.best,
@@ -322,16 +341,11 @@ def evaluate(config: TrainConfig, weights: str | Path, *, source: str = "<config
 
     The model is rebuilt from the checkpoint's own model config, so ``config.model`` is not consulted.
     """
-    lock = FolderLock(config.run.out_dir, "run.out_dir")
-    try:
-        info, device, out_dir = _start(config, lock)
-        model, _ = load_model(weights, device)
+    with _session(config) as (info, out_dir):
+        model, _ = load_model(weights, info.device)
         _, val_set = build_datasets(config, model, need_train=False)
-        metrics = build_evaluator(config, model, val_set, device, info, fixed_weights=True)(model)
+        metrics = build_evaluator(config, model, val_set, info.device, info, fixed_weights=True)(model)
         _write_metrics(out_dir / "metrics_eval.json", metrics, model, config, source, info)
-    finally:
-        lock.release()
-        cleanup()
     return metrics
 
 
@@ -342,9 +356,8 @@ def dry_run(config: TrainConfig) -> dict[str, Any]:
     truth) in minutes on a CPU; nothing is written. Returns a summary: model, trainable parameters, backbone
     file, codec, augmentation, samples per split, processes, batch and lr.
     """
-    try:
-        info = init_distributed(resolve_device(config.run.device))
-        device = resolve_device(config.run.device, info)
+    with process_group(config.run.device, config.run.dist_timeout) as info:
+        device = info.device
         global_batch = check_global_batch(config, info.world_size)
         model = build_model(config)
         train_set, val_set = build_datasets(config, model)
@@ -354,8 +367,6 @@ def dry_run(config: TrainConfig) -> dict[str, Any]:
             if len(dataset) == 0:  # type: ignore[arg-type]
                 raise ValueError(f"config data: the {name} split has no samples")
             dataset[0]
-    finally:
-        cleanup()
     params = augment_of(config)
     return {"model": config.model.name, "params": count_parameters(model)[0],
             "pretrained": config.model.pretrained, "codec": config.data.codec,
