@@ -328,7 +328,7 @@ class FolderLock:
                 f"is taken over (delete the lock file only if that run is gone)")
         else:
             reason = f"not refreshed for {age / 60:.1f} min"
-        log.warning("%s: taking over the lock of a run that no longer exists (%s: %s)", self.folder, text, reason)
+        log.warning("%s: taking over the lock left by a run that no longer exists (%s: %s)", self.folder, text, reason)
         self.path.unlink(missing_ok=True)
 
     def _start_heartbeat(self) -> None:
