@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 from typing import Any
 
 from dspose_graph.io import atomic_write_text
 
+log = logging.getLogger(__name__)
 STEP_FIELDS = ["global_step", "epoch", "step", "loss", "lr"]
 
 
@@ -91,3 +93,13 @@ def plot_learning_curve(steps_csv: str | Path, history: list[dict[str, Any]], pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def tensorboard_writer(path: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` writing to ``path``; ``None`` (logged) when tensorboard cannot be imported."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is an install requirement, but a broken install must not stop training
+        log.warning("tensorboard not importable; TensorBoard logs disabled")
+        return None
+    return SummaryWriter(str(path))

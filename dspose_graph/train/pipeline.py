@@ -30,7 +30,7 @@ from dspose_graph.data.codec import Codec, get_codec
 from dspose_graph.data.image import IMAGE_DTYPES
 from dspose_graph.io import FolderLock, atomic_write_json, atomic_write_text
 from dspose_graph.models import DSPose, create_model
-from dspose_graph.models.checkpoint import load_model
+from dspose_graph.models.checkpoint import load_checkpoint, model_from_state
 from dspose_graph.models.runtime import PreparedModel, autocast_dtype, channels_last_weights, prepare_model
 from dspose_graph.train.config import TrainConfig, config_to_yaml
 from dspose_graph.train.distributed import DistInfo, on_main, process_group, workers_per_rank
@@ -342,7 +342,9 @@ def evaluate(config: TrainConfig, weights: str | Path, *, source: str = "<config
     The model is rebuilt from the checkpoint's own model config, so ``config.model`` is not consulted.
     """
     with _session(config) as (info, out_dir):
-        model, _ = load_model(weights, info.device)
+        # Rank 0 reads the file, the others get its content (node-local run folders, as for --resume).
+        state = on_main(lambda: load_checkpoint(weights), info, f"reading checkpoint {weights}")
+        model = model_from_state(state, weights).to(info.device)
         _, val_set = build_datasets(config, model, need_train=False)
         metrics = build_evaluator(config, model, val_set, info.device, info, fixed_weights=True)(model)
         _write_metrics(out_dir / "metrics_eval.json", metrics, model, config, source, info)

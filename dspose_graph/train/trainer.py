@@ -9,8 +9,11 @@ A step never waits for the device: losses are summed on it (:class:`LossMeter`) 
 one all-reduce, every ``run.log_every`` steps, before every checkpoint and at the end of each epoch. A NaN/inf
 loss is found at that read: every rank reads the same reduced flag, so all stop together, before anything is
 saved, naming the first step whose loss was not finite. On CUDA the trainer turns on cuDNN autotuning (unless
-``run.deterministic``), TF32 and fused Adam; ``run.channels_last`` and ``run.compile`` go through
-:func:`dspose_graph.models.runtime.prepare_model`, ``optim.amp`` picks its precision.
+``run.deterministic``), TF32 and fused Adam; ``run.channels_last`` goes through
+:func:`dspose_graph.models.runtime.prepare_model`, ``run.compile`` compiles the DDP-wrapped model (all-reduces
+overlap the backward), ``optim.amp`` picks its precision, ``run.sync_bn`` synchronises BatchNorm and
+``optim.accumulate`` sums micro-batches per step. Under DDP, rank 0 alone reads a resumed checkpoint and writes
+files; an error there stops every rank (``distributed.on_main``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from dspose_graph.train.config import TrainConfig, config_to_dict
 from dspose_graph.train.distributed import (DistInfo, barrier, broadcast_buffers, broadcast_object,
                                             on_main, sync_batchnorm, workers_per_rank)
 from dspose_graph.train.loss import LossMeter, NonFiniteLossError, heatmap_mse_loss
-from dspose_graph.train.logs import StepLog, plot_learning_curve, write_epoch_csv
+from dspose_graph.train.logs import StepLog, plot_learning_curve, tensorboard_writer, write_epoch_csv
 from dspose_graph.train.optim import (accumulation_steps, apply_schedule, load_scaler_state, make_optimizer,
                                       make_scheduler, match_state_layout)
 from dspose_graph.train.run_folder import keep_epoch_checkpoint, load_resume_state
@@ -319,7 +322,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         steps_log = StepLog(self.out_dir / "steps.csv", resume_step=self.global_step if resumed else None) \
             if main else None
-        writer = _tensorboard(self.out_dir / "tb") if main and self.run.tensorboard else None
+        writer = tensorboard_writer(self.out_dir / "tb") if main and self.run.tensorboard else None
         # A finished run resumed again trains nothing: it reports the metrics its checkpoint holds.
         metrics: dict[str, float] = dict(self.resumed_metrics)
         if resumed and self.epoch >= self.optim.epochs:
@@ -409,11 +412,3 @@ class Trainer:
                 f"writing {self.out_dir / 'epochs.csv'}")
         return metrics
 
-
-def _tensorboard(path: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is an install requirement, but a broken install must not stop training
-        log.warning("tensorboard not importable; TensorBoard logs disabled")
-        return None
-    return SummaryWriter(str(path))
