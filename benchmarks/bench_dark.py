@@ -1,8 +1,10 @@
 """Batched DARK decoding vs the straightforward per-joint loop, on (32, 17, 64, 48) heatmaps.
 
 The reference is how DARK is usually written (one heatmap at a time: ``cv2.GaussianBlur``, log, Taylor step
-with a 2x2 ``numpy.linalg.inv``). Both run on the same network-like heatmaps in this process; the table
-gives each one's best-of-N time and the ratio (goal: batched >= 20x faster). Also checks they agree.
+with a 2x2 ``numpy.linalg.inv``). Both run on the same network-like heatmaps in this process, with the blur
+border of one codec (``--codec``, default the default codec: zero padding for ``tokenpose``, reflect-101 for
+``hrnet`` and ``udp``); the table gives each one's best-of-N time and the ratio (goal: batched >= 20x faster).
+Exits 1 when the two disagree by 1e-3 px or more.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import time
 import numpy as np
 import torch
 
-from dspose_graph.eval.decode import dark_reference, decode_heatmaps
+from dspose_graph.data.codec import CODECS, DEFAULT_CODEC
+from dspose_graph.eval.decode import dark_reference
 
 GOAL = 20.0
 
@@ -43,23 +46,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", type=int, nargs=4, default=[32, 17, 64, 48], metavar=("B", "K", "H", "W"))
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 = a fair single-core comparison)")
+    parser.add_argument("--codec", default=DEFAULT_CODEC, choices=sorted(CODECS),
+                        help=f"whose DARK blur border both sides use (default {DEFAULT_CODEC})")
     args = parser.parse_args(argv)
+    codec = CODECS[args.codec]
     torch.set_num_threads(args.threads)
     hm = make_heatmaps(*args.shape)
     hm_t = torch.from_numpy(hm)
 
-    ref = dark_reference(hm)
-    ours, _ = decode_heatmaps(hm_t)
+    ref = dark_reference(hm, border=codec.blur_border)
+    ours, _ = codec.decode(hm_t)
     max_diff = float(np.abs(ours.numpy() - ref).max())
 
     t_loop, t_torch, t_numpy = best_times(
-        [lambda: dark_reference(hm), lambda: decode_heatmaps(hm_t), lambda: decode_heatmaps(hm)], args.repeat)
+        [lambda: dark_reference(hm, border=codec.blur_border), lambda: codec.decode(hm_t), lambda: codec.decode(hm)],
+        args.repeat)
     rows = [
         ("per-joint loop (reference)", t_loop, 1.0),
         ("batched, torch input", t_torch, t_loop / t_torch),
         ("batched, numpy input", t_numpy, t_loop / t_numpy),
     ]
-    print(f"DARK decoding of {tuple(args.shape)} heatmaps, best of {args.repeat}, torch threads {args.threads}")
+    print(f"DARK decoding of {tuple(args.shape)} heatmaps, codec {codec.name} ({codec.blur_border} border), "
+          f"best of {args.repeat}, torch threads {args.threads}")
     print(f"{'method':<28} {'ms':>9} {'speed-up':>9}")
     for name, t, ratio in rows:
         print(f"{name:<28} {1e3 * t:9.2f} {ratio:8.1f}x")

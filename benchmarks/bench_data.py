@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dspose_graph.data import AugmentParams, CropParams, TopDownDataset, build_dataset, load_image
 from dspose_graph.data.image import normalize_batch
-from dspose_graph.data.transforms import crop_affine
+from dspose_graph.data.codec import get_codec
 from dspose_graph.io import shared_data_dir
 
 GOAL = 2.0
@@ -112,7 +112,7 @@ class NaiveTopDown(Dataset):
                 joints[a], joints[b] = joints[b], joints[a]
             center[0] = width - 1 - center[0]
         # Our crop rotates, then mirrors; mirroring the image first turns the rotation the other way.
-        m = crop_affine(center, crop.scale, -crop.rotation if crop.flip else crop.rotation, (iw, ih), codec=CODEC)
+        m = get_codec(CODEC).crop_affine(center, crop.scale, -crop.rotation if crop.flip else crop.rotation, (iw, ih))
         patch = cv2.warpAffine(image, m, (iw, ih), flags=cv2.INTER_LINEAR)
         for j in joints:
             x, y = j[0], j[1]

@@ -1,144 +1,227 @@
-"""GPU training speed of DSPose-B at batch 32: fp32, fp16 + GradScaler, bf16, each eager and compiled; peak
-memory; and 100-step loss curves fp16 vs fp32 on generated people. Without CUDA it says so and exits 0.
+"""The training path a user runs, end to end and timed: ``dspose bench gpu``.
 
-Speed runs on random images already on the GPU (the model's cost, not the loader's), with the CUDA settings
-the trainer is to use: ``cudnn.benchmark``, TF32 matmuls/convolutions for fp32, fused Adam, channels_last.
-Times are CUDA-synchronised medians over ``--steps`` steps after ``--warmup`` (compilation is in the warm-up
-and printed apart).
+One row per (precision, layout) asked for, each built as ``dspose train CONFIG`` builds it: the config's
+datasets and DataLoader (its workers, ``data.image_dtype``, pinned memory), the uint8 normalisation on the
+device, the model under ``optim.amp`` and ``run.channels_last``, DDP when launched by ``torchrun``, the loss reads
+and checkpoints of the trainer, then the held-out evaluation of the config (flip test, decoding, gathering,
+pycocotools). Each row trains two short epochs of ``--steps`` steps: the first warms up (cuDNN autotuning,
+``torch.compile``, worker start) and the second is timed; the evaluation runs once inside training and once
+more, timed, on ``--eval-crops`` crops. Without CUDA it runs the same path on the CPU and says so: its
+figures are the CPU's.
 
-    python benchmarks/bench_gpu.py                      # all paths + loss curves
-    python benchmarks/bench_gpu.py --no-compile --no-curve
+    dspose bench gpu                                                  # the COCO DSPose-B config, its settings
+    dspose bench gpu --amp none,bf16 --channels-last false,true       # four rows to compare
+    torchrun --nproc-per-node 4 -m dspose_graph bench gpu --amp bf16  # DDP: per-GPU rate vs one process
+
+Sized to finish within 5 minutes on one H100 with four rows (COCO's training annotations are read once, each
+row trains 2 x 50 steps of 32 and evaluates 512 crops twice); not yet timed on a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
-import numpy as np
 import torch
 
-PATHS = {"fp32": "fp32", "fp16+GradScaler": "fp16", "bf16": "bf16"}
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "coco_dspose_b.yaml"
+PRECISION_LABEL = {"none": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast + GradScaler"}
 
 
-def _setup_cuda() -> None:
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+class TimedLoader:
+    """Wraps the trainer's DataLoader: the seconds each epoch's loop spent waiting for its next batch."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.waits: list[float] = []
+
+    def __iter__(self) -> Iterator[Any]:
+        self.waits.append(0.0)
+        batches = iter(self.loader)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            self.waits[-1] += time.perf_counter() - start
+            yield batch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "loader":
+            raise AttributeError(name)
+        return getattr(self.loader, name)
 
 
-def _trainer(model, precision: str, compile: bool, device: torch.device):
-    """One training step closure (loss returned as a tensor: no host wait inside the step)."""
-    from dspose_graph.models.runtime import prepare_model
-    from dspose_graph.train.trainer import heatmap_mse_loss
-
-    prepared = prepare_model(model, device, precision=precision, channels_last=True, compile=compile)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-
-    def step(images, target, weight):
-        with prepared.autocast():
-            pred = prepared.module(prepared.prepare_input(images))
-        loss = heatmap_mse_loss(pred.float(), target, weight)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        return loss.detach()
-    return step
+def _flag_list(text: str, name: str, valid: tuple[str, ...]) -> list[str]:
+    values = [v.strip().lower() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in valid]
+    if not values or bad:
+        raise ValueError(f"--{name} {text!r}: expected a comma-separated list of {', '.join(valid)}")
+    return values
 
 
-def speed(base, batch: int, steps: int, warmup: int, compile: bool, device: torch.device) -> None:
-    w, h = base.input_size
-    k = base.num_keypoints
-    images = torch.randn(batch, 3, h, w, device=device)
-    target, weight = torch.rand(batch, k, h // 4, w // 4, device=device), torch.ones(batch, k, device=device)
-    print(f"DSPose-B training on {torch.cuda.get_device_name(device)}, batch {batch}, channels_last, fused Adam, "
-          f"cudnn.benchmark, TF32; median of {steps} steps after {warmup} warm-up")
-    print(f"{'path':<26}{'images/s':>10}{'x fp32':>8}{'step ms':>9}{'peak GiB':>10}{'warm-up s':>11}")
-    rates: dict[str, float] = {}
-    for compiled in (False, True) if compile else (False,):
-        for name, precision in PATHS.items():
-            label = name + ("+compile" if compiled else "")
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
-            step = _trainer(copy.deepcopy(base), precision, compiled, device)
-            t0 = time.perf_counter()
-            for _ in range(warmup):
-                step(images, target, weight)
-            torch.cuda.synchronize(device)
-            warm = time.perf_counter() - t0
-            times = []
-            for _ in range(steps):
-                t0 = time.perf_counter()
-                step(images, target, weight)
-                torch.cuda.synchronize(device)
-                times.append(time.perf_counter() - t0)
-            rate = batch / float(np.median(times))
-            rates[label] = rate
-            print(f"{label:<26}{rate:>10.1f}{rate / rates['fp32']:>8.2f}{1e3 * batch / rate:>9.1f}"
-                  f"{torch.cuda.max_memory_allocated(device) / 2**30:>10.2f}{warm:>11.1f}")
+def _base_overrides(args: argparse.Namespace, world: int, batch: int, cuda: bool, out: Path) -> list[str]:
+    sets = ["optim.epochs=2", "optim.milestones=[]", "eval.every=0", f"data.limit_train={args.steps * batch * world}",
+            f"data.limit_val={args.eval_crops}", "run.progress=false", "run.tensorboard=false", "run.max_minutes=0",
+            "run.checkpoint_every=0", f"run.out_dir={out}"]
+    if not cuda:
+        sets.append("run.device=cpu")
+    return sets
 
 
-def curves(base, batch: int, steps: int, device: torch.device) -> None:
-    from torch.utils.data import DataLoader
+def _config(args: argparse.Namespace, extra: list[str]) -> Any:
+    from dspose_graph.train.config import load_config
 
-    from dspose_graph.data.coco import CocoKeypointDataset
-    from dspose_graph.data.synthetic import generate_dataset
+    return load_config(args.config, list(args.overrides) + extra)
 
-    with tempfile.TemporaryDirectory(prefix="dspose_bench_gpu_") as tmp:
-        paths = generate_dataset(Path(tmp) / "synth", num_train=steps * batch // 4, num_val=1,
-                                 image_size=tuple(base.input_size), seed=5)
-        data = CocoKeypointDataset(paths["train_json"], paths["train_images"], input_size=base.input_size,
-                                   heatmap_size=base.heatmap_size, train=True, sigma=2.0, seed=0)
-        losses = {}
-        for name in ("fp32", "fp16+GradScaler"):
-            torch.manual_seed(0)
-            step = _trainer(copy.deepcopy(base), PATHS[name], False, device)
-            loader = DataLoader(data, batch_size=batch, shuffle=True, drop_last=True, num_workers=4,
-                                pin_memory=True, generator=torch.Generator().manual_seed(0))
-            got: list[torch.Tensor] = []
-            while len(got) < steps:
-                for b in loader:
-                    moved = [b[key].to(device, non_blocking=True) for key in ("image", "heatmap", "target_weight")]
-                    got.append(step(*moved))
-                    if len(got) == steps:
-                        break
-            losses[name] = torch.stack(got).float().cpu().numpy()
-    window = max(steps // 4, 1)
-    print(f"loss curves, {steps} steps, batch {batch}, generated people, same seed; "
-          f"mean loss per {window} steps (x 1e3)")
-    for name, curve in losses.items():
-        print(f"{name:<18}" + "".join(f"{1e3 * curve[a:a + window].mean():>10.4f}" for a in range(0, steps, window)))
-    gap = np.abs(losses["fp16+GradScaler"][-window:].mean() - losses["fp32"][-window:].mean())
-    print(f"last-window |fp16 - fp32| = {1e3 * gap:.4f}e-3 (fp32 mean {1e3 * losses['fp32'][-window:].mean():.4f}e-3)")
+
+def _row(config: Any, datasets: tuple[Any, Any], info: Any, device: torch.device, label: str) -> dict[str, Any]:
+    """Train two epochs of ``config`` on ``datasets`` (the second timed), evaluate twice (the second timed)."""
+    from dspose_graph.train.distributed import all_gather_objects
+    from dspose_graph.train.pipeline import build_evaluator, build_model
+    from dspose_graph.train.trainer import Trainer
+
+    train_set, val_set = datasets
+    torch.manual_seed(config.run.seed)
+    model = build_model(config)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    evaluator = build_evaluator(config, model, val_set, device, info)
+    trainer = Trainer(model, train_set, config, evaluate=evaluator, device=device, info=info)
+    timed = TimedLoader(trainer.loader)
+    trainer.loader = timed
+    summary = trainer.fit()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    metrics = evaluator(model)
+    eval_seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    waits = all_gather_objects((timed.waits[1] if len(timed.waits) > 1 else float("nan"), peak), info)
+    seconds = float(summary.history[1]["seconds"])
+    images = trainer.steps_per_epoch * config.optim.batch_size * info.world_size
+    return {"row": label, "amp": config.optim.amp, "channels_last": config.run.channels_last,
+            "images_per_s": images / seconds, "per_gpu": images / seconds / info.world_size,
+            "step_ms": 1e3 * seconds / trainer.steps_per_epoch, "data_wait": max(w for w, _ in waits) / seconds,
+            "peak_gib": max(p for _, p in waits), "warmup_s": float(summary.history[0]["seconds"]),
+            "eval_crops_per_s": len(val_set) / eval_seconds, "eval_s": eval_seconds,
+            "metrics": {k: float(v) for k, v in metrics.items()}, "steps": trainer.steps_per_epoch}
+
+
+def _print_header(config: Any, info: Any, device: torch.device, cuda: bool, train_n: int, val_n: int,
+                  workers: int) -> None:
+    if not cuda:
+        print("CUDA-less mode: no CUDA device is available here, so this runs the same path on the CPU; the figures "
+              "below are this CPU's and say nothing about a GPU (run it on a machine with one)")
+        where = "CPU"
+    else:
+        where = f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    launcher = f"torchrun, {info.world_size} processes" if info.enabled else "1 process (no torchrun)"
+    print(f"device: {where}, {launcher}, torch {torch.__version__}")
+    print(f"config: {config.model.name}, {config.data.kind} data at {config.data.root or '.'}, "
+          f"batch {config.optim.batch_size} per process, data.image_dtype {config.data.image_dtype}, "
+          f"{workers} loader worker(s) per process, run.compile {config.run.compile}")
+    print(f"per row: 2 epochs of {train_n // (config.optim.batch_size * info.world_size)} steps ({train_n} crops each; "
+          f"epoch 1 warms up, epoch 2 is timed), then the evaluation of {val_n} crops (eval.precision "
+          f"{config.eval.precision}, eval.channels_last {config.eval.channels_last}, flip test {config.eval.flip_test})"
+          f" inside training and once more, timed")
+
+
+def _print_rows(rows: list[dict[str, Any]], cuda: bool) -> None:
+    print(f"{'precision':<28}{'layout':<8}{'img/s':>9}{'per GPU' if cuda else 'per proc':>9}{'x row 1':>8}"
+          f"{'step ms':>9}{'data wait':>10}{'peak GiB':>9}{'warm-up s':>10}{'eval crops/s':>13}")
+    for r in rows:
+        label = PRECISION_LABEL[r["amp"]] + (" (TF32 matmul/conv)" if cuda and r["amp"] == "none" else "")
+        peak = f"{r['peak_gib']:>9.2f}" if cuda else f"{'-':>9}"
+        print(f"{label:<28}{'NHWC' if r['channels_last'] else 'NCHW':<8}{r['images_per_s']:>9.1f}{r['per_gpu']:>9.1f}"
+              f"{r['images_per_s'] / rows[0]['images_per_s']:>8.2f}{r['step_ms']:>9.1f}{100 * r['data_wait']:>9.1f}%"
+              f"{peak}{r['warmup_s']:>10.1f}{r['eval_crops_per_s']:>13.1f}")
+
+
+def _print_compare(rows: list[dict[str, Any]], info: Any, cuda: bool) -> None:
+    print("compare:")
+    if len(rows) > 1:
+        print("- img/s and 'x row 1' between rows: what bf16 and channels_last gain on this machine, with the same "
+              "loader and data; keep the fastest row whose accuracy the checklist in docs/reproducing.md confirmed")
+    else:
+        print("- img/s against a second run with --amp none,bf16 --channels-last false,true (same loader and data)")
+    print("- data wait: the share of the timed epoch the training loop waited for its next batch (largest rank); above "
+          "about 10% the loader, not the GPU, sets img/s: raise run.workers, or set data.reduced_decode=true")
+    if info.enabled:
+        print("- per GPU against the same command without torchrun on one GPU: the ratio is DDP's scaling efficiency "
+              "(all-reduce and stragglers); expect above 0.9 on one node")
+    else:
+        print("- per GPU against `torchrun --nproc-per-node N -m dspose_graph bench gpu` with the same flags: the ratio "
+              "is DDP's scaling efficiency (expect above 0.9 on one node)")
+    if cuda:
+        print("- peak GiB: training memory per GPU at this batch; fp32 rows use TF32 matmuls and convolutions, as "
+              "training does (dspose_graph.train.trainer.cuda_defaults)")
+    print("- eval crops/s: flip test (two forward passes per crop), decoding, gathering and scoring, per row")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_gpu", description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per path")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--curve-steps", type=int, default=100)
-    parser.add_argument("--no-compile", dest="compile", action="store_false")
-    parser.add_argument("--no-curve", dest="curve", action="store_false")
-    parser.add_argument("--model", default="dspose_b")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training config (default: COCO DSPose-B)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, as for dspose train (repeatable)")
+    parser.add_argument("--amp", default=None, help="optim.amp of each row: none, bf16, fp16, comma-separated "
+                        "(default: the config's)")
+    parser.add_argument("--channels-last", default=None, help="run.channels_last of each row: true, false, "
+                        "comma-separated (default: the config's)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per epoch (default 50 on CUDA, 2 on CPU)")
+    parser.add_argument("--eval-crops", type=int, default=None, help="held-out crops (default 512 on CUDA, 8 on CPU)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("bench_gpu: no CUDA device is available here; nothing measured (run it on a machine with a GPU)")
-        return 0
-    from dspose_graph.models import create_model
+    cuda = torch.cuda.is_available()
+    args.steps = args.steps or (50 if cuda else 2)
+    args.eval_crops = args.eval_crops or (512 if cuda else 8)
+    if args.steps < 1 or args.eval_crops < 1:
+        raise ValueError(f"--steps {args.steps} and --eval-crops {args.eval_crops} must be at least 1")
+    from dspose_graph.train.distributed import cleanup, env_info, init_distributed, resolve_device, workers_per_rank
+    from dspose_graph.train.pipeline import build_datasets, build_model
 
-    device = torch.device("cuda", torch.cuda.current_device())
-    _setup_cuda()
-    torch.manual_seed(0)
-    base = create_model(args.model)
-    speed(base, args.batch, args.steps, args.warmup, args.compile, device)
-    if args.curve:
-        curves(base, args.batch, args.curve_steps, device)
+    with tempfile.TemporaryDirectory(prefix="dspose_bench_gpu_") as tmp:
+        world = env_info().world_size
+        probe = _config(args, [])
+        extra = _base_overrides(args, world, probe.optim.batch_size, cuda, Path(tmp))
+        if probe.model.pretrained and not Path(probe.model.pretrained).is_file():
+            print(f"note: model.pretrained {probe.model.pretrained} not found: random backbone (speed does not depend "
+                  "on the starting weights; the evaluation metrics are then meaningless)")
+            extra.append("model.pretrained=null")
+        base = _config(args, extra)
+        amps = _flag_list(args.amp or base.optim.amp, "amp", ("none", "bf16", "fp16"))
+        layouts = _flag_list(args.channels_last or str(base.run.channels_last), "channels-last", ("true", "false"))
+        try:
+            info = init_distributed(resolve_device(base.run.device))
+            device = resolve_device(base.run.device, info)
+            datasets = build_datasets(base, build_model(base, load_pretrained=False))
+            if info.is_main:
+                _print_header(base, info, device, cuda, len(datasets[0]), len(datasets[1]),
+                              workers_per_rank(base.run.workers, info))
+            rows = []
+            for amp in amps:
+                for layout in layouts:
+                    config = _config(args, extra + [f"optim.amp={amp}", f"run.channels_last={layout}",
+                                                    f"run.out_dir={Path(tmp) / f'{amp}_{layout}'}"])
+                    rows.append(_row(config, datasets, info, device, f"{amp}/{layout}"))
+        finally:
+            cleanup()
+    if info.is_main:
+        _print_rows(rows, cuda)
+        _print_compare(rows, info, cuda)
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"cuda": cuda, "world_size": info.world_size, "rows": rows}, indent=1))
+            print(f"wrote {args.json}")
     return 0
 
 

@@ -10,9 +10,9 @@ Each table prints ratios against its reference measured in the same run.
     python benchmarks/bench_model.py --arch [--tiny]    # dspose_b vs tokenpose_b (dspose_t vs tokenpose_t)
     python benchmarks/bench_model.py --kernels          # fp32 vs bf16 of the model's convolutions and attention
 
-Goals: fast paths (issue 15): inference >= 2.5x (bf16 + channels_last + compile), train step >= 2.0x
-(bf16 + channels_last). Architecture (issue 4): graph-head overhead <= 5 % of the train step; dense head
->= 3x faster than sparse. Accuracy of the fast paths: ``benchmarks/bench_precision.py``.
+Goals: fast paths: inference >= 2.5x (bf16 + channels_last + compile), train step >= 2.0x (bf16 +
+channels_last). Architecture: graph-head overhead <= 5 % of the train step; dense head >= 3x faster than
+sparse. Accuracy of the fast paths: ``benchmarks/bench_precision.py``.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--tiny", action="store_true", help="dspose_t/tokenpose_t instead of the B presets")
-    parser.add_argument("--arch", action="store_true", help="DSPose vs TokenPose, dense vs sparse head (issue 4)")
+    parser.add_argument("--arch", action="store_true", help="DSPose vs TokenPose, dense vs sparse head")
     parser.add_argument("--kernels", action="store_true", help="fp32 vs bf16 of the convolutions and attention alone")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile paths")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-configuration peak-RSS processes")

@@ -16,7 +16,7 @@ precision changes the curve less than the seed does). Each window is printed too
     python benchmarks/bench_precision.py --curve         # plus 3 x 200 training steps
     python benchmarks/bench_precision.py --compile       # plus the torch.compile paths
 
-Goal (issue 15): |dAP| <= 0.1 and |dPCK| <= 0.2 for bf16.
+Goal: |dAP| <= 0.1 and |dPCK| <= 0.2 for bf16.
 """
 
 from __future__ import annotations

@@ -4,9 +4,12 @@ The graph is traced with PyTorch's TorchScript-based exporter (``dynamo=False``)
 beyond ``onnx``. The feature-space top-t selection (Eq. 6-7) is exportable because ``topology.feature.topk_mask``
 ranks by counting instead of a stable sort.
 
-The ONNX file carries the preprocessing and the skeleton as metadata (``dspose.schema``,
-``dspose.input_size``, ``dspose.heatmap_size``, ``dspose.mean``, ``dspose.std``) so that a deployment
-needs nothing else to crop, normalise and name the keypoints.
+The ONNX file carries the preprocessing, the skeleton and the codec as metadata (``dspose.schema``,
+``dspose.input_size``, ``dspose.heatmap_size``, ``dspose.mean``, ``dspose.std``, ``dspose.codec``) so that a
+deployment needs nothing else to crop, normalise, flip, decode and name the keypoints. :class:`OnnxModel` reads
+them back and runs the file with onnxruntime as a forward function: ``Predictor("model.onnx")`` plugs it into the
+same crop / flip test / decode round trip as a checkpoint. ``onnx`` and ``onnxruntime`` come with the ``onnx``
+extra (``pip install 'dspose-graph[onnx]'``).
 
 Top-t selection is discontinuous: where two similarities of a row differ by less than float rounding,
 onnxruntime and PyTorch may keep different edges and the heatmaps then differ by more than rounding.
@@ -18,6 +21,7 @@ Shapes:
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import warnings
@@ -28,8 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from dspose_graph.data import IMAGENET_MEAN, IMAGENET_STD
-from topology.feature import cosine_similarity_matrix
 from dspose_graph.io import atomic_path
+from topology.feature import cosine_similarity_matrix
+from topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +53,11 @@ def check_opset(opset: int) -> None:
                          f"operator) to {MAX_OPSET} (the newest this torch exports)")
 
 
-def onnx_metadata(model: nn.Module) -> dict[str, str]:
-    """Key/value strings stored in the ONNX file: skeleton and preprocessing."""
+def onnx_metadata(model: nn.Module, codec: str | None = None) -> dict[str, str]:
+    """Key/value strings stored in the ONNX file: skeleton, preprocessing and (``codec``) the crop and decoding.
+
+    :class:`OnnxModel` reads them back: together they are everything the PyTorch path takes from a checkpoint.
+    """
     schema = getattr(model, "schema", None)
     meta = {
         "dspose.input_size": json.dumps([int(v) for v in model.input_size]),
@@ -60,10 +68,13 @@ def onnx_metadata(model: nn.Module) -> dict[str, str]:
     }
     if schema is not None:
         meta["dspose.schema"] = json.dumps(schema.to_dict())
+    if codec is not None:
+        meta["dspose.codec"] = codec
     return meta
 
 
-def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, example_batch: int = 2) -> Path:
+def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, example_batch: int = 2,
+                codec: str | None = None) -> Path:
     """Write ``model`` as ONNX with a dynamic batch axis; returns ``path``.
 
     Args:
@@ -71,6 +82,8 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
         path: output ``.onnx`` file (written atomically).
         opset: ONNX opset version.
         example_batch: batch size of the tracing input; any batch size runs afterwards.
+        codec: the codec name the model was trained with (a checkpoint's ``inference_spec``), stored so that
+            ``Predictor("model.onnx")`` crops and decodes as the checkpoint does; required by it.
     """
     import onnx
 
@@ -85,6 +98,8 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     example = torch.zeros(example_batch, 3, h, w, device=device)
+    # torch >= 2.5 takes ``dynamo`` (and later defaults it to True); older versions only have this exporter.
+    exporter = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         # The legacy exporter warns that it is legacy and about traced Python ints (the fixed K, sizes).
         warnings.simplefilter("ignore")
@@ -92,7 +107,7 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
             model,
             (example,),
             str(tmp),
-            dynamo=False,
+            **exporter,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
@@ -100,7 +115,7 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
             do_constant_folding=True,
         )
         proto = onnx.load(str(tmp))
-        for key, value in onnx_metadata(model).items():
+        for key, value in onnx_metadata(model, codec).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         try:
@@ -113,14 +128,38 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
     return path
 
 
-def onnx_session(path: str | Path):
-    """An onnxruntime CPU session for an exported file."""
-    import onnxruntime as ort
+ONNX_EXTRA = "pip install 'dspose-graph[onnx]'"
 
+
+def import_onnxruntime():
+    """The ``onnxruntime`` module, or an ``ImportError`` naming the extra that installs it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError(f"running an ONNX file needs onnxruntime: {ONNX_EXTRA} (or pip install onnxruntime)") \
+            from None
+    return onnxruntime
+
+
+def onnx_session(path: str | Path, device: str | torch.device = "cpu", threads: int = 0):
+    """An onnxruntime session for an exported file: CPU, or CUDA for a ``cuda`` device (``threads``: 0 = ORT's
+    default intra-op threads)."""
+    ort = import_onnxruntime()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX file not found: {path}")
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    providers = ["CPUExecutionProvider"]
+    if torch.device(device).type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ValueError(f"{path}: device {device} needs onnxruntime's CUDA provider (the onnxruntime-gpu "
+                             f"package); this onnxruntime has {ort.get_available_providers()}")
+        providers.insert(0, "CUDAExecutionProvider")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable or invalid files
+        raise ValueError(f"{path}: onnxruntime cannot load it as a model ({str(e).splitlines()[0]})") from None
 
 
 def run_onnx(path_or_session, images: np.ndarray | Tensor) -> np.ndarray:
@@ -128,6 +167,44 @@ def run_onnx(path_or_session, images: np.ndarray | Tensor) -> np.ndarray:
     session = onnx_session(path_or_session) if isinstance(path_or_session, (str, Path)) else path_or_session
     x = images.detach().cpu().numpy() if isinstance(images, Tensor) else np.asarray(images)
     return session.run([OUTPUT_NAME], {INPUT_NAME: x.astype(np.float32)})[0]
+
+
+class OnnxModel:
+    """An exported file run by ONNX Runtime, called like the model: crops ``(B, 3, H, W)`` -> heatmaps.
+
+    Reads back what :func:`onnx_metadata` stored: ``schema`` (a :class:`KeypointSchema`), ``input_size`` and
+    ``heatmap_size`` ``(w, h)``, ``codec`` (its name). A file without them (not written by
+    :func:`export_onnx`, or before the codec was stored) is refused with the missing key named.
+    """
+
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu", threads: int = 0) -> None:
+        self.path = Path(path)
+        self.session = onnx_session(self.path, device, threads)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.schema = KeypointSchema.from_dict(self._field(meta, "dspose.schema"))
+        self.input_size = tuple(int(v) for v in self._field(meta, "dspose.input_size"))
+        self.heatmap_size = tuple(int(v) for v in self._field(meta, "dspose.heatmap_size"))
+        for key, ours in (("dspose.mean", IMAGENET_MEAN), ("dspose.std", IMAGENET_STD)):
+            if not np.allclose(self._field(meta, key), np.asarray(ours).reshape(-1)):
+                raise ValueError(f"{self.path}: metadata {key} = {meta[key]} differs from the normalisation "
+                                 f"dspose crops use ({list(np.asarray(ours).reshape(-1))})")
+        if "dspose.codec" not in meta:
+            raise ValueError(f"{self.path}: metadata has no 'dspose.codec' (the crop and decoding the weights were "
+                             f"trained with); re-export it with `dspose export onnx`")
+        self.codec = meta["dspose.codec"]
+
+    def _field(self, meta: dict[str, str], key: str):
+        if key not in meta:
+            raise ValueError(f"{self.path}: metadata has no {key!r}; only files written by `dspose export onnx` "
+                             f"carry the skeleton and preprocessing Predictor needs")
+        try:
+            return json.loads(meta[key])
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{self.path}: metadata {key!r} is not valid JSON ({e})") from None
+
+    def __call__(self, crops: Tensor) -> Tensor:
+        heatmaps = run_onnx(self.session, crops.float())
+        return torch.from_numpy(heatmaps).to(crops.device)
 
 
 @torch.no_grad()
@@ -209,6 +286,8 @@ def export_checkpoint(weights: str | Path, path: str | Path, opset: int = DEFAUL
 
     check_opset(opset)
     check_export_options(precision, channels_last, compile)
+    if atol is not None and not atol >= 0:
+        raise ValueError(f"--atol must be a number >= 0, got {atol}")
     image = None
     if check_image and atol is not None:  # read before anything is written: a bad image fails first
         from dspose_graph.data import load_image
@@ -216,7 +295,7 @@ def export_checkpoint(weights: str | Path, path: str | Path, opset: int = DEFAUL
         image = load_image(check_image)
     predictor = Predictor(weights, flip_test=False)
     model = predictor.model
-    path = export_onnx(model, Path(path), opset=opset)
+    path = export_onnx(model, Path(path), opset=opset, codec=predictor.codec.name)
     if atol is None:
         return path, None, ""
     if image is not None:

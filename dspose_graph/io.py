@@ -46,7 +46,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on error removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        e.filename = str(path)  # not the temporary name the user never chose
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, _FILE_MODE)
@@ -76,6 +80,8 @@ def read_json(path: str | Path, what: str = "file") -> Any:
     naming ``what`` (e.g. ``"annotation file"``) and the path.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; expected a JSON file")
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
     opener = gzip.open if path.suffix == ".gz" else open
@@ -136,7 +142,10 @@ def check_output_dir(path: str | Path, option: str = "--out") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{option} {path}: is an existing file; expected a folder (or a new name)")
-    _check_parents(path, option)
+    if path.is_dir():
+        _check_writable(path, path, option)
+    else:
+        _check_parents(path, option)
     return path
 
 
@@ -150,11 +159,24 @@ def check_output_file(path: str | Path, option: str = "--out") -> Path:
 
 
 def _check_parents(path: Path, option: str) -> None:
+    """The nearest existing folder above ``path`` must be a folder that accepts new files (probed, not guessed:
+    ``/proc`` or a read-only mount refuse even root)."""
     for parent in path.absolute().parents:
         if parent.exists():
             if not parent.is_dir():
                 raise NotADirectoryError(f"{option} {path}: {parent} is a file, not a folder")
+            _check_writable(parent, path, option)
             return
+
+
+def _check_writable(folder: Path, path: Path, option: str) -> None:
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".dspose-probe.", dir=folder)
+    except OSError as e:
+        raise OSError(f"{option} {path}: cannot create files in {folder} ({e.strerror or e}); "
+                      "choose a writable location") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -250,9 +272,14 @@ class FolderLock:
         self._me = LockHolder.this_process()
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
+        self.created: list[Path] = []
 
     def acquire(self) -> "FolderLock":
-        check_output_dir(self.folder, self.option).mkdir(parents=True, exist_ok=True)
+        check_output_dir(self.folder, self.option)
+        # The folders made here are removed again on release when the run wrote nothing into them (it stopped
+        # on a bad input), so a failed run leaves no empty folder behind.
+        self.created = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
+        self.folder.mkdir(parents=True, exist_ok=True)
         self._me = LockHolder.this_process()
         for _ in range(2):
             if self._create(self._me.record()):
@@ -353,7 +380,13 @@ class FolderLock:
             self._beat = None
         if self.held and LockHolder.parse(self._holder()) == self._me:
             self.path.unlink(missing_ok=True)
+            for folder in self.created:
+                try:
+                    folder.rmdir()  # only when empty
+                except OSError:
+                    break
         self.held = False
+        self.created = []
 
     def __enter__(self) -> "FolderLock":
         return self.acquire()

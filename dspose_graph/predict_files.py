@@ -109,6 +109,7 @@ def load_boxes(path: Path, det_thr: float = 0.0) -> tuple[dict[Any, list[tuple[l
     else:
         raise ValueError(f"--boxes {path}: expected a list of detections or a COCO dataset object")
     empty: list[int] = []
+    below: list[float] = []
     for i, det in enumerate(entries):
         where = f"--boxes {path}: entry {i}"
         if not isinstance(det, dict) or "bbox" not in det or not ("image_id" in det or "file_name" in det):
@@ -126,8 +127,12 @@ def load_boxes(path: Path, det_thr: float = 0.0) -> tuple[dict[Any, list[tuple[l
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
             raise ValueError(f"{where} field 'score' = {score!r} is not a finite number")
         if score < det_thr:
+            below.append(float(score))
             continue
         boxes[_image_key(det, where)].append(([float(v) for v in bbox], float(score)))
+    if below and not boxes:
+        raise ValueError(f"--det-threshold {det_thr:g} drops every one of the {len(below)} person boxes of {path} "
+                         f"(highest score {max(below):g}); lower it")
     if empty:
         log.warning("--boxes %s: %d box(es) with w <= 0 or h <= 0 dropped (entries %s%s)", path, len(empty),
                     ", ".join(map(str, empty[:10])), ", ..." if len(empty) > 10 else "")

@@ -47,11 +47,18 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 # --- real data ------------------------------------------------------------------------------------------------
 
+# The data sets the tests read from the shared folder (docs/datasets.md, "The shared data folder"). A folder
+# holding none of them (``DSPOSE_DATA`` pointing at an empty or unrelated folder) counts as missing.
+SHARED_DATASETS = ("mpii", "coco_mini", "lspet", "mmpose_fixtures")
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     root = shared_data_dir()
     if root is None or not root.is_dir():
         _missing("$DSPOSE_DATA or ../shared/data")
+    if not any((root / name).is_dir() for name in SHARED_DATASETS):
+        _missing(f"{root} holds none of {', '.join(SHARED_DATASETS)}")
     return root
 
 
@@ -59,12 +66,14 @@ def data_root() -> Path:
 def mpii_annotations(data_root: Path) -> Path:
     path = find_annotations("mpii")
     if path is None:
-        pytest.fail(f"no MPII annotation file in {data_root / 'mpii'}")
+        _missing(f"an MPII annotation file in {data_root / 'mpii'}")
     return path
 
 
 @pytest.fixture(scope="session")
 def coco_mini(data_root: Path) -> Path:
+    if not (data_root / "coco_mini").is_dir():
+        _missing(f"{data_root / 'coco_mini'}")
     return data_root / "coco_mini"
 
 

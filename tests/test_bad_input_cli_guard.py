@@ -56,7 +56,7 @@ CASES = {
     "exists": (FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), "/runs/x"), EXIT_OS, "/runs/x: File exists"),
     "permission": (PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/runs/a", None, "/runs/b"), EXIT_OS,
                    "/runs/a -> /runs/b: Permission denied"),
-    "cuda_oom": (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nsee the docs"), EXIT_RUNTIME,
+    "cuda_oom": (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nsee the docs"), EXIT_RUNTIME,
                  "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"),
     "runtime": (RuntimeError("Found no NVIDIA driver on your system."), EXIT_RUNTIME,
                 "RuntimeError: Found no NVIDIA driver on your system."),

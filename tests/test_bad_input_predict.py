@@ -95,7 +95,8 @@ def test_results_never_hold_nan_a_model_with_nan_weights_is_named(tmp_path, caps
     code, _, err = _predict(capsys, "--weights", str(tmp_path / "nan.pt"), "--images", str(images),
                             "--out", str(tmp_path / "out"), "--no-flip")
     assert code == EXIT_INPUT and err.count("\n") == 1
-    assert re.search(r"000000000001\.jpg: heatmaps contain NaN/inf \(first in sample 0, keypoint 0\)", err), err
+    # Named at load time, as the checkpoint's fault (it used to surface as the first image's NaN heatmaps).
+    assert re.search(rf"{re.escape(str(tmp_path / 'nan.pt'))}: weight '.+' holds \d+ NaN/inf value", err), err
     assert not (tmp_path / "out").exists()
     # The results writer is the last guard: a NaN that reached it is named, never written as NaN.
     person = {"keypoints": np.zeros((17, 3), np.float32), "score": float("nan"), "box": [0, 0, 5, 5]}
@@ -178,7 +179,7 @@ def test_without_boxes_or_detector_a_warning_names_both(tmp_path, capsys, caplog
 OPTION_CASES = {
     "max_persons_without_detector": (["--max-persons", "3"], r"--max-persons selects the persons of --detector"),
     "threshold_above_one": (["--detector", "retinanet", "--det-threshold", "1.5"],
-                            r"--det-threshold must be in \[0, 1\] for --detector, got 1.5"),
+                            r"--det-threshold must be in \[0, 1\] \(a detection score\), got 1.5"),
     "no_persons": (["--detector", "fasterrcnn", "--max-persons", "0"], r"--max-persons must be >= 1, got 0"),
     "negative_frames": (["--max-frames", "-1"], r"--max-frames must be >= 0"),
     "batch_zero": (["--batch-size", "0"], r"--batch-size must be >= 1, got 0"),
@@ -211,7 +212,9 @@ def test_detector_offline_names_boxes_and_writes_nothing(tmp_path, capsys, ckpt,
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     code, _, err = _predict(capsys, "--weights", str(ckpt), "--images", str(images), "--out", str(tmp_path / "o"),
                             "--detector", "fasterrcnn_mobilenet")
-    assert code == EXIT_RUNTIME and err.count("\n") == 1 and "give person boxes with --boxes" in err, err
+    # One error line (older torchvision also announces the download it then fails on, on a line of its own).
+    errors = [line for line in err.splitlines() if not line.startswith("Downloading: ")]
+    assert code == EXIT_RUNTIME and len(errors) == 1 and "give person boxes with --boxes" in errors[0], err
     assert not (tmp_path / "o").exists()
 
 

@@ -3,19 +3,64 @@ pipeline before it times them (on real images), the kernel table prints. Timings
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 
+import pytest
 import torch
 
 from dspose_graph.cli import bench
 
 
-def test_bench_gpu_without_cuda_says_so_and_succeeds(monkeypatch, capsys):
+@pytest.mark.slow
+def test_bench_gpu_without_cuda_runs_the_training_path_on_the_cpu_and_says_so(monkeypatch, capsys, tmp_path,
+                                                                           coco_mini, write_config):
+    # CUDA-less mode: the same path (config's loader with a worker, uint8 crops, trainer, evaluation) on the CPU.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = write_config(tmp_path / "tiny.yaml", coco_mini, tmp_path / "unused")
     benches = bench.available()
     assert "gpu" in benches
-    assert bench._run_file(benches["gpu"], ["--no-compile"]) == 0
-    assert "no CUDA device is available here; nothing measured" in capsys.readouterr().out
+    argv = ["--config", str(config), "--set", "data.image_dtype=uint8", "--amp", "none,bf16", "--steps", "2",
+            "--eval-crops", "4", "--json", str(tmp_path / "rows.json")]
+    assert bench._run_file(benches["gpu"], argv) == 0
+    out = capsys.readouterr().out
+    assert "CUDA-less mode: no CUDA device is available here" in out and "say nothing about a GPU" in out
+    assert "2 epochs of 2 steps (8 crops each" in out and "evaluation of 4 crops" in out
+    for label in ("fp32", "bf16 autocast"):
+        assert re.search(rf"^{label} +NCHW +\d+\.\d +\d+\.\d +\d\.\d\d +\d+\.\d +\d+\.\d% +- +\d+\.\d +\d+\.\d$",
+                         out, re.M), label
+    assert "compare:" in out and "data wait" in out and "scaling efficiency" in out
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    assert [(r["amp"], r["channels_last"], r["steps"]) for r in rows] == [("none", False, 2), ("bf16", False, 2)]
+    assert all(r["images_per_s"] > 0 and 0 <= r["data_wait"] < 1 and "PCK@0.2" in r["metrics"] for r in rows)
+
+
+@pytest.mark.slow
+def test_bench_gpu_under_torchrun_measures_ddp_and_prints_once(coco_mini, tmp_path, child_env, write_config):
+    # Two gloo processes on the CPU: one table from rank 0, images counted over both ranks.
+    config = write_config(tmp_path / "tiny.yaml", coco_mini, tmp_path / "unused", workers=0)
+    env = child_env()
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "--module", "dspose_graph", "bench", "gpu", "--config", str(config), "--steps", "2",
+                          "--eval-crops", "4", "--json", str(tmp_path / "rows.json")],
+                         env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("CUDA-less mode") == 1 and "torchrun, 2 processes" in res.stdout
+    assert "DDP's scaling efficiency" in res.stdout and res.stdout.count("compare:") == 1
+    saved = json.loads((tmp_path / "rows.json").read_text())
+    row = saved["rows"][0]
+    assert saved["world_size"] == 2 and row["steps"] == 2
+    assert row["per_gpu"] == pytest.approx(row["images_per_s"] / 2)
+
+
+def test_bench_gpu_refuses_an_unknown_precision(monkeypatch, coco_mini, write_config, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = write_config(tmp_path / "tiny.yaml", coco_mini, tmp_path / "unused")
+    with pytest.raises(ValueError, match="--amp 'fp32': expected a comma-separated list of none, bf16, fp16"):
+        bench._run_file(bench.available()["gpu"], ["--config", str(config), "--amp", "fp32"])
 
 
 def test_bench_data_checks_its_references_then_prints_the_table(coco_mini, capsys):

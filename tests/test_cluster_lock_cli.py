@@ -94,13 +94,15 @@ def test_a_restarted_torchrun_attempt_takes_over_its_previous_attempts_lock(tmp_
 
 def test_sigterm_releases_the_lock_and_exits_143(tmp_path, child_env):
     script = ("import sys\n"
-              "from dspose_graph.cli.main import run_guarded\n"
+              "from dspose_graph.cli.main import run_guarded, sigterm_as_interrupt\n"
               "from dspose_graph.io import FolderLock\n"
               "def hold(args):\n"
               f"    with FolderLock({str(tmp_path / 'run')!r}):\n"
               "        print('locked', flush=True)\n"
               "        sys.stdin.readline()\n"
-              "sys.exit(run_guarded('train', hold, None))\n")
+              "with sigterm_as_interrupt():\n"
+              "    code = run_guarded('train', hold, None)\n"
+              "sys.exit(code)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=child_env(), cwd=REPO)
     try:

@@ -22,8 +22,6 @@ from dspose_graph.data import (
     warp_image,
 )
 from dspose_graph.data.augment import transform_keypoints
-from dspose_graph.data.image import crop_matrix
-from dspose_graph.data.targets import joints_to_heatmap
 from topology.schemas import COCO17
 
 
@@ -39,10 +37,10 @@ def train_set(coco_mini: Path) -> CocoKeypointDataset:
 
 def expected_heatmap_joints(ds, record, meta) -> np.ndarray:
     """Where the joints of ``record`` must land on the heatmap, from the crop the sample reports."""
-    m = crop_matrix(meta["center"].numpy(), meta["scale"].numpy(), float(meta["rotation"]), ds.input_size,
-                    flip=bool(meta["flip"]), codec=ds.codec)
+    m = ds.codec.crop_matrix(meta["center"].numpy(), meta["scale"].numpy(), float(meta["rotation"]), ds.input_size,
+                             flip=bool(meta["flip"]))
     kp = transform_keypoints(record.keypoints, m, ds.schema.flip_index if bool(meta["flip"]) else None)
-    return joints_to_heatmap(kp[:, :2], ds.input_size, ds.heatmap_size, codec=ds.codec)
+    return ds.codec.joints_to_heatmap(kp[:, :2], ds.input_size, ds.heatmap_size)
 
 
 def test_sample_contract(train_set):
@@ -117,7 +115,7 @@ def test_image_and_keypoints_move_together(fixtures):
         s = ds.make_sample(0, rec, canvas, crop)
         blob = s["image"][0].numpy() > s["image"][0].numpy().min() + 1.0
         by, bx = np.argwhere(blob).mean(axis=0)
-        m = crop_matrix(crop.center, crop.scale, crop.rotation, ds.input_size, flip=True)
+        m = ds.codec.crop_matrix(crop.center, crop.scale, crop.rotation, ds.input_size, flip=True)
         kp = transform_keypoints(rec.keypoints, m, ds.schema.flip_index)
         # Joint k is now labelled with its mirror name.
         mirrored = int(ds.schema.flip_index[k])
@@ -137,11 +135,10 @@ def test_flip_consistency(fixtures, codec):
     w_plain, w_flip = plain["target_weight"].numpy(), flipped["target_weight"].numpy()
     np.testing.assert_array_equal(w_flip, w_plain[fi])
     cx = (ds.heatmap_size[0] - 1) / 2 if exact else ds.heatmap_size[0] / 2
-    m = crop_matrix(rec.center, rec.scale, 12.0, ds.input_size, codec=codec)
-    j_plain = joints_to_heatmap(transform_keypoints(rec.keypoints, m)[:, :2], ds.input_size, ds.heatmap_size, codec=codec)
-    mf = crop_matrix(rec.center, rec.scale, 12.0, ds.input_size, flip=True, codec=codec)
-    j_flip = joints_to_heatmap(transform_keypoints(rec.keypoints, mf, fi)[:, :2], ds.input_size, ds.heatmap_size,
-                               codec=codec)
+    m = ds.codec.crop_matrix(rec.center, rec.scale, 12.0, ds.input_size)
+    j_plain = ds.codec.joints_to_heatmap(transform_keypoints(rec.keypoints, m)[:, :2], ds.input_size, ds.heatmap_size)
+    mf = ds.codec.crop_matrix(rec.center, rec.scale, 12.0, ds.input_size, flip=True)
+    j_flip = ds.codec.joints_to_heatmap(transform_keypoints(rec.keypoints, mf, fi)[:, :2], ds.input_size, ds.heatmap_size)
     np.testing.assert_allclose(j_flip[:, 0], 2 * cx - j_plain[fi, 0], atol=1e-9)
     np.testing.assert_allclose(j_flip[:, 1], j_plain[fi, 1], atol=1e-9)
     if exact:

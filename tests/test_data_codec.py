@@ -19,9 +19,8 @@ import pytest
 import torch
 
 from dspose_graph.data import CocoKeypointDataset, CropParams, MPIIDataset, load_image
-from dspose_graph.data.codec import CODECS, get_codec
+from dspose_graph.data.codec import CODECS, Codec, get_codec
 from dspose_graph.data.image import IMAGENET_MEAN, IMAGENET_STD
-from dspose_graph.eval.decode import decode_heatmaps, flip_back, heatmaps_to_image
 from dspose_graph.eval.ideal import error_stats, perfect_network
 from topology.schemas import COCO17, MPII16
 
@@ -105,12 +104,29 @@ def coco_val(coco_mini: Path) -> CocoKeypointDataset:
 
 
 def test_default_codec_is_tokenpose_and_names_are_checked():
-    assert get_codec() is CODECS["tokenpose"]
-    assert get_codec(udp=True) is CODECS["udp"] and get_codec(udp=False) is CODECS["hrnet"]
+    assert get_codec() is CODECS["tokenpose"] and get_codec(CODECS["udp"]) is CODECS["udp"]
     with pytest.raises(ValueError, match=r"unknown codec 'dark'; valid: \['hrnet', 'tokenpose', 'udp'\]"):
         get_codec("dark")
-    with pytest.raises(ValueError, match="pass only one"):
-        get_codec("hrnet", udp=True)
+    with pytest.raises(TypeError):
+        get_codec("hrnet", udp=True)  # the legacy flag is gone: a codec is named
+
+
+def test_each_codec_owns_its_crop_centre_flip_line_and_decoding_choices():
+    """The grid point the box centre maps to is where the crop mirrors; the flags pick shift and DARK border."""
+    center, scale, size = (100.0, 80.0), (96.0, 128.0), (48, 64)
+    expected = {"tokenpose": (23.5, 31.5), "hrnet": (24.0, 32.0), "udp": (23.5, 31.5)}
+    for name, codec in CODECS.items():
+        m = codec.crop_matrix(center, scale, 0.0, size)
+        np.testing.assert_allclose(m[:, :2] @ center + m[:, 2], expected[name])
+        mirrored = codec.crop_matrix(center, scale, 0.0, size, flip=True)
+        np.testing.assert_allclose(mirrored[:, :2] @ center + mirrored[:, 2], expected[name])
+        back = codec.to_image(np.array([[expected[name]]]), np.array([center]), np.array([scale]), size)
+        np.testing.assert_allclose(back[0, 0], center, atol=1e-9)
+    with pytest.raises(TypeError, match="abstract"):
+        Codec("plain", box_last_pixel=False, clip_detections=True, target="nearest", flip_shift=True,
+              blur_border="reflect")  # a codec is a crop geometry too: only the subclasses have one
+    assert [c.flip_shift for c in CODECS.values()] == [False, True, False]
+    assert [c.blur_border for c in CODECS.values()] == ["zero", "reflect", "reflect"]
 
 
 def test_evaluation_samples_equal_official_construction(coco_val):
@@ -183,9 +199,10 @@ def test_official_mpii_heatmaps_decode_with_the_official_decode(mpii_annotations
         gt = np.stack(gt)
         centers, scales = np.stack([r.center for r in recs]), np.stack([r.scale for r in recs])
         for codec, out in errors.items():
-            avg = 0.5 * (heat + flip_back(mirrored, MPII16.flip_index, codec=codec))
-            coords, _ = decode_heatmaps(avg, codec=codec)
-            pts = heatmaps_to_image(coords.numpy(), centers, scales, size, codec=codec)
+            c = CODECS[codec]
+            avg = 0.5 * (heat + c.flip_back(mirrored, MPII16.flip_index))
+            coords, _ = c.decode(avg)
+            pts = c.to_image(coords.numpy(), centers, scales, size)
             out.append((pts - gt[..., :2])[gt[..., 2] > 0])
     d = np.concatenate(errors["tokenpose"])
     assert len(d) > 40_000

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from dspose_graph.data import CropParams, PersonRecord, TopDownDataset, build_dataset
-from dspose_graph.data.image import crop_matrix, decode_reduction, load_image, reduced_crop_matrix
+from dspose_graph.data.image import decode_reduction, load_image, reduced_crop_matrix
 from dspose_graph.data.synthetic import generate_image
 from dspose_graph.data.transforms import box_to_center_scale
 from topology.schemas import get_schema
@@ -67,7 +67,7 @@ def test_reduced_decode_of_a_generated_jpeg_matches_the_full_one(generated):
     for crop in (CropParams(record.center, record.scale), CropParams(record.center, record.scale * 1.1, 25.0, True)):
         assert _compare(ds, 0, record, crop, reduction) <= MEAN_ABS
     # The half-pixel offset matters: without it the crop of the reduced image is shifted and further off.
-    m = crop_matrix(record.center, record.scale, 0.0, ds.input_size)
+    m = ds.codec.crop_matrix(record.center, record.scale, 0.0, ds.input_size)
     small, full = load_image(record.image_file, reduction), load_image(record.image_file)
     ref = cv2.warpAffine(full, m, ds.input_size, flags=cv2.INTER_LINEAR).astype(np.float64)
     unshifted = m @ np.diag([reduction, reduction, 1.0])

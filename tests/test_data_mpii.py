@@ -13,9 +13,7 @@ from torch.utils.data import DataLoader
 
 from dspose_graph.data import MPIIDataset, build_dataset
 from dspose_graph.data.augment import transform_keypoints
-from dspose_graph.data.image import crop_matrix
 from dspose_graph.data.mpii import MPII_INDEX_BASE, mpii_center_scale
-from dspose_graph.data.targets import joints_to_heatmap
 from topology.schemas import MPII16
 
 
@@ -90,10 +88,10 @@ def test_mpii_samples_through_two_workers(mpii_root, mpii_fixture):
     assert not batch["meta"]["replaced"].any()
     for b, i in enumerate(idx):
         meta = {k: v[b] for k, v in batch["meta"].items() if k != "image_file"}
-        m = crop_matrix(meta["center"].numpy(), meta["scale"].numpy(), float(meta["rotation"]), ds.input_size,
-                        flip=bool(meta["flip"]))
+        m = ds.codec.crop_matrix(meta["center"].numpy(), meta["scale"].numpy(), float(meta["rotation"]),
+                                 ds.input_size, flip=bool(meta["flip"]))
         kp = transform_keypoints(ds.records[i].keypoints, m, MPII16.flip_index if bool(meta["flip"]) else None)
-        hm = joints_to_heatmap(kp[:, :2], ds.input_size, ds.heatmap_size)
+        hm = ds.codec.joints_to_heatmap(kp[:, :2], ds.input_size, ds.heatmap_size)
         heat = batch["heatmap"][b].numpy()
         for k in np.flatnonzero(batch["target_weight"][b].numpy()):
             if 0 <= round(hm[k, 0]) < 64 and 0 <= round(hm[k, 1]) < 64:

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from dspose_graph.data import CropParams, build_dataset, load_image
-from dspose_graph.eval.decode import decode_heatmaps, flip_back, heatmaps_to_image
 
 
 def stack(samples: list[dict]) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -25,8 +24,8 @@ def stack(samples: list[dict]) -> tuple[torch.Tensor, torch.Tensor, dict]:
 
 def image_error(ds, heat, weight, meta, method="dark", rotations=None) -> np.ndarray:
     """Pixel error (relative to the heatmap stride) of decoded targets vs the annotated joints."""
-    coords, _ = decode_heatmaps(heat, method=method, codec=ds.codec)
-    pred = heatmaps_to_image(coords, meta["center"], meta["scale"], ds.heatmap_size, codec=ds.codec, rotations=rotations)
+    coords, _ = ds.codec.decode(heat, method=method)
+    pred = ds.codec.to_image(coords, meta["center"], meta["scale"], ds.heatmap_size, rotations=rotations)
     stride = (meta["scale"][:, 0] / ds.heatmap_size[0]).numpy()[:, None]
     err = np.linalg.norm(pred.numpy() - meta["keypoints"][..., :2].numpy(), axis=-1) / stride
     # Joints near the crop border have truncated Gaussians; score those whose patch is whole.
@@ -65,7 +64,7 @@ def test_flip_back_and_rotation_round_trip(synthetic_coco: Path, codec):
     heat, weight, meta = stack(flipped)
     # The flip test's un-flipping (HRNet's one-pixel shift, none for UDP/TokenPose) recovers the un-flipped
     # targets exactly.
-    back = flip_back(heat, ds.schema.flip_index, codec=ds.codec)
+    back = ds.codec.flip_back(heat, ds.schema.flip_index)
     ref_heat, ref_weight, _ = stack(plain)
     inner = (slice(None), slice(None), slice(None), slice(1, -1))
     torch.testing.assert_close(back[inner], ref_heat[inner], atol=1e-5, rtol=0)

@@ -2,7 +2,8 @@
 and fail instead under CI (``CI=true``) or ``DSPOSE_REQUIRE_DATA=1``.
 
 Each case runs pytest in a subprocess on a small generated test module next to a copy of this suite's
-conftest.py, with ``DSPOSE_DATA`` pointing at a folder that does not exist (or at one that does).
+conftest.py, with ``DSPOSE_DATA`` pointing at a folder that does not exist, at an empty one, or at one that
+holds a data set.
 """
 
 from __future__ import annotations
@@ -46,6 +47,24 @@ def test_missing_data_skips_with_one_reason_and_a_closing_count(tmp_path):
     assert re.search(r"1 passed, 2 skipped", res.stdout)
     summary = [line for line in res.stdout.splitlines() if line.startswith("2 skipped: needs the shared data folder")]
     assert len(summary) == 1 and "DSPOSE_DATA" in summary[0] and "../shared/data" in summary[0]
+
+
+def test_empty_data_folder_skips_like_a_missing_one(tmp_path):
+    # DSPOSE_DATA set to a folder that exists but holds none of the data sets: skips, not errors.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = run_suite(tmp_path, empty)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert re.search(r"1 passed, 2 skipped", res.stdout) and "error" not in res.stdout.lower()
+    assert any(line.startswith("2 skipped: needs the shared data folder") for line in res.stdout.splitlines())
+
+
+def test_folder_without_coco_mini_skips_the_coco_mini_tests(tmp_path):
+    data = tmp_path / "data"
+    (data / "lspet").mkdir(parents=True)
+    res = run_suite(tmp_path, data)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert re.search(r"2 passed, 1 skipped", res.stdout)
 
 
 @pytest.mark.parametrize("env", [{"CI": "true"}, {"DSPOSE_REQUIRE_DATA": "1"}], ids=["CI", "REQUIRE"])

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from dspose_graph.data.targets import gaussian_heatmaps, joints_to_heatmap
+from dspose_graph.data.codec import CODECS
+from dspose_graph.data.targets import gaussian_heatmaps
 
 
 def reference_heatmap(x: float, y: float, visible: bool, size: tuple[int, int], sigma: float, unbiased: bool):
@@ -83,9 +84,9 @@ def test_non_finite_joint_gets_zero_weight_and_map():
 
 def test_udp_stride_aligns_first_and_last_pixel_centres():
     pts = np.array([[0.0, 0.0], [191.0, 255.0], [96.0, 128.0]])
-    udp = joints_to_heatmap(pts, (192, 256), (48, 64), udp=True)
+    udp = CODECS["udp"].joints_to_heatmap(pts, (192, 256), (48, 64))
     np.testing.assert_allclose(udp, [[0, 0], [47, 63], [96 * 47 / 191, 128 * 63 / 255]])
-    plain = joints_to_heatmap(pts, (192, 256), (48, 64), udp=False)
+    plain = CODECS["hrnet"].joints_to_heatmap(pts, (192, 256), (48, 64))
     np.testing.assert_allclose(plain, [[0, 0], [47.75, 63.75], [24, 32]])
 
 

@@ -122,6 +122,12 @@ def test_documented_command_runs(pose_root, monkeypatch, capsys, line, argv):
     run = list(argv)
     if argv[0] == "train" and "--eval-only" not in argv and "--dry-run" not in argv:
         run.append("--dry-run")
+    if argv[:2] == ["bench", "gpu"]:  # the checklist's bench, shrunk to a CPU-sized run of the same path
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        run += ["--steps", "1", "--eval-crops", "2", "--set", "optim.batch_size=2", "--set", "run.workers=0"]
+        assert main(run) == 0, f"reproducing.md:{line}: `dspose {shlex.join(run)}` failed"
+        assert "CUDA-less mode" in capsys.readouterr().out
+        return
     assert run[0] in ("train", "experiment"), f"reproducing.md:{line}: no rule to run `dspose {shlex.join(argv)}`"
     if run[0] == "experiment":
         assert "--dry-run" in run, f"reproducing.md:{line}: experiment commands on the page must be dry runs"

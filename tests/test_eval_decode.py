@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from dspose_graph.data.transforms import apply_affine, box_to_center_scale, crop_affine
+from dspose_graph.data.codec import CODECS, get_codec
+from dspose_graph.data.transforms import apply_affine, box_to_center_scale
 from dspose_graph.data.coco import load_coco
-from dspose_graph.eval.decode import dark_reference, decode_heatmaps, flip_back, gaussian_blur, gaussian_kernel_sigma, heatmaps_to_image
+from dspose_graph.eval.decode import dark_reference, decode_heatmaps, flip_back, gaussian_blur, gaussian_kernel_sigma
 from topology.schemas import COCO17
 
 HM_W, HM_H = 48, 64
@@ -59,7 +60,7 @@ CODEC_BORDERS = [("tokenpose", "zero"), ("hrnet", "reflect")]
 @pytest.mark.parametrize("codec,border", CODEC_BORDERS)
 @pytest.mark.parametrize("kernel", [11, 7])
 def test_dark_batched_equals_per_joint_reference(noisy_heatmaps, kernel, codec, border):
-    coords, scores = decode_heatmaps(noisy_heatmaps, "dark", kernel=kernel, codec=codec)
+    coords, scores = CODECS[codec].decode(noisy_heatmaps, "dark", kernel=kernel)
     ref = dark_reference(noisy_heatmaps, kernel, border=border)
     assert coords.shape == (6, 17, 2) and scores.shape == (6, 17)
     np.testing.assert_allclose(coords, ref, atol=1e-4, rtol=0)
@@ -74,7 +75,7 @@ def test_dark_tiny_maps_take_the_exact_clipped_path(codec, border):
     pts = rng.uniform([3, 3], [HM_W - 4, HM_H - 4], size=(2, 5, 2))
     hm = render(pts) * np.array([1e-13, 1e-11, 1e-9, 1.0, 1e-12])[None, :, None, None]
     hm[0, 0] += rng.uniform(0, 1e-14, size=(HM_H, HM_W))
-    np.testing.assert_allclose(decode_heatmaps(hm, codec=codec)[0], dark_reference(hm, border=border), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(CODECS[codec].decode(hm)[0], dark_reference(hm, border=border), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("codec,border", CODEC_BORDERS)
@@ -83,12 +84,12 @@ def test_dark_on_small_heatmaps(codec, border):
     rng = np.random.default_rng(4)
     pts = rng.uniform([1, 1], [7, 9], size=(3, 4, 2))
     hm = render(pts, size=(8, 10), sigma=1.0) + rng.uniform(0, 0.01, size=(3, 4, 10, 8))
-    np.testing.assert_allclose(decode_heatmaps(hm, kernel=11, codec=codec)[0], dark_reference(hm, 11, border),
+    np.testing.assert_allclose(CODECS[codec].decode(hm, kernel=11)[0], dark_reference(hm, 11, border),
                                atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="at most 7"):
         decode_heatmaps(hm[..., :6, :6])
     small = hm[..., :6, :6]
-    np.testing.assert_allclose(decode_heatmaps(small, kernel=7, codec=codec)[0], dark_reference(small, 7, border),
+    np.testing.assert_allclose(CODECS[codec].decode(small, kernel=7)[0], dark_reference(small, 7, border),
                                atol=1e-4, rtol=0)
 
 
@@ -192,7 +193,7 @@ def test_flip_back_of_flipped_crop_aligns_with_original(synthetic_coco):
     kp = np.asarray(ann["keypoints"], dtype=np.float64).reshape(17, 3)
     center, scale = box_to_center_scale(ann["bbox"], HM_W / HM_H)
     # UDP frame: mirroring the crop maps heatmap x to (w - 1) - x exactly.
-    pts = apply_affine(kp[:, :2], crop_affine(center, scale, 0.0, (HM_W, HM_H), udp=True))[None]
+    pts = apply_affine(kp[:, :2], CODECS["udp"].crop_affine(center, scale, 0.0, (HM_W, HM_H)))[None]
     original = render(pts)
     mirrored_pts = pts.copy()
     mirrored_pts[..., 0] = HM_W - 1 - mirrored_pts[..., 0]
@@ -210,9 +211,9 @@ def test_flip_back_of_flipped_crop_aligns_with_original(synthetic_coco):
 
 def test_flip_back_rejects_bad_flip_index():
     with pytest.raises(ValueError, match="permutation"):
-        flip_back(np.zeros((1, 17, 4, 4)), [0] * 17)
+        flip_back(np.zeros((1, 17, 4, 4)), [0] * 17, shift=False)
     with pytest.raises(ValueError, match="\\(B, K, h, w\\)"):
-        flip_back(np.zeros((17, 4, 4)), COCO17.flip_index)
+        flip_back(np.zeros((17, 4, 4)), COCO17.flip_index, shift=False)
 
 
 # --- back-projection -------------------------------------------------------------------------------------
@@ -226,14 +227,14 @@ def test_back_projection_round_trip_on_person_keypoints(synthetic_coco, codec):
     centers = np.stack([c for c, _ in cs])
     scales = np.stack([s for _, s in cs])
     rot = np.linspace(-30, 30, len(anns))
-    hm_pts = np.stack([apply_affine(kps[i, :, :2], crop_affine(centers[i], scales[i], rot[i], (HM_W, HM_H), codec=codec))
+    hm_pts = np.stack([apply_affine(kps[i, :, :2], CODECS[codec].crop_affine(centers[i], scales[i], rot[i], (HM_W, HM_H)))
                        for i in range(len(anns))])
-    back = heatmaps_to_image(hm_pts, centers, scales, (HM_W, HM_H), codec=codec, rotations=rot)
+    back = CODECS[codec].to_image(hm_pts, centers, scales, (HM_W, HM_H), rotations=rot)
     np.testing.assert_allclose(back, kps[:, :, :2], atol=1e-9)
     # Through rendered heatmaps and DARK: sub-pixel accuracy in the image for labelled joints inside the crop.
-    coords, _ = decode_heatmaps(render(hm_pts), codec=codec)
-    img = heatmaps_to_image(torch.from_numpy(coords), torch.from_numpy(centers), torch.from_numpy(scales),
-                            (HM_W, HM_H), codec=codec, rotations=torch.from_numpy(rot))
+    coords, _ = CODECS[codec].decode(render(hm_pts))
+    img = CODECS[codec].to_image(torch.from_numpy(coords), torch.from_numpy(centers), torch.from_numpy(scales),
+                                 (HM_W, HM_H), rotations=torch.from_numpy(rot))
     # Away from the border, where the modulation blur's padding does not bend the Gaussian.
     m = 7
     inside = (kps[:, :, 2] > 0) & (hm_pts[..., 0] > m) & (hm_pts[..., 0] < HM_W - 1 - m) & (hm_pts[..., 1] > m) & (hm_pts[..., 1] < HM_H - 1 - m)
@@ -244,11 +245,14 @@ def test_back_projection_round_trip_on_person_keypoints(synthetic_coco, codec):
 
 
 def test_back_projection_rejects_bad_shapes():
+    codec = get_codec()
     with pytest.raises(ValueError, match="centers"):
-        heatmaps_to_image(np.zeros((2, 17, 2)), np.zeros((3, 2)), np.ones((2, 2)), (HM_W, HM_H))
+        codec.to_image(np.zeros((2, 17, 2)), np.zeros((3, 2)), np.ones((2, 2)), (HM_W, HM_H))
+    with pytest.raises(ValueError, match="one crop \\(centers, scales\\) per person"):
+        codec.to_image(np.zeros((2, 17, 2)), np.zeros((3, 2)), np.full((3, 2), 10.0), (HM_W, HM_H))
     with pytest.raises(ValueError, match="positive"):
-        heatmaps_to_image(np.zeros((1, 17, 2)), np.zeros((1, 2)), np.zeros((1, 2)), (HM_W, HM_H))
+        codec.to_image(np.zeros((1, 17, 2)), np.zeros((1, 2)), np.zeros((1, 2)), (HM_W, HM_H))
+    with pytest.raises(ValueError, match="NaN"):
+        codec.to_image(np.zeros((1, 17, 2)), np.full((1, 2), np.nan), np.full((1, 2), 10.0), (HM_W, HM_H))
     with pytest.raises(ValueError, match="unknown codec 'msra'"):
-        heatmaps_to_image(np.zeros((1, 17, 2)), np.zeros((1, 2)), np.ones((1, 2)), (HM_W, HM_H), codec="msra")
-    with pytest.raises(ValueError, match="pass only one"):
-        heatmaps_to_image(np.zeros((1, 17, 2)), np.zeros((1, 2)), np.ones((1, 2)), (HM_W, HM_H), codec="tokenpose", udp=True)
+        get_codec("msra")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from dspose_graph.data.codec import CODECS
 from dspose_graph.data.transforms import BOX_PADDING, box_to_center_scale
 from dspose_graph.eval.decode import flip_back
 from dspose_graph.eval.flip import flip_test_heatmaps
@@ -22,13 +23,15 @@ def _conv(k: int, symmetric: bool = False) -> torch.nn.Conv2d:
     return conv.eval()
 
 
-@pytest.mark.parametrize("shift", [True, False])
-def test_flip_test_is_the_average_with_the_mapped_back_mirror(shift):
+@pytest.mark.parametrize("codec,shift", [("hrnet", True), ("udp", False), ("tokenpose", False)])
+def test_flip_test_is_the_average_with_the_mapped_back_mirror(codec, shift):
+    """The shift is the codec's: HRNet's one pixel, none for UDP and TokenPose."""
     forward = _conv(4)
     images = torch.randn(2, 3, 8, 6, dtype=torch.float64)
     flip_index = [1, 0, 3, 2]
     with torch.no_grad():
-        got = flip_test_heatmaps(forward, images, flip_index, shift=shift)
+        got = flip_test_heatmaps(forward, images, flip_index, codec)
+        assert torch.equal(got, flip_test_heatmaps(forward, images, flip_index, CODECS[codec]))
         expected = 0.5 * (forward(images) + flip_back(forward(images.flip(3)), flip_index, shift=shift))
     assert got.dtype == torch.float32 and got.shape == (2, 4, 8, 6)
     torch.testing.assert_close(got, expected.float())
@@ -41,20 +44,29 @@ def test_mirror_symmetric_network_is_a_fixed_point_without_shift():
     images = torch.randn(2, 3, 8, 6, dtype=torch.float64)
     with torch.no_grad():
         plain = forward(images).float()
-        torch.testing.assert_close(flip_test_heatmaps(forward, images, [0, 1, 2], shift=False), plain)
-        assert not torch.allclose(flip_test_heatmaps(forward, images, [0, 1, 2], shift=True), plain)
+        torch.testing.assert_close(flip_test_heatmaps(forward, images, [0, 1, 2], "tokenpose"), plain)
+        assert not torch.allclose(flip_test_heatmaps(forward, images, [0, 1, 2], "hrnet"), plain)
 
 
 def test_flip_test_takes_a_tensor_flip_index_and_rejects_bad_input():
     forward = _conv(2)
     images = torch.randn(1, 3, 4, 4, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(flip_test_heatmaps(forward, images, torch.tensor([1, 0])),
-                                   flip_test_heatmaps(forward, images, [1, 0]))
+        torch.testing.assert_close(flip_test_heatmaps(forward, images, torch.tensor([1, 0]), "udp"),
+                                   flip_test_heatmaps(forward, images, [1, 0], "udp"))
         with pytest.raises(ValueError, match=r"images must be \(B, 3, H, W\)"):
-            flip_test_heatmaps(forward, images[0], [1, 0])
+            flip_test_heatmaps(forward, images[0], [1, 0], "udp")
         with pytest.raises(ValueError, match="flip_index must be a permutation"):
-            flip_test_heatmaps(forward, images, [0, 0])
+            flip_test_heatmaps(forward, images, [0, 0], "udp")
+        with pytest.raises(ValueError, match="unknown codec 'shift'"):
+            flip_test_heatmaps(forward, images, [1, 0], "shift")
+        # No default: the shift must come from the codec the crops were cut with.
+        with pytest.raises(TypeError):
+            flip_test_heatmaps(forward, images, [1, 0])  # type: ignore[call-arg]
+        with pytest.raises(TypeError):
+            flip_test_heatmaps(forward, images, [1, 0], shift=False)  # type: ignore[call-arg]
+        with pytest.raises(TypeError):
+            flip_back(images, [1, 0])  # type: ignore[call-arg]
 
 
 def test_pck_normalizer_undoes_the_crop_padding():

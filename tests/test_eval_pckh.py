@@ -39,9 +39,22 @@ def test_tompson_predictions_golden(gt_mat, mat):
     assert "82.34" in table and "81.46" in table and "unweighted" in table
 
 
+def test_mean_at_0_1_is_what_official_prints_under_that_name(gt_mat, mat):
+    """Official TokenPose/HRNet's 'Mean@0.1' is pckAll[11] of arange(0, 0.51, 0.01): the 0.11 threshold."""
+    preds = mat["pos_pred_src"].transpose(2, 0, 1)
+    r = evaluate_pckh(preds, gt_mat)
+    official_rng = np.arange(0, 0.5 + 0.01, 0.01)
+    assert r["low_threshold"] == official_rng[11]
+    assert round(r["Mean@0.1"], 2) == 33.14 and round(r["Mean@0.1 (exact)"], 2) == 28.97
+    assert r["Mean@0.1"] == evaluate_pckh(preds, gt_mat, low_threshold=official_rng[11])["Mean@0.1"]
+    table = format_pckh_table(r)
+    assert "Mean@0.1" in table.splitlines()[1] and "33.14" in table and "28.97" in table
+
+
 def test_ground_truth_scores_100(gt_mat, gt):
     r = evaluate_pckh(gt["gt"], gt_mat)
-    for key in ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean", "Mean@0.1", "Mean (unweighted)", "UBody"):
+    for key in ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean", "Mean@0.1", "Mean@0.1 (exact)", "Mean (unweighted)",
+                "UBody"):
         assert r[key] == 100.0, key
 
 
@@ -60,7 +73,7 @@ def test_known_shift_hand_computed(gt_mat, gt):
     assert r["Ankle"] == pytest.approx((expected_joint[0] + expected_joint[5]) / 2)
     assert r["Mean"] == pytest.approx(100.0 * valid[odd][:, joints].sum() / valid[:, joints].sum())
     assert r["Mean (unweighted)"] == pytest.approx(expected_joint[joints].mean())
-    assert r["Mean@0.1"] == 0.0
+    assert r["Mean@0.1"] == 0.0 and r["Mean@0.1 (exact)"] == 0.0
 
 
 def test_missing_joints_are_ignored(gt_mat, gt):

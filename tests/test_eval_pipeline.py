@@ -8,19 +8,17 @@ import torch
 
 from dspose_graph.data import CocoKeypointDataset
 from dspose_graph.eval.coco_eval import evaluate_coco, make_coco_results
-from dspose_graph.eval.decode import decode_heatmaps, heatmaps_to_image
 
 
-@pytest.mark.parametrize("udp", [False, True])
-def test_targets_decode_to_labels_and_score_ap_1(synthetic_coco, udp):
+@pytest.mark.parametrize("codec", ["hrnet", "udp"])
+def test_targets_decode_to_labels_and_score_ap_1(synthetic_coco, codec):
     ds = CocoKeypointDataset(synthetic_coco / "annotations" / "person_keypoints_val.json",
                              synthetic_coco / "images" / "val",
-                             train=False, udp=udp, unbiased=True)
+                             train=False, codec=codec, unbiased=True)
     batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
     meta = batch["meta"]
-    coords, maxvals = decode_heatmaps(batch["heatmap"])
-    img = heatmaps_to_image(coords, meta["center"], meta["scale"], ds.heatmap_size, udp=udp,
-                            rotations=meta["rotation"].double())
+    coords, maxvals = ds.codec.decode(batch["heatmap"])
+    img = ds.codec.to_image(coords, meta["center"], meta["scale"], ds.heatmap_size, rotations=meta["rotation"].double())
     kps = meta["keypoints"].double()
     learned = batch["target_weight"] > 0
     # Joints whose whole Gaussian lies on the heatmap (no truncation by the border): sub-pixel recovery.

@@ -66,6 +66,21 @@ def test_stage3_cut_equals_timm_stage3_high_resolution_branch():
     assert not hasattr(ours.net, "stage4") and not hasattr(ours.net, "transition3")
 
 
+def test_random_backbone_is_initialised_as_official_tokenpose():
+    # HRNET_base.init_weights: conv weights ~ N(0, 0.001^2), zero biases, BatchNorm 1 / 0 (not timm's Kaiming).
+    torch.manual_seed(0)
+    net = HRNetStage3("hrnet_w32").net
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    weights = torch.cat([m.weight.detach().flatten() for m in convs])
+    assert len(convs) > 100 and weights.numel() > 1_000_000
+    assert abs(weights.std().item() - 0.001) < 2e-5 and abs(weights.mean().item()) < 2e-6
+    assert all(m.weight.std().item() < 0.0013 for m in convs if m.weight.numel() >= 1000)
+    assert all(m.bias is None or not m.bias.any() for m in convs)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(bool((m.weight == 1).all() and (m.bias == 0).all() and (m.running_var == 1).all())
+                         for m in norms)
+
+
 def test_backbone_sizes_match_tokenpose():
     # Official TokenPose HRNet stage 1-3 (multi_scale_output=False) parameter counts.
     assert n_params(HRNetStage3("hrnet_w32", device="meta")) == 7_685_632

@@ -4,8 +4,10 @@ few generated people (no data folder needed); real data end to end at toy size w
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +21,8 @@ from dspose_graph.models.checkpoint import load_checkpoint
 from dspose_graph.models.presets import create_model
 from dspose_graph.weights import resolve_weights
 from topology.schemas import COCO17, KeypointSchema
+
+REPO = Path(__file__).resolve().parents[1]
 
 ROW = {"AP": 0.5, "AP50": 0.6, "AP75": 0.4, "AR": 0.55, "PCK@0.2": 70.0, "swap": 4.0}
 
@@ -79,13 +83,27 @@ def test_goal_lines_state_each_target_and_whether_it_is_met():
 
 
 def test_init_choice_follows_the_data():
-    assert resolve_init("auto", "dspose_t", real=True) == "dspose_t_synthetic"
-    assert resolve_init("auto", "dspose_t", real=False) == ""
-    assert resolve_init("auto", "tokenpose_t", real=True) == ""  # no shipped weights for it
+    # --init auto: the shipped body (backbone + Transformer) with a fresh head, real weights for photographs.
+    assert resolve_init("auto", "dspose_t", real=True) == "" and resolve_init("auto", "dspose_t", real=False) == ""
+    assert body_init("auto", "dspose_t", real=True) == "dspose_t_lspet"
     assert body_init("auto", "dspose_t", real=False) == "dspose_t_synthetic"
-    assert body_init("auto", "dspose_t", real=True) == "" and body_init("random", "dspose_t", real=False) == ""
-    assert body_init("auto", "tokenpose_t", real=False) == ""
+    assert body_init("random", "dspose_t", real=False) == "" and body_init("x.pt", "dspose_t", real=True) == ""
+    assert body_init("auto", "tokenpose_t", real=True) == ""  # no shipped weights for it
     assert resolve_init("random", "dspose_t", real=True) == "" and resolve_init("x.pt", "dspose_t", False) == "x.pt"
+
+
+def test_real_data_goals_and_the_torso_column():
+    base = {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "AR": 0.0, "PCK@0.2": 50.0, "swap": 30.0}
+    rows = {"mean pose": {**base, "torso_PCK@0.2": 20.0}, "untrained": {**base, "torso_PCK@0.2": 1.0},
+            START_ROW: {**base, "torso_PCK@0.2": 72.5},
+            "trained": {**base, "torso_PCK@0.2": 71.0, "swap": 4.0}}
+    assert goal_lines(rows, real=True) == [
+        "- torso PCK@0.2 >= 70: 71.0 (met)", "- left/right swap rate <= 10%: 4.0% (met)",
+        f"- torso PCK@0.2 above every baseline row: 71.0 vs 72.5 ({START_ROW}) (NOT met)"]
+    table = metric_table(rows)
+    assert "| torso_PCK@0.2 |" in table.splitlines()[0] + "|" and "| 71.0 |" in table
+    del rows["trained"]["torso_PCK@0.2"]  # a skeleton without shoulders and hips has no torso column
+    assert "| n/a |" in metric_table(rows)
 
 
 def test_generated_people_are_never_mirrored(tmp_path):
@@ -157,6 +175,11 @@ def test_every_preset_runs_through_the_demo(tmp_path, model, conv):
         assert (out / name).stat().st_size > 0, name
     assert (out / "adjacency.png").exists() == graph
     assert ("no adjacency figure: the 'mlp' head" in report) != graph
+    if graph:  # README's overview figure is composed from such a run (docs/figures/make_overview.py)
+        spec = importlib.util.spec_from_file_location("make_overview", REPO / "docs" / "figures" / "make_overview.py")
+        overview = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(overview)
+        assert overview.compose(out, tmp_path / "overview.png").stat().st_size > 0
     state = load_checkpoint(out / "train" / "last.pt")
     assert state["model"]["name"] == model
     assert state["model"]["config"]["conv"] == (conv or ("graphconv" if graph else "dspose"))
@@ -168,15 +191,16 @@ def test_toy_demo_on_real_data_writes_report_figures_and_checkpoint(tmp_path, da
     out = tmp_path / "demo"
     extra = {"lspet": [], "coco_mini": ["--data", str(data_root / "coco_mini")]}[data]
     env = {**child_env(), "DSPOSE_DATA": str(data_root)}
-    res = subprocess.run([sys.executable, "-m", "dspose_graph", "demo", "--out", str(out), "--minutes", "0.3",
+    res = subprocess.run([sys.executable, "-m", "dspose_graph", "demo", "--out", str(out), "--minutes", "0.3", "--steps", "4",
                           "--epochs", "1", "--batch-size", "8", *extra], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     report = (out / "report.md").read_text()
-    expected = {"lspet": ("LSP Extended", "starting weights: 'dspose_t_synthetic'", "LSP ("),
+    expected = {"lspet": ("LSP Extended", "backbone + Transformer of 'dspose_t_lspet'", "LSP (", "torso_PCK@0.2",
+                          "Goals the demo sets itself on this data"),
                 "coco_mini": ("real COCO-format data from", "augmentation on")}
     for needle in ("| mean pose |", "| untrained |", f"| {START_ROW} |", "| trained |", "flip test", *expected[data]):
         assert needle in report, needle
-    assert "Goals for the generated-people demo" not in report
+    assert "Goals the demo sets itself on this data" in report
     figures = ["topology_lsp.png"] if data == "lspet" else []
     for name in ("report.md", "predictions.png", "adjacency.png", "topology_mpii.png", "topology_coco.png",
                  "train/loss_curve.png", "train/steps.csv", *figures):

@@ -126,8 +126,6 @@ def test_bad_settings_are_refused(coco_mini, tmp_path):
         Trainer(model, data, _config(tmp_path, amp="fp32"))
     with pytest.raises(ValueError, match="fp16.*CUDA"):
         Trainer(model, data, _config(tmp_path, amp="fp16"), device="cpu")
-    with pytest.raises(ValueError, match="no full batch"):
-        Trainer(model, data, _config(tmp_path, batch_size=8))
 
 
 def test_bf16_autocast_trains_on_cpu(coco_mini, tmp_path):
@@ -224,6 +222,50 @@ def test_persistent_workers_give_the_same_losses_as_loading_in_process(coco_mini
         return [r["loss"] for r in read_csv(out / "steps.csv")]
 
     assert run(tmp_path / "w1", 1) == run(tmp_path / "w0", 0)
+
+
+def test_evaluation_runs_without_the_training_workers_alive(coco_mini, tmp_path):
+    # One set of workers per rank at a time: the persistent training workers are stopped before evaluation
+    # (which starts its own) and start again with the next epoch.
+    import multiprocessing
+
+    alive: list[int] = []
+
+    def evaluate(model):
+        alive.append(len(multiprocessing.active_children()))
+        return {"AP": 0.0}
+
+    torch.manual_seed(0)
+    model = create_model("dspose_t")
+    trainer = Trainer(model, _coco_train(coco_mini, model, 4), _config(tmp_path, epochs=2, batch_size=2, workers=1,
+                                                                       eval_every=1), evaluate=evaluate)
+    assert trainer.fit().global_step == 4
+    assert alive == [0, 0]
+
+
+def test_the_last_partial_batch_is_trained_as_official_tokenpose_does(coco_mini, tmp_path):
+    # 5 samples in batches of 2: steps of 2, 2 and 1 (official's DataLoader keeps the last partial batch).
+    class Counted(Dataset):
+        def __init__(self, base: Dataset) -> None:
+            self.base, self.read = base, []
+
+        def __len__(self) -> int:
+            return len(self.base)
+
+        def __getitem__(self, i):
+            self.read.append(i)
+            return self.base[i]
+
+    torch.manual_seed(0)
+    model = create_model("dspose_t")
+    data = Counted(_coco_train(coco_mini, model, 5))
+    trainer = Trainer(model, data, _config(tmp_path, epochs=2, batch_size=2))
+    summary = trainer.fit()
+    assert trainer.steps_per_epoch == 3 and summary.global_step == 6
+    assert len(read_csv(tmp_path / "steps.csv")) == 6
+    assert sorted(data.read[:5]) == sorted(data.read[5:]) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="cannot be split"):
+        Trainer(model, Subset(data, []), _config(tmp_path / "empty"))
 
 
 def test_cuda_defaults_and_fused_adam(monkeypatch):

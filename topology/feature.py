@@ -19,6 +19,8 @@ Shapes:
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -28,8 +30,10 @@ def cosine_similarity_matrix(x: Tensor, eps: float = 1e-8) -> Tensor:
     """Batched cosine similarity ``(B, K, C) -> (B, K, K)`` (Eq. 5), in float32 whatever the autocast."""
     if x.dim() != 3:
         raise ValueError(f"expected keypoint features of shape (B, K, C), got {tuple(x.shape)}")
-    # Autocast would run the matmul in bf16/fp16 even on float32 inputs, so it is switched off here.
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    # Autocast would run the matmul in bf16/fp16 even on float32 inputs, so it is switched off here. The
+    # meta device (shape-only runs: FLOP counting) has no autocast to switch off.
+    no_autocast = nullcontext() if x.device.type == "meta" else torch.autocast(x.device.type, enabled=False)
+    with no_autocast:
         xn = F.normalize(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x, dim=-1, eps=eps)
         return xn @ xn.transpose(1, 2)
 

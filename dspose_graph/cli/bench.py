@@ -1,7 +1,8 @@
 """``dspose bench AREA``: run the speed/memory benchmarks in ``benchmarks/bench_<AREA>.py``.
 
 Benchmarks print ratios against a reference measured in the same run; they live in the source
-checkout (not in the installed package), next to the tests.
+checkout (not in the installed package), next to the tests: the checkout of an editable install, or the current
+folder.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ log = logging.getLogger(__name__)
 
 
 def benchmarks_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "benchmarks"
+    """``benchmarks/`` of the checkout this package runs from (editable install), else of the current folder
+    (a checkout beside a ``pip install .``)."""
+    beside = Path(__file__).resolve().parents[2] / "benchmarks"
+    here = Path.cwd() / "benchmarks"
+    return beside if beside.is_dir() or not here.is_dir() else here
 
 
 def available() -> dict[str, Path]:

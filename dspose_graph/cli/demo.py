@@ -20,6 +20,7 @@ from pathlib import Path
 
 from dspose_graph.demo import DemoOptions, run_demo
 from dspose_graph.demo.baselines import metric_table
+from dspose_graph.demo.data import settings_text as _defaults
 from dspose_graph.io import check_output_dir
 
 HELP = "train a small DSPose for a few minutes and report held-out metrics against baselines"
@@ -36,20 +37,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="graph convolution of the graph head (dspose, gcn, gat, gatv2, graphconv, sage, transformer; "
                              "default graphconv on generated people, the paper's dspose on real data)")
     parser.add_argument("--minutes", type=float, default=None,
-                        help="training time budget in minutes (default 7.5 on real data, 9 on generated people)")
+                        help=f"training time budget in minutes (default {_defaults('minutes')})")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"training budget in optimiser steps (default {_defaults('steps')}; the expected time "
+                             "is printed before training)")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs, unless the time budget ends first (default 80 on real data, 30 on generated)")
+                        help=f"epochs, unless the time budget ends first (default {_defaults('epochs')})")
     parser.add_argument("--sigma", type=float, default=3.0,
                         help="target Gaussian sigma in heatmap pixels (default 3 on the 24x32 maps: wider blobs "
                              "leave the all-zero plateau sooner in a few-minute run)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=None, help="Adam lr (default 1e-3 on real data, 2e-3 on generated)")
+    parser.add_argument("--lr", type=float, default=None, help=f"Adam lr (default {_defaults('lr')})")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="random scale/rotation/flip crops on real data (default on); generated people are "
                              "never flipped (their side colours would contradict the swapped labels)")
     parser.add_argument("--train-images", type=int, default=1200, help="generated training images")
     parser.add_argument("--val-images", type=int, default=150, help="generated held-out images")
-    parser.add_argument("--lspet-val", type=int, default=50, help="LSPET images held out (default 50 of 300)")
     parser.add_argument("--workers", type=int, default=1, help="data-loading processes (default 1)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch compute threads (default 1: with one loader process that fills two cores, "

@@ -8,6 +8,7 @@ from pathlib import Path
 from dspose_graph.data.coco import load_coco
 from dspose_graph.eval.coco_eval import (
     check_ground_truth,
+    check_scorable,
     evaluate_coco,
     format_coco_table,
     keypoint_category,
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.out)
     coco_gt = load_coco(args.annotations)
     check_ground_truth(coco_gt, str(args.annotations))
+    check_scorable(coco_gt, f"--annotations {args.annotations}")
     sigmas = None
     if args.sigmas_from_schema:
         schema = KeypointSchema.from_coco_category(keypoint_category(coco_gt, str(args.annotations)), source=str(args.annotations))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dspose_graph.eval.pckh import check_threshold, default_gt_path, evaluate_pckh, format_pckh_table, load_predictions
+from dspose_graph.eval.pckh import OFFICIAL_LOW_THRESHOLD, check_threshold, default_gt_path, evaluate_pckh, format_pckh_table, load_predictions
 from dspose_graph.io import atomic_write_json, check_output_file, provenance
 
 HELP = "PCKh of MPII validation predictions (.mat 'preds' (N,16,2) or (16,2,N), .npy, .json)"
@@ -18,8 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zero-based", action="store_true",
                         help="predictions use 0-based pixel coordinates (HRNet's saved preds before its +1): add 1")
     parser.add_argument("--threshold", type=float, default=0.5, help="PCKh threshold (fraction of the head size)")
-    parser.add_argument("--low-threshold", type=float, default=0.1,
-                        help="threshold of the 'Mean@0.1' column (0.11 reproduces HRNet/TokenPose logs, see docs/evaluation.md)")
+    parser.add_argument("--low-threshold", type=float, default=OFFICIAL_LOW_THRESHOLD,
+                        help="threshold of the 'Mean@0.1' column (default 0.11, what HRNet/TokenPose print under that "
+                             "name; the exact 0.1 value is printed beside it, see docs/evaluation.md)")
     parser.add_argument("--out", type=Path, default=None, help="write the result and provenance to this JSON")
 
 

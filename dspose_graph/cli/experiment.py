@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.epochs is not None and args.epochs < 1:
+        raise ValueError(f"--epochs {args.epochs}: must be >= 1")
+    if args.limit < 0:
+        raise ValueError(f"--limit {args.limit}: must be >= 0 (0 = every person)")
+    if args.data is not None and not args.data.is_dir():
+        raise FileNotFoundError(f"--data {args.data}: no such folder (a COCO 2017 / coco_mini or MPII root)")
     check_output_dir(args.out)
     tables = table_rows(args.experiments or default_experiments_dir())
     if args.table == "list":

@@ -1,4 +1,5 @@
-"""``dspose info MODEL``: a preset's configuration and parameter counts (ours vs the paper)."""
+"""``dspose info MODEL``: a preset's configuration and parameter counts (ours vs the paper); ``--flops``: FLOPs
+per image of one preset or, without a name, of every preset at its input size."""
 
 from __future__ import annotations
 
@@ -6,7 +7,18 @@ import argparse
 import dataclasses
 import json
 
-HELP = "show a model preset's configuration and parameter counts"
+HELP = "show a model preset's configuration, parameter counts and (--flops) FLOPs per image"
+
+# What the paper reports for a preset at that preset's input size (../shared/paper_tables.md). It gives
+# parameters only: none of its tables has a FLOPs column.
+PAPER_AT_INPUT = {
+    "dspose_b": "13.5M (Tab. 1-2, COCO 256x192)",
+    "tokenpose_b": "13.5M (Tab. 2, COCO 256x192)",
+    "dspose_l": "20.9M (Tab. 4, MPII 256x256)",
+    "tokenpose_l": "21.4M (Tab. 4, MPII 256x256)",
+}
+PAPER_FLOPS_NOTE = ("paper: no FLOPs figure in any of its tables (1-8), parameters only; pose papers' "
+                    "'GFLOPs' count multiply-adds, our GMACs column")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", help="preset name (omit with --list)")
@@ -14,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field (value parsed as JSON, else a string); repeatable")
     parser.add_argument("--json", action="store_true", help="print the config and counts as JSON")
+    parser.add_argument("--flops", action="store_true",
+                        help="FLOPs of one image's forward pass (torch FlopCounterMode) for MODEL, or for every "
+                             "preset when MODEL is omitted, beside the paper's figures")
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -32,9 +47,12 @@ def parse_overrides(items: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from dspose_graph.models import create_model, list_models
+    from dspose_graph.models.flops import preset_flops
     from dspose_graph.models.presets import PAPER_PARAMS_M
     from dspose_graph.train.pipeline import count_parameters
 
+    if args.flops and not args.model:
+        return print_flops_table(list_models(), as_json=args.json)
     if args.list or not args.model:
         for name in list_models():
             print(name)
@@ -44,10 +62,14 @@ def run(args: argparse.Namespace) -> int:
     parts = {"backbone": model.backbone, "encoder": model.encoder, "head": model.head, "total": model}
     counts = {name: count_parameters(m) for name, m in parts.items()}
     paper = PAPER_PARAMS_M.get(args.model) if not args.set else None
+    flops = preset_flops(args.model, **parse_overrides(args.set)) if args.flops else None
     if args.json:
-        print(json.dumps({"config": dataclasses.asdict(model.config),
-                          "parameters": {k: {"trainable": t, "frozen": f} for k, (t, f) in counts.items()},
-                          "paper_params_m": paper[0] if paper else None}, indent=2))
+        out = {"config": dataclasses.asdict(model.config),
+               "parameters": {k: {"trainable": t, "frozen": f} for k, (t, f) in counts.items()},
+               "paper_params_m": paper[0] if paper else None}
+        if flops is not None:
+            out["flops"] = _flops_json(flops)
+        print(json.dumps(out, indent=2))
         return 0
     cfg = model.config
     print(f"{args.model}: {model.schema.name} K={model.num_keypoints}, input {cfg.input_size[0]}x{cfg.input_size[1]}, "
@@ -62,4 +84,41 @@ def run(args: argparse.Namespace) -> int:
         print(f"paper: {paper[0]:.1f}M ({paper[1]})\nours:  {trainable / 1e6:.3f}M trainable "
               f"({trainable / 1e6 - paper[0]:+.3f}M), {total / 1e6:.3f}M with the frozen sine table "
               f"({total / 1e6 - paper[0]:+.3f}M)")
+    if flops is not None:
+        parts = ", ".join(f"{name} {v / 1e9:.3f}" for name, v in flops.by_module.items())
+        print(f"FLOPs per {flops.input_size[0]}x{flops.input_size[1]} image: {flops.gflops:.3f} GFLOPs "
+              f"({flops.gmacs:.3f} GMACs; {parts})\n{PAPER_FLOPS_NOTE}")
+    return 0
+
+
+def _flops_json(flops) -> dict:
+    return {"input_size": list(flops.input_size), "flops": flops.flops, "gflops": round(flops.gflops, 4),
+            "gmacs": round(flops.gmacs, 4), "by_module": flops.by_module,
+            "paper": PAPER_AT_INPUT.get(flops.model)}
+
+
+def print_flops_table(names: list[str], as_json: bool = False) -> int:
+    """FLOPs per image of every preset in ``names`` at its own input size, the paper's figures beside."""
+    from dspose_graph.models import create_model
+    from dspose_graph.models.flops import preset_flops
+    from dspose_graph.train.pipeline import count_parameters
+
+    rows = []
+    for name in names:
+        flops = preset_flops(name)
+        params = count_parameters(create_model(name, device="meta"))[0]
+        rows.append((name, flops, params))
+    if as_json:
+        print(json.dumps({name: dict(_flops_json(f), params=p) for name, f, p in rows}, indent=2))
+        return 0
+    print("FLOPs of one image's forward pass, torch.utils.flop_counter.FlopCounterMode: convolutions, matmuls "
+          "and attention at 2 FLOPs per multiply-add (norms, activations, softmax not counted)")
+    print(f"{'preset':<13}{'input w x h':>12}{'GFLOPs':>9}{'GMACs':>8}{'backbone':>10}{'encoder':>9}{'head':>8}"
+          f"{'params':>9}  paper")
+    for name, f, params in rows:
+        w, h = f.input_size
+        by = [f.by_module.get(part, 0) / 1e9 for part in ("backbone", "encoder", "head")]
+        print(f"{name:<13}{f'{w} x {h}':>12}{f.gflops:>9.3f}{f.gmacs:>8.3f}{by[0]:>10.3f}{by[1]:>9.3f}{by[2]:>8.3f}"
+              f"{params / 1e6:>8.2f}M  {PAPER_AT_INPUT.get(name, '-')}")
+    print(PAPER_FLOPS_NOTE)
     return 0

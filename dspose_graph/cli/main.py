@@ -20,6 +20,8 @@ import traceback
 import warnings
 from typing import Callable, Iterator, Mapping
 
+from dspose_graph import __version__
+
 COMMANDS = {
     "eval-coco": "dspose_graph.cli.eval_coco",
     "eval-mpii": "dspose_graph.cli.eval_mpii",
@@ -33,6 +35,7 @@ COMMANDS = {
     "demo": "dspose_graph.cli.demo",
     "experiment": "dspose_graph.cli.experiment",
     "info": "dspose_graph.cli.info",
+    "weights": "dspose_graph.cli.weights",
 }
 
 
@@ -47,33 +50,12 @@ EXIT_STATUS = f"""exit status:
        a non-finite training loss, a detector whose weights cannot be fetched)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C): files already written are complete (every output is written
        atomically); a training run resumes from OUT/last.pt with --resume
-  {EXIT_TERMINATED}  terminated (SIGTERM: preemption, a job scheduler, torchrun stopping the other ranks): as
-       Ctrl-C, and the run folder's lock is released
+  {EXIT_TERMINATED}  terminated (SIGTERM: a job scheduler's time limit, preemption, torchrun stopping the other
+       ranks): handled as Ctrl-C (the run folder's lock is released); a training run names its last good
+       checkpoint and the command that resumes it
 Errors print one line on stderr; --debug (or DSPOSE_DEBUG=1) adds the traceback."""
 DEBUG_ENV = "DSPOSE_DEBUG"
 LOG_RANKS = ("main", "all")
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived: unwinds the command like Ctrl-C, so that ``finally`` blocks (the run-folder lock) run."""
-
-
-@contextlib.contextmanager
-def sigterm_unwinds() -> Iterator[None]:
-    """Inside the block SIGTERM raises :class:`Terminated` in the main thread instead of ending the process at
-    once (its default), so cleanup runs; the previous handler is restored after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise Terminated(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def configure_logging(verbose: bool = False, log_ranks: str = "main", env: Mapping[str, str] | None = None) -> None:
@@ -117,6 +99,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(prog="dspose", description="DSPose: dual-space keypoint topology for pose estimation",
                                      epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"dspose {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help=f"print tracebacks of errors (also: {DEBUG_ENV}=1)")
     parser.add_argument("--log-ranks", choices=LOG_RANKS, default="main",
@@ -135,11 +118,41 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _requested_command(argv: list[str]) -> str | None:
-    """The sub-command named on the command line, if it is a known one."""
+    """The sub-command named on the command line, if it is a known one ("" for ``--version``: import none)."""
     for arg in argv:
+        if arg == "--version":
+            return ""
         if not arg.startswith("-"):
             return arg if arg in COMMANDS else None
     return None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: a ``KeyboardInterrupt`` so that everything that cleans up after Ctrl-C
+    (atomic writes, the run-folder lock, DataLoader workers) does the same for a scheduler's stop."""
+
+
+_terminated: list[int] = []  # the SIGTERMs received by this process
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _terminated.append(signum)
+    if len(_terminated) == 1:  # a second SIGTERM during the clean-up does not cut it short
+        raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` in the main thread (the previous handler comes back after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _terminated.clear()
 
 
 def check_device_option(args: argparse.Namespace) -> None:
@@ -163,27 +176,31 @@ def run_guarded(command: str, run: Callable[[argparse.Namespace], int | None], a
     """Run a sub-command; every expected failure becomes one line on stderr and an exit status (EXIT_STATUS).
 
     Bad input (``ValueError``, ``FileNotFoundError``, ``KeyError``) -> 2, other ``OSError`` -> 3,
-    ``RuntimeError`` -> 4, Ctrl-C -> 130, SIGTERM -> 143. Anything else is a bug and keeps its traceback (exit 1).
-    Under ``torchrun`` the error is also written to its error file (:func:`record_error`).
+    ``RuntimeError`` -> 4, Ctrl-C -> 130, SIGTERM (see :func:`sigterm_as_interrupt`) -> 143. Anything else is a bug
+    and keeps its traceback (exit 1). Under ``torchrun`` the error is also written to its error file
+    (:func:`record_error`).
     """
     try:
-        with sigterm_unwinds():
-            check_device_option(args)
-            return int(run(args) or 0)
-    except Terminated as e:
-        error, code, message = e, EXIT_TERMINATED, ("terminated (SIGTERM); files already written are complete "
-                                                    "(a training run resumes with --resume auto)")
+        check_device_option(args)
+        return int(run(args) or 0)
     except KeyboardInterrupt as e:
         error: BaseException = e
-        code, message = EXIT_INTERRUPTED, ("interrupted; files already written are complete "
-                                           "(a training run resumes from OUT/last.pt with --resume)")
+        # A command may say what to do next (``dspose train``: the checkpoint and the command that resumes it).
+        hint = e.args[0] if e.args and isinstance(e.args[0], str) else \
+            "files already written are complete (a training run resumes from OUT/last.pt with --resume)"
+        code, message = (EXIT_TERMINATED, f"terminated (SIGTERM); {hint}") if _terminated else \
+            (EXIT_INTERRUPTED, f"interrupted; {hint}")
     except (ValueError, FileNotFoundError, KeyError) as e:
         error, code, message = e, EXIT_INPUT, str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        if isinstance(e, FileNotFoundError) and e.strerror and e.filename is not None:
+            message = _os_message(e)
     except OSError as e:
         error, code, message = e, EXIT_OS, _os_message(e)
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         error, code, message = e, EXIT_RUNTIME, f"{type(e).__name__}: {first[0] if first else ''}"
+        if _terminated:  # a DataLoader worker stopped by the same SIGTERM can fail first
+            code, message = EXIT_TERMINATED, f"terminated (SIGTERM) ({message})"
     except Exception as e:  # a bug: recorded for torchrun, then its traceback as ever
         record_error(e)
         raise
@@ -201,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(_requested_command(argv)).parse_args(argv)
     configure_logging(args.verbose, args.log_ranks)
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    return run_guarded(args.command, args._run, args, debug)
+    with sigterm_as_interrupt():
+        return run_guarded(args.command, args._run, args, debug)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """``dspose plot``: figures of a trained model's adjacencies (``viz.learned``) and of the physical topology.
 
-``dspose plot adjacency --weights CKPT (--image FILE [--box X Y W H] | --data CONFIG [--num N])``
+``dspose plot adjacency --weights CKPT|NAME (--image FILE [--box X Y W H] | --data CONFIG [--num N])``
     runs the model on one image or on N validation samples of a training config and writes
     ``adjacency.{png,pdf}``, ``learned_graph.{png,pdf}`` and ``adjacency.json``.
 ``dspose plot topology [--topology mpii|coco|FILE]`` writes ``mi_matrix`` and ``topology_skeleton``.
@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 HELP = "figures: learned adjacency heatmaps and graphs (adjacency), physical clusters (topology)"
 
@@ -17,7 +16,7 @@ HELP = "figures: learned adjacency heatmaps and graphs (adjacency), physical clu
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="what", metavar="FIGURE", required=True)
     a = sub.add_parser("adjacency", help="A_p, A_f, A_m and p of a trained model, as heatmaps and graphs")
-    a.add_argument("--weights", required=True, help="checkpoint (.pt) of a graph-head model")
+    a.add_argument("--weights", required=True, help="checkpoint (.pt) or shipped weight name of a graph-head model")
     src = a.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", help="one image; the whole image (or --box) is the person")
     src.add_argument("--data", help="a training config YAML; its validation split supplies the samples")
@@ -33,44 +32,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub.choices["topology"].add_argument("--topology", default="mpii", help="'mpii', 'coco' (shipped) or a JSON file")
 
 
-def check_box(box: list[float] | None) -> None:
-    """Refuse a ``--box`` that is not a box inside an image: NaN/inf, negative, empty."""
-    from dspose_graph.predict import BOX_FIELDS, box_problem
-
-    if box is None:
-        return
-    problem = box_problem(box)
-    if problem:
-        raise ValueError(f"--box {' '.join(f'{v:g}' for v in box)}: {problem}")
-    for name, value in zip(BOX_FIELDS, box):
-        if value < 0:
-            raise ValueError(f"--box {' '.join(f'{v:g}' for v in box)}: field {name!r} = {value:g} is negative; "
-                             "X Y is the top-left corner inside the image")
-
-
-def plot_adjacency(args: argparse.Namespace) -> list[Path]:
-    from dspose_graph.viz.learned import data_samples, image_samples, output_paths, write_adjacency_figures
-
-    if args.box is not None and not args.image:
-        raise ValueError("--box applies to --image (with --data the samples come with their own boxes)")
-    check_box(args.box)
-    output_paths(Path(args.out), "adjacency", args.formats)  # a bad --formats fails before the model runs
-    samples = image_samples(args.weights, args.image, args.box, args.device) if args.image else \
-        data_samples(args.weights, args.data, args.split, args.num, args.device)
-    return write_adjacency_figures(samples, Path(args.out), args.formats, args.sample, weights=str(args.weights))
-
-
-def plot_topology(args: argparse.Namespace) -> list[Path]:
+def run(args: argparse.Namespace) -> int:
+    from dspose_graph.io import check_output_dir
+    from dspose_graph.viz.learned import adjacency_figures
     from dspose_graph.viz.topology import write_topology_figures
     from topology.files import load_topology
 
-    return write_topology_figures(load_topology(args.topology), Path(args.out), args.formats, source=args.topology)
-
-
-def run(args: argparse.Namespace) -> int:
-    from dspose_graph.io import check_output_dir
-
-    check_output_dir(args.out)
-    for path in plot_adjacency(args) if args.what == "adjacency" else plot_topology(args):
-        print(path)
+    out = check_output_dir(args.out)
+    paths = adjacency_figures(args.weights, out, image=args.image, box=args.box, data=args.data, split=args.split,
+                              num=args.num, sample=args.sample, device=args.device, formats=args.formats) \
+        if args.what == "adjacency" else \
+        write_topology_figures(load_topology(args.topology), out, args.formats, source=args.topology)
+    print("\n".join(map(str, paths)))
     return 0

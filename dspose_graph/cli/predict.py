@@ -13,7 +13,7 @@ DEFAULT_DET_THRESHOLD, DEFAULT_MAX_PERSONS = 0.5, 20
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="checkpoint (.pt) from dspose train / dspose demo")
+    p.add_argument("--weights", required=True, help="checkpoint (.pt) or shipped weight name (dspose weights)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="an image file or a folder of images")
     src.add_argument("--video", help="a video file (any format OpenCV reads)")
@@ -54,9 +54,9 @@ def check_options(args: argparse.Namespace) -> None:
             raise ValueError(f"{option} must be a finite number, got {value}")
     if args.detector is None and args.max_persons is not None:
         raise ValueError("--max-persons selects the persons of --detector; with --boxes, use --det-threshold")
+    if args.det_thr is not None and not 0.0 <= args.det_thr <= 1.0:
+        raise ValueError(f"--det-threshold must be in [0, 1] (a detection score), got {args.det_thr}")
     if args.detector is not None:
-        if args.det_thr is not None and not 0.0 <= args.det_thr <= 1.0:
-            raise ValueError(f"--det-threshold must be in [0, 1] for --detector, got {args.det_thr}")
         if args.max_persons is not None and args.max_persons < 1:
             raise ValueError(f"--max-persons must be >= 1, got {args.max_persons}")
     try:

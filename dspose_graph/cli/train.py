@@ -1,4 +1,4 @@
-"""``dspose train CONFIG.yaml [--resume CKPT|auto] [--set k=v ...] [--eval-only | --dry-run]``: the CLI of ``dspose_graph.train.pipeline``.
+"""``dspose train CONFIG.yaml [--resume CKPT|auto] [--init-from WEIGHTS] [--set k=v ...] [--eval-only | --dry-run]``: the CLI of ``dspose_graph.train.pipeline``.
 
 Under ``torchrun`` every process runs this same command (see docs/training.md); rank 0 prints the metrics.
 """
@@ -6,8 +6,10 @@ Under ``torchrun`` every process runs this same command (see docs/training.md); 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import shlex
 from pathlib import Path
 
 from dspose_graph.train.config import load_config
@@ -21,7 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="YAML config (see experiments/ and docs/training.md)")
     parser.add_argument("--resume", default=None, metavar="CKPT|auto",
                         help="checkpoint to resume from (e.g. OUT/last.pt), or 'auto': run.out_dir's newest checkpoint "
-                             "when it has one, else a new run (the same command restarts a preempted job)")
+                             "when it has one, else a new run (the same command restarts a preempted job); with "
+                             "--eval-only, the weights to evaluate (a path or a shipped weight name)")
+    parser.add_argument("--init-from", default=None, metavar="WEIGHTS",
+                        help="start from these weights (a path or a shipped weight name): sets model.init_from")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=5e-4 (repeatable)")
     parser.add_argument("--eval-only", action="store_true",
@@ -31,8 +36,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "of each split, print a summary and stop before training; writes nothing")
 
 
+def resume_hint(args: argparse.Namespace, out_dir: Path) -> str:
+    """What an interrupted run left and the command that continues it (printed by the CLI's entry guard)."""
+    last = out_dir / "last.pt"
+    if not last.is_file():
+        return f"no checkpoint was written yet in {out_dir}; run the same command again to start over"
+    argv = ["dspose", "train", str(args.config), "--resume", str(last)]
+    for item in args.overrides:
+        argv += ["--set", item]
+    torchrun = " (under torchrun: the same torchrun command with --resume)" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    return f"the last good checkpoint is {last}; resume with: {shlex.join(argv)}{torchrun}"
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
+    if args.init_from:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, init_from=args.init_from))
     if args.eval_only and args.resume in (None, "auto"):
         raise ValueError("--eval-only needs --resume CHECKPOINT (the weights to evaluate; not 'auto')")
     if args.dry_run:
@@ -46,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
     if args.eval_only:
         metrics = evaluate(config, args.resume, source=str(args.config))
     else:
-        metrics = train(config, resume=args.resume, source=str(args.config)).metrics
+        try:
+            metrics = train(config, resume=args.resume, source=str(args.config)).metrics
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: say where the run stands and how it goes on
+            raise type(e)(resume_hint(args, Path(config.run.out_dir))) from None
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps({k: round(v, 6) for k, v in metrics.items()}, indent=1))
     return 0

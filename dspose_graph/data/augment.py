@@ -1,7 +1,7 @@
 """Random top-down augmentation: scale, rotation, horizontal flip and half-body crops.
 
 The augmentation only chooses crop parameters (:class:`CropParams`); the image and the keypoints are
-then warped once with that crop (``image.crop_matrix``), so augmenting costs one ``cv2.warpAffine``.
+then warped once with that crop (``Codec.crop_matrix``), so augmenting costs one ``cv2.warpAffine``.
 
 The rules are official TokenPose's (``lib/dataset/JointsDataset.py``, the same as HRNet's): scale
 ``s * clip(1 + sf n, 1 - sf, 1 + sf)``; rotation ``clip(rf n, -2 rf, 2 rf)`` with probability 0.6; flip
@@ -9,7 +9,7 @@ with probability 0.5; half-body with probability ``prob_half_body`` for persons 
 joints, picking the upper body when ``randn() < 0.5`` (probability Phi(0.5) = 0.691), the box spanning the
 half's joints plus one pixel, padded 1.5. The parameters of each official config are data in
 :data:`AUGMENT_PRESETS` (``"coco"``: scale 0.35, rotation 45, half-body 0.3; ``"mpii"``: scale 0.25,
-rotation 30, no half-body).
+rotation 30, no half-body; ``"lspet"``: MPII's).
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ class AugmentParams:
 AUGMENT_PRESETS: dict[str, AugmentParams] = {
     "coco": AugmentParams(scale_factor=0.35, rotation_factor=45.0, half_body_prob=0.3),
     "mpii": AugmentParams(scale_factor=0.25, rotation_factor=30.0, half_body_prob=0.0),
+    # LSP Extended: one full-body person per image like MPII, so MPII's official ranges.
+    "lspet": AugmentParams(scale_factor=0.25, rotation_factor=30.0, half_body_prob=0.0),
 }
 
 

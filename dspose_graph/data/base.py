@@ -22,9 +22,7 @@ from torch.utils.data import Dataset
 
 from dspose_graph.data.augment import AugmentParams, CropParams, sample_crop, transform_keypoints
 from dspose_graph.data.codec import Codec, get_codec
-from dspose_graph.data.image import (IMAGE_DTYPES, crop_matrix, decode_reduction, load_image, normalize_image,
-                                     reduced_crop_matrix)
-from dspose_graph.data.targets import gaussian_heatmaps
+from dspose_graph.data.image import IMAGE_DTYPES, decode_reduction, load_image, normalize_image, reduced_crop_matrix
 from topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -45,6 +43,49 @@ class PersonRecord:
     keypoints: np.ndarray
 
 
+class RecordTable(Sequence[PersonRecord]):
+    """Person records packed column-wise into a handful of NumPy arrays; a :class:`PersonRecord` is rebuilt on
+    each access.
+
+    A list of N records is about 5N Python objects. DataLoader workers are forked and share the parent's memory
+    until a page is written, and reading a Python object writes its reference count (and the cyclic GC writes
+    the header of every tracked one): each worker soon holds its own copy of all of them, for COCO train
+    (150k persons) hundreds of MB per worker, times the workers of every rank. Arrays of numbers are never
+    touched that way. Indexing with a slice gives a list of records.
+    """
+
+    def __init__(self, records: Sequence[PersonRecord]) -> None:
+        records = list(records)
+        names = [r.image_file.encode("utf-8") for r in records]
+        self._names = np.frombuffer(b"".join(names), dtype=np.uint8)
+        self._offsets = np.cumsum([0] + [len(b) for b in names], dtype=np.int64)
+        self._ids = np.array([(r.image_id, r.ann_id) for r in records], dtype=np.int64).reshape(-1, 2)
+        self._score = np.array([r.score for r in records], dtype=np.float64)
+        if records:
+            self._center = np.stack([np.asarray(r.center) for r in records])
+            self._scale = np.stack([np.asarray(r.scale) for r in records])
+            self._keypoints = np.stack([np.asarray(r.keypoints) for r in records])
+        else:
+            self._center = self._scale = np.zeros((0, 2))
+            self._keypoints = np.zeros((0, 0, 3), dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self._score)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n = len(self)
+        i = int(index) + n if int(index) < 0 else int(index)
+        if not 0 <= i < n:
+            raise IndexError(f"record {index} out of range for {n} records")
+        start, end = self._offsets[i], self._offsets[i + 1]
+        return PersonRecord(image_file=self._names[start:end].tobytes().decode("utf-8"),
+                            image_id=int(self._ids[i, 0]), ann_id=int(self._ids[i, 1]),
+                            center=self._center[i].copy(), scale=self._scale[i].copy(), score=float(self._score[i]),
+                            keypoints=self._keypoints[i].copy())
+
+
 class TopDownDataset(Dataset):
     """Samples for top-down pose estimation from a list of person records.
 
@@ -56,7 +97,6 @@ class TopDownDataset(Dataset):
         train: draw random crops (:class:`AugmentParams`) instead of the box itself.
         sigma: Gaussian sigma in heatmap pixels.
         codec: crop and target conventions (``data.codec``: ``"tokenpose"`` default, ``"hrnet"``, ``"udp"``).
-        udp: legacy switch: ``True`` is codec ``"udp"``, ``False`` codec ``"hrnet"``.
         unbiased: sub-pixel Gaussian centres (DARK targets) where the codec would round to the nearest pixel.
         augment: augmentation ranges (default :class:`AugmentParams`).
         on_bad_image: ``"replace"`` a sample whose image is missing or does not decode by the next
@@ -71,6 +111,7 @@ class TopDownDataset(Dataset):
             ``(3, H, W)``, for :func:`data.image.normalize_batch` after the transfer (bit-identical input).
 
     Attributes:
+        records: the records as a :class:`RecordTable` (a few arrays, shared by forked workers as they are).
         bad_images: ``Counter`` image file -> records that could not be read from it (this process; each
             DataLoader worker logs its own and marks replaced samples with ``meta["replaced"]``).
     """
@@ -85,7 +126,6 @@ class TopDownDataset(Dataset):
         train: bool = False,
         sigma: float = 2.0,
         codec: str | Codec | None = None,
-        udp: bool | None = None,
         unbiased: bool = False,
         augment: AugmentParams | None = None,
         on_bad_image: str | None = None,
@@ -102,14 +142,14 @@ class TopDownDataset(Dataset):
         for name, size in (("input_size", input_size), ("heatmap_size", heatmap_size)):
             if len(size) != 2 or min(size) < 2:
                 raise ValueError(f"{name} must be (w, h) with both >= 2, got {tuple(size)}")
-        self.records = list(records)
+        self.records = records if isinstance(records, RecordTable) else RecordTable(records)
         self.schema = schema
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
         self.aspect_ratio = self.input_size[0] / self.input_size[1]
         self.train = train
         self.sigma = float(sigma)
-        self.codec = get_codec(codec, udp)
+        self.codec = get_codec(codec)
         self.target = "subpixel" if unbiased and self.codec.target == "nearest" else self.codec.target
         self.augment = augment or AugmentParams()
         self.on_bad_image = on_bad_image
@@ -190,16 +230,16 @@ class TopDownDataset(Dataset):
         The joints go to the heatmap through the codec's crop of the box onto the heatmap grid (TokenPose's
         ``trans_heatmap``), which for the plain and UDP codecs equals the input crop followed by the stride.
         """
-        m = crop_matrix(crop.center, crop.scale, crop.rotation, self.heatmap_size, flip=crop.flip, codec=self.codec)
+        m = self.codec.crop_matrix(crop.center, crop.scale, crop.rotation, self.heatmap_size, flip=crop.flip)
         kp = transform_keypoints(record.keypoints, m, self._flip_index if crop.flip else None)
-        return gaussian_heatmaps(kp[:, :2], kp[:, 2] > 0, self.heatmap_size, self.sigma, target=self.target)
+        return self.codec.encode(kp[:, :2], kp[:, 2] > 0, self.heatmap_size, self.sigma, target=self.target)
 
     def make_sample(
         self, index: int, record: PersonRecord, image: np.ndarray, crop: CropParams, replaced: bool = False,
         reduction: int = 1,
     ) -> dict[str, Any]:
         """The sample dict for ``record`` cut out of ``image`` (decoded at ``1/reduction``) with ``crop``."""
-        m = crop_matrix(crop.center, crop.scale, crop.rotation, self.input_size, flip=crop.flip, codec=self.codec)
+        m = self.codec.crop_matrix(crop.center, crop.scale, crop.rotation, self.input_size, flip=crop.flip)
         patch = cv2.warpAffine(image, reduced_crop_matrix(m, reduction), self.input_size, flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT)
         heatmap, weight = self.targets(record, crop)

@@ -33,17 +33,18 @@ from pycocotools.coco import COCO
 
 from dspose_graph.data.base import PersonRecord, TopDownDataset
 from dspose_graph.data.codec import get_codec
-from dspose_graph.data.transforms import BOX_PADDING, person_center_scale
+from dspose_graph.data.transforms import BOX_PADDING
 from dspose_graph.io import read_json
 from topology.schemas import KeypointSchema
 
 log = logging.getLogger(__name__)
 
 
-def load_coco(path: str | Path) -> COCO:
-    """A ``pycocotools.coco.COCO`` index of a COCO-format file, checked, without pycocotools' prints."""
+def load_coco(path: str | Path, data: dict[str, Any] | None = None) -> COCO:
+    """A ``pycocotools.coco.COCO`` index of a COCO-format file (or of ``data``, the file's content built in
+    memory; ``path`` then only names it in messages), checked, without pycocotools' prints."""
 
-    data = read_json(path, "annotation file")
+    data = read_json(path, "annotation file") if data is None else data
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
         raise ValueError(f"annotation file {path} must be a COCO-format object with 'images' and 'annotations' lists")
     for i, img in enumerate(data["images"]):
@@ -69,16 +70,19 @@ class CocoKeypointDataset(TopDownDataset):
     Args:
         ann_file: COCO-format keypoint json.
         image_dir: folder holding the ``file_name`` of each image.
+        coco: the annotation file's content as a dict built in memory (e.g. by ``data.lspet``); ``ann_file``
+            then only names it in messages.
         detections: optional detection-results json; its boxes replace the ground-truth ones.
         det_score_thr: keep detections with ``score >= det_score_thr``.
         schema: keypoint schema; default from the json's keypoint category.
         padding: box padding factor (``BOX_PADDING``, 1.25).
         min_keypoints: ground-truth annotations with fewer labelled keypoints are skipped.
         **kwargs: :class:`TopDownDataset` knobs (``input_size``, ``heatmap_size``, ``train``, ``sigma``,
-            ``codec``, ``udp``, ``unbiased``, ``augment``, ``on_bad_image``, ``seed``).
+            ``codec``, ``unbiased``, ``augment``, ``on_bad_image``, ``seed``).
 
     Attributes:
-        coco: the ``pycocotools`` index of ``ann_file`` (the evaluation ground truth).
+        coco: the ``pycocotools`` index of ``ann_file`` (the evaluation ground truth; a training split reads it
+            again when asked, see :attr:`coco`).
         category_id: id of the keypoint category used.
         skipped: ``Counter`` of skipped annotations/detections by reason.
     """
@@ -88,6 +92,7 @@ class CocoKeypointDataset(TopDownDataset):
         ann_file: str | Path,
         image_dir: str | Path,
         *,
+        coco: dict[str, Any] | None = None,
         detections: str | Path | None = None,
         det_score_thr: float = 0.0,
         schema: KeypointSchema | None = None,
@@ -99,7 +104,8 @@ class CocoKeypointDataset(TopDownDataset):
         self.image_dir = Path(image_dir)
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"image folder {self.image_dir} does not exist (annotations: {self.ann_file})")
-        self.coco = load_coco(self.ann_file)
+        self._coco_data = coco  # an in-memory source is kept: the index below is rebuilt from it when dropped
+        self._coco: COCO | None = load_coco(self.ann_file, coco)
         cats = [c for c in self.coco.dataset.get("categories", []) if isinstance(c, dict) and c.get("keypoints")]
         if not cats:
             raise ValueError(f"annotation file {self.ann_file}: no entry of 'categories' has a 'keypoints' list")
@@ -117,7 +123,7 @@ class CocoKeypointDataset(TopDownDataset):
         self.skipped: collections.Counter[str] = collections.Counter()
         aspect = kwargs.get("input_size", (192, 256))
         self._aspect = aspect[0] / aspect[1]
-        self._codec = get_codec(kwargs.get("codec"), kwargs.get("udp"))
+        self._codec = get_codec(kwargs.get("codec"))
         self._check_annotations(schema.num_keypoints)
         if detections is None:
             records = self._gt_records(schema.num_keypoints)
@@ -126,6 +132,18 @@ class CocoKeypointDataset(TopDownDataset):
         if self.skipped:
             log.info("%s: %d person boxes kept, skipped %s", self.ann_file.name, len(records), dict(self.skipped))
         super().__init__(records, schema, source=str(self.ann_file), **kwargs)
+        if self.train:
+            # Training needs only the records: the index (COCO train: 250k annotation dicts) would be copied
+            # page by page into every forked DataLoader worker (see RecordTable).
+            self._coco = None
+
+    @property
+    def coco(self) -> COCO:
+        """The ``pycocotools`` index of ``ann_file``: kept by an evaluation split (its ground truth), dropped by a
+        training split once its records are built and read again from the file when asked for."""
+        if self._coco is None:
+            self._coco = load_coco(self.ann_file, self._coco_data)
+        return self._coco
 
     def _check_annotations(self, k: int) -> None:
         for ann in self.coco.dataset["annotations"]:
@@ -146,8 +164,8 @@ class CocoKeypointDataset(TopDownDataset):
 
     def _record(self, image_id: int, ann_id: int, box: Sequence[float], score: float, keypoints: np.ndarray) -> PersonRecord | None:
         img = self.coco.imgs[image_id]
-        center_scale = person_center_scale(box, self._codec, (img.get("width"), img.get("height")), self._aspect,
-                                           self.padding, detection=ann_id < 0)
+        center_scale = self._codec.center_scale(box, (img.get("width"), img.get("height")), self._aspect,
+                                                self.padding, detection=ann_id < 0)
         if center_scale is None:
             self.skipped["zero_area_box"] += 1
             return None

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from dspose_graph.data.codec import Codec, get_codec
-from dspose_graph.data.transforms import crop_affine
 
 # torchvision / timm ImageNet statistics, RGB order, for images scaled to [0, 1].
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -106,39 +105,6 @@ def _jpeg_truncated(path: Path) -> bool:
     return False
 
 
-def flip_matrix(output_size: Sequence[int], udp: bool | None = None, codec: str | Codec | None = None) -> np.ndarray:
-    """3x3 mirror about the crop's vertical centre line, in output-grid coordinates.
-
-    The centre line is where :func:`crop_affine` puts the box centre: ``w / 2`` for the plain (HRNet) affine,
-    ``(w - 1) / 2`` for the UDP and TokenPose ones. Mirroring there equals HRNet's "flip the whole image,
-    then crop about the flipped centre".
-    """
-    plain = get_codec(codec, udp).affine == "plain"
-    cx = output_size[0] / 2.0 if plain else (output_size[0] - 1.0) / 2.0
-    return np.array([[-1.0, 0.0, 2.0 * cx], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-
-
-def crop_matrix(
-    center: Sequence[float],
-    scale: Sequence[float],
-    rotation: float,
-    output_size: Sequence[int],
-    flip: bool = False,
-    udp: bool | None = None,
-    codec: str | Codec | None = None,
-) -> np.ndarray:
-    """2x3 affine image -> output grid of a (possibly mirrored) crop; see ``transforms.crop_affine``.
-
-    The crop is rotated first and mirrored second, so ``flip`` with ``rotation`` r equals HRNet's
-    "mirror the image, then crop with rotation -r".
-    """
-    codec = get_codec(codec, udp)
-    m = crop_affine(center, scale, rotation, output_size, codec=codec)
-    if flip:
-        m = (flip_matrix(output_size, codec=codec) @ np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
-    return m
-
-
 def warp_image(
     image: np.ndarray,
     center: Sequence[float],
@@ -146,15 +112,15 @@ def warp_image(
     rotation: float,
     output_size: Sequence[int],
     flip: bool = False,
-    udp: bool | None = None,
     codec: str | Codec | None = None,
 ) -> np.ndarray:
     """Cut the box ``center``/``scale`` (px, padded) rotated by ``rotation`` degrees out of ``image``.
 
     Returns an array of ``output_size`` (w, h) with the image's dtype and channels; outside the image
-    is black. ``flip`` mirrors the crop (keypoints must then be permuted with ``schema.flip_index``).
+    is black. ``flip`` mirrors the crop (keypoints must then be permuted with ``schema.flip_index``). The crop
+    matrix is ``codec``'s (default ``"tokenpose"``; ``Codec.crop_matrix``).
     """
-    m = crop_matrix(center, scale, rotation, output_size, flip=flip, udp=udp, codec=codec)
+    m = get_codec(codec).crop_matrix(center, scale, rotation, output_size, flip=flip)
     return cv2.warpAffine(
         image, m, (int(output_size[0]), int(output_size[1])),
         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0,

@@ -14,6 +14,11 @@ is recognised too. MPII::
     ROOT/images/*.jpg
     ROOT/annotations/mpii_annotations.json[.gz]   (or ROOT/mpii_annotations.json[.gz])
 
+LSP Extended (``data.kind: lspet``, read in place; fixed splits train/val/test, ``dspose_graph.data.lspet``)::
+
+    ROOT/joints.mat
+    ROOT/images/im00001.jpg ...
+
 See ``docs/datasets.md``.
 """
 
@@ -55,10 +60,10 @@ def build_dataset(kind: str, root: str | Path, split: str, **kwargs: Any) -> Top
     """A dataset from its root folder in the official layout.
 
     Args:
-        kind: ``"coco"`` (any COCO-format keypoint set in the COCO layout) or ``"mpii"``.
+        kind: ``"coco"`` (any COCO-format keypoint set in the COCO layout), ``"mpii"`` or ``"lspet"``.
         root: dataset root folder.
         split: COCO ``"train"``/``"val"`` (any ``person_keypoints_{split}2017.json``); MPII
-            ``"train"``/``"val"``/``"trainval"``.
+            ``"train"``/``"val"``/``"trainval"``; LSPET ``"train"``/``"val"``/``"test"``.
         **kwargs: dataset knobs. ``detections="default"`` picks HRNet's detection file for the split;
             an explicit ``ann_file``/``image_dir`` overrides the layout.
     """
@@ -82,4 +87,14 @@ def build_dataset(kind: str, root: str | Path, split: str, **kwargs: Any) -> Top
         if ann is None:
             raise FileNotFoundError(f"no MPII annotation file under {root}: expected one of {list(MPII_ANNOTATION_FILES)}")
         return MPIIDataset(ann, images, split=split, **kwargs)
-    raise ValueError(f"unknown dataset kind {kind!r}: expected one of ['coco', 'mpii']")
+    if kind == "lspet":
+        from dspose_graph.data.lspet import LSPETDataset
+
+        given = [k for k in ("ann_file", "image_dir", "detections") if kwargs.get(k)]
+        if given:
+            raise ValueError(f"LSPET is read from ROOT/joints.mat and ROOT/images with its fixed splits; "
+                             f"{', '.join(given)} cannot be set for data.kind 'lspet' (leave data.*_ann/_images empty)")
+        for k in ("ann_file", "image_dir", "detections"):
+            kwargs.pop(k, None)
+        return LSPETDataset(root, split, **kwargs)
+    raise ValueError(f"unknown dataset kind {kind!r}: expected one of ['coco', 'mpii', 'lspet']")

@@ -15,19 +15,28 @@ Conversion rules (``docs/datasets.md``):
   with ``x = y = 0``, as COCO writes unlabelled keypoints;
 - ``bbox``: the extent of the labelled joints, widened by ``margin`` of its size on every side and
   clipped to the image; ``area`` = the box area (LSPET has no segmentation; OKS uses it as the scale);
-- split: the annotated images found in ``images/`` in file order; the last ``num_val`` are held out.
+- splits (:data:`SPLITS`, fixed for every tool): train = images 1-9,000, val = 9,001-9,500, test =
+  9,501-10,000 (kept aside for acceptance checks; its images are not in the shared data folder).
+
+``data.kind: lspet`` (:class:`LSPETDataset`) reads ``joints.mat`` and the images in place; :func:`lspet_to_coco`
+writes the same annotations as COCO files for other tools.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
+
 import numpy as np
 
+from dspose_graph.data.coco import CocoKeypointDataset
 from dspose_graph.io import atomic_write_json, provenance
 from topology.schemas import LSP14
 
 JOINTS_FILE = "joints.mat"
 IMAGE_DIR = "images"
+# 1-based first and last image of each fixed split (shared/data/MANIFEST.md).
+SPLITS = {"train": (1, 9000), "val": (9001, 9500), "test": (9501, 10000)}
 
 
 def load_lspet_joints(path: str | Path) -> np.ndarray:
@@ -88,24 +97,33 @@ def joints_box(keypoints: np.ndarray, width: int, height: int, margin: float = 0
     return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
 
 
-def lspet_to_coco(root: str | Path, out_dir: str | Path, num_val: int = 50, margin: float = 0.1,
-                  limit: int | None = None) -> dict[str, Path]:
-    """Write LSPET under ``root`` as ``out_dir/annotations/person_keypoints_{train,val}.json``.
+def split_indices(split: str, count: int = 10000) -> range:
+    """0-based joints columns of a fixed LSPET split (:data:`SPLITS`), cut to the ``count`` columns present."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown LSPET split {split!r}; valid: {', '.join(SPLITS)} (train = images 1-9,000, "
+                         "val = 9,001-9,500, test = 9,501-10,000)")
+    first, last = SPLITS[split]
+    return range(first - 1, min(last, count))
 
-    Only images present in ``root/images`` are listed (``limit`` keeps the first ones). Returns the paths
-    ``train_json``, ``val_json`` and ``images`` (the image folder, read in place, for both splits).
+
+def lspet_coco(root: str | Path, split: str, margin: float = 0.1, limit: int | None = None) -> dict[str, Any]:
+    """A fixed split of LSPET under ``root`` as a COCO-format dict (images stay in ``root/images``).
+
+    Every image of the split must be present: a missing one is a ``FileNotFoundError`` naming it (the test
+    split's images are kept aside on purpose, so it exists only where they were given back). ``limit`` keeps
+    the split's first images (small runs and tests).
     """
-    root, out_dir = Path(root), Path(out_dir)
+    root = Path(root)
     joints = load_lspet_joints(root / JOINTS_FILE)
+    indices = list(split_indices(split, len(joints)))[:limit]
     image_dir = root / IMAGE_DIR
-    present = [i for i in range(len(joints)) if (image_dir / image_name(i)).is_file()]
-    if limit is not None:
-        present = present[:limit]
-    if len(present) <= num_val or num_val < 1:
-        raise ValueError(f"{image_dir}: {len(present)} LSPET images found; need more than num_val={num_val} "
-                         "(and num_val >= 1) to split into train and held-out")
+    missing = [image_name(i) for i in indices if not (image_dir / image_name(i)).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{image_dir}: {len(missing)} image(s) of LSPET split {split!r} are missing (first: "
+                                f"{missing[0]}); the split needs images {image_name(indices[0])} to "
+                                f"{image_name(indices[-1])}")
     images, annotations = [], []
-    for i in present:
+    for i in indices:
         name = image_name(i)
         width, height = _image_size(image_dir / name)
         kp = coco_keypoints(joints[i], width, height)
@@ -120,18 +138,44 @@ def lspet_to_coco(root: str | Path, out_dir: str | Path, num_val: int = 50, marg
         })
     category = {"id": 1, "name": "person", "supercategory": "person", "keypoints": list(LSP14.keypoints),
                 "skeleton": [[a + 1, b + 1] for a, b in LSP14.skeleton]}
-    val_ids = {img["id"] for img in images[-num_val:]}
-    info = provenance(root / JOINTS_FILE, num_val=num_val, margin=margin, images=len(images))
-    paths = {"train_json": out_dir / "annotations" / "person_keypoints_train.json",
-             "val_json": out_dir / "annotations" / "person_keypoints_val.json", "images": image_dir}
-    for split, keep in (("train", lambda i: i not in val_ids), ("val", lambda i: i in val_ids)):
-        atomic_write_json(paths[f"{split}_json"], {
-            "info": {"description": f"LSP Extended ({split}), converted by dspose_graph.data.lspet", **info},
-            "images": [img for img in images if keep(img["id"])],
-            "annotations": [a for a in annotations if keep(a["image_id"])],
-            "categories": [category],
-        })
+    info = provenance(root / JOINTS_FILE, split=split, margin=margin, images=len(images))
+    return {"info": {"description": f"LSP Extended ({split}), converted by dspose_graph.data.lspet", **info},
+            "images": images, "annotations": annotations, "categories": [category]}
+
+
+def lspet_to_coco(root: str | Path, out_dir: str | Path, splits: Sequence[str] = ("train", "val"),
+                  margin: float = 0.1, limit: int | None = None) -> dict[str, Path]:
+    """Write LSPET's fixed ``splits`` as ``out_dir/annotations/person_keypoints_{split}.json`` (for other tools;
+    ``data.kind: lspet`` reads ``joints.mat`` directly). Returns ``{split}_json`` paths and ``images``.
+
+    Every split is built (and so checked) before the first file is written.
+    """
+    root, out_dir = Path(root), Path(out_dir)
+    built = {split: lspet_coco(root, split, margin, limit) for split in splits}
+    paths: dict[str, Path] = {"images": root / IMAGE_DIR}
+    for split, data in built.items():
+        paths[f"{split}_json"] = out_dir / "annotations" / f"person_keypoints_{split}.json"
+        atomic_write_json(paths[f"{split}_json"], data)
     return paths
+
+
+class LSPETDataset(CocoKeypointDataset):
+    """Top-down samples of one fixed LSPET split, read in place from ``root/joints.mat`` and ``root/images``.
+
+    Args:
+        root: the LSPET folder (``joints.mat`` + ``images/``).
+        split: ``"train"`` (images 1-9,000), ``"val"`` (9,001-9,500) or ``"test"`` (9,501-10,000).
+        margin: box margin around the labelled joints (see the module's conversion rules).
+        limit: keep the split's first ``limit`` images.
+        **kwargs: :class:`~dspose_graph.data.coco.CocoKeypointDataset` knobs (``input_size``, ``train``, ...).
+    """
+
+    def __init__(self, root: str | Path, split: str = "train", *, margin: float = 0.1, limit: int | None = None,
+                 **kwargs: Any) -> None:
+        root = Path(root)
+        self.split = split
+        data = lspet_coco(root, split, margin, limit)
+        super().__init__(f"{root / JOINTS_FILE}[{split}]", root / IMAGE_DIR, coco=data, **kwargs)
 
 
 def _image_size(path: Path) -> tuple[int, int]:

@@ -20,8 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from dspose_graph.data.codec import TARGETS, Codec, get_codec
-from dspose_graph.data.transforms import crop_affine
+# The encodings above; a codec's ``target`` names one (``dspose_graph.data.codec``).
+TARGETS = ("tokenpose", "nearest", "subpixel")
 
 
 def gaussian_heatmaps(
@@ -80,25 +80,3 @@ def gaussian_heatmaps(
     gy *= weights[..., None]
     heatmaps = (gy[..., :, None] * gx[..., None, :]).astype(np.float32)
     return heatmaps, weights
-
-
-def joints_to_heatmap(
-    joints_input: np.ndarray,
-    input_size: Sequence[int],
-    heatmap_size: Sequence[int],
-    udp: bool | None = None,
-    codec: str | Codec | None = None,
-) -> np.ndarray:
-    """Joints in input-crop pixels ``(..., 2)`` -> heatmap pixels, under the codec's crop geometry.
-
-    The map is the heatmap crop composed with the inverse input crop of the same box; it does not depend on
-    the box. Plain: ``x * heatmap / input``; UDP: ``x * (heatmap - 1) / (input - 1)``; TokenPose: one factor
-    ``(hw - 1) / (iw - 1)`` about the two grid centres (so not a pure stride when the aspect ratios round).
-    """
-    codec = get_codec(codec, udp)
-    box = (float(input_size[0]) * 4.0, float(input_size[1]) * 4.0)
-    to_input = crop_affine((0.0, 0.0), box, 0.0, input_size, inverse=True, codec=codec)
-    to_heatmap = crop_affine((0.0, 0.0), box, 0.0, heatmap_size, codec=codec)
-    m = to_heatmap[:, :2] @ to_input[:, :2]
-    t = to_heatmap[:, :2] @ to_input[:, 2] + to_heatmap[:, 2]
-    return np.asarray(joints_input, dtype=np.float64) @ m.T + t

@@ -110,7 +110,7 @@ def render_report(*, summary: str, data_description: str, generator: list[str] |
                   *[f"- {g}" for g in generator], ""]
     lines += ["## Held-out metrics", "", evaluation, "", table, "", verdict_text, ""]
     if goals:
-        lines += ["Goals for the generated-people demo (issue 14):", "", *goals, ""]
+        lines += ["Goals the demo sets itself on this data (docs/training.md, Demo):", "", *goals, ""]
     lines += [*notes, "", "## Physical topology", "", "```", *topology, "```", "", "## Files", "",
               "- `topology_*.png`, `mi_*.png`: topology figures"]
     if adjacency_drawn:

@@ -236,6 +236,19 @@ def check_ground_truth(coco_gt: COCO, source: str = "ground truth") -> None:
                 raise ValueError(f"{where}: field {field!r} = {v!r} must be a finite number >= 0")
 
 
+def check_scorable(coco_gt: COCO, source: str = "ground truth") -> None:
+    """Raise ``ValueError`` when no annotation can be scored: ``COCOeval`` ignores crowd regions and persons with
+    ``num_keypoints`` 0, and with nothing left every metric is n/a."""
+    cat = keypoint_category(coco_gt, source)
+    annotations = coco_gt.dataset.get("annotations", [])
+    if any(a.get("category_id") == cat["id"] and not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0
+           for a in annotations):
+        return
+    raise ValueError(f"{source}: no annotation to score against (0 of its {len(annotations)} annotations is a "
+                     "non-crowd person with num_keypoints > 0), so every metric would be n/a; give the ground truth "
+                     "of the predicted images")
+
+
 def check_results(results: list[dict[str, Any]], coco_gt: COCO, source: str = "results", kind: str = "keypoints") -> None:
     """Raise ``ValueError`` naming the record and field when results do not fit the ground truth.
 

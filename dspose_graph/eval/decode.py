@@ -1,17 +1,17 @@
-"""Heatmaps -> keypoint coordinates: argmax + quarter offset, DARK, flip test, back-projection.
+"""Heatmaps -> keypoint coordinates: argmax + quarter offset, DARK, the flip-test mapping, back-projection.
 
 Shapes: ``B`` persons (crops), ``K`` keypoints, ``h x w`` heatmap rows x columns.
 
 Coordinates are in heatmap pixel-index units: the centre of pixel ``(row r, column c)`` is ``(x=c, y=r)``.
-That is the frame in which ``crop_affine(..., output_size=heatmap_size)`` places a keypoint when the target
-heatmap is drawn, so :func:`heatmaps_to_image` with the same ``center``/``scale`` inverts it exactly.
+That is the frame in which a codec's ``crop_affine(..., output_size=heatmap_size)`` places a keypoint when the
+target heatmap is drawn, so the codec's inverse crop (:func:`apply_matrices`) maps it back exactly.
 
 Every function takes a ``torch.Tensor`` or a ``numpy.ndarray`` and returns the same kind. The work is done
 by whole-tensor torch operations over all ``B * K`` heatmaps at once (no per-joint Python loop).
 
-Decoding follows the codec that encoded the targets (``dspose_graph.data.codec``, default ``"tokenpose"``):
-its crop geometry for the back-projection, its flip-test shift, and DARK's blur border (zeros for
-TokenPose, as its ``gaussian_blur`` pads with zeros; OpenCV's reflect-101 for HRNet and UDP).
+These are the primitives; which border DARK blurs with and whether the flip test shifts is a codec's choice
+(``dspose_graph.data.codec``: ``Codec.decode``, ``Codec.flip_back`` and ``Codec.to_image`` call these with it).
+Borders default to OpenCV's reflect-101, as ``cv2.GaussianBlur`` does.
 """
 
 from __future__ import annotations
@@ -23,12 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dspose_graph.data.codec import BLUR_BORDERS, Codec, get_codec
-from dspose_graph.data.transforms import crop_affine
 
 ArrayLike = TypeVar("ArrayLike", torch.Tensor, np.ndarray)
 
 DECODERS = ("dark", "argmax")
+BLUR_BORDERS = ("zero", "reflect")
 
 
 def _as_tensor(x: torch.Tensor | np.ndarray, name: str, ndim: int, check_nan: bool = True) -> torch.Tensor:
@@ -291,14 +290,12 @@ def decode_heatmaps(
     heatmaps: ArrayLike,
     method: str = "dark",
     kernel: int = 11,
-    codec: str | Codec | None = None,
-    udp: bool | None = None,
+    border: str = "reflect",
 ) -> tuple[ArrayLike, ArrayLike]:
     """Keypoint locations ``(B, K, 2)`` in heatmap pixels and confidences ``(B, K)`` from ``(B, K, h, w)`` maps.
 
-    ``method``: ``"dark"`` (Taylor refinement on the modulated log-heatmap, blurred with the border of
-    ``codec``: zeros for ``"tokenpose"``, the default) or ``"argmax"`` (integer maximum plus the
-    quarter-pixel offset). The confidence is the heatmap maximum. A map whose maximum is not positive
+    ``method``: ``"dark"`` (Taylor refinement on the modulated log-heatmap, blurred with ``border`` padding:
+    ``"reflect"`` (reflect-101) or ``"zero"``) or ``"argmax"`` (integer maximum plus the quarter-pixel offset). The confidence is the heatmap maximum. A map whose maximum is not positive
     carries no location: its coordinates are returned as ``(0, 0)`` with its (non-positive) score, as HRNet does.
     The maximum is found in the input's dtype; the refinement runs in float64. Outputs are float64 of the
     input's kind (tensor on the input's device, or numpy).
@@ -315,7 +312,7 @@ def decode_heatmaps(
         bad = (~torch.isfinite(maxvals)).nonzero()[0].tolist()
         raise ValueError(f"heatmaps contain NaN/inf (first in sample {bad[0]}, keypoint {bad[1]})")
     if method == "dark":
-        coords = dark_refine(hm, coords_int, kernel=kernel, border=get_codec(codec, udp).blur_border)
+        coords = dark_refine(hm, coords_int, kernel=kernel, border=border)
     else:
         coords = quarter_offset(hm, coords_int)
     coords = coords * (maxvals > 0).unsqueeze(2).to(coords.dtype)
@@ -325,19 +322,15 @@ def decode_heatmaps(
 def flip_back(
     heatmaps: ArrayLike,
     flip_index: Sequence[int] | np.ndarray,
-    shift: bool | None = None,
-    codec: str | Codec | None = None,
-    udp: bool | None = None,
+    shift: bool,
 ) -> ArrayLike:
     """Heatmaps predicted on horizontally flipped crops, mapped back to the un-flipped crop's frame.
 
     Mirrors the width axis and swaps left/right channels (``out[:, k] = flipped[:, flip_index[k]]``; use
     ``schema.flip_index``). ``shift=True`` moves the result one pixel right (HRNet's flip-test shift), which
     compensates the half-pixel misalignment of the plain (HRNet) crop convention; TokenPose and UDP crops
-    mirror exactly and need none. ``shift=None`` takes the codec's choice (default ``"tokenpose"``: none).
+    mirror exactly and need none: ``Codec.flip_back`` passes its codec's choice.
     """
-    if shift is None:
-        shift = get_codec(codec, udp).flip_shift
     hm = heatmaps if isinstance(heatmaps, torch.Tensor) else torch.from_numpy(np.asarray(heatmaps))
     if hm.dim() != 4:
         raise ValueError(f"heatmaps must be (B, K, h, w), got shape {tuple(hm.shape)}")
@@ -352,35 +345,16 @@ def flip_back(
     return out if isinstance(heatmaps, torch.Tensor) else out.numpy()
 
 
-def heatmaps_to_image(
-    coords: ArrayLike,
-    centers: ArrayLike,
-    scales: ArrayLike,
-    heatmap_size: Sequence[int],
-    udp: bool | None = None,
-    rotations: ArrayLike | None = None,
-    codec: str | Codec | None = None,
-) -> ArrayLike:
-    """Heatmap-pixel coordinates ``(B, K, 2)`` -> original-image pixels ``(B, K, 2)``.
+def apply_matrices(coords: ArrayLike, matrices: np.ndarray) -> ArrayLike:
+    """Per-person 2x3 affine ``matrices`` ``(B, 2, 3)`` applied to coordinates ``(B, K, 2)``, in float64.
 
-    ``centers``/``scales`` ``(B, 2)`` are the crop boxes (``scale`` = padded box size in pixels, as the
-    datasets' ``meta`` gives them), ``heatmap_size`` is ``(w, h)``, ``rotations`` ``(B,)`` degrees (default 0).
-    Uses ``crop_affine(..., inverse=True)`` with the codec's geometry (default ``"tokenpose"``; the legacy
-    ``udp`` flag means ``"udp"``/``"hrnet"``), so it inverts exactly how targets were placed.
+    The back-projection of decoded heatmap coordinates (a codec's inverse crops); returns the input's kind
+    (a tensor on its device, or numpy).
     """
     c = _as_tensor(coords, "coords", 3).double()
-    ctr = _as_tensor(centers, "centers", 2).double().cpu().numpy()
-    scl = _as_tensor(scales, "scales", 2).double().cpu().numpy()
-    b = c.shape[0]
-    if c.shape[2] != 2 or ctr.shape != (b, 2) or scl.shape != (b, 2):
-        raise ValueError(
-            f"expected coords (B, K, 2), centers (B, 2), scales (B, 2); got {tuple(c.shape)}, {ctr.shape}, {scl.shape}"
-        )
-    rot = np.zeros(b) if rotations is None else _as_tensor(rotations, "rotations", 1).double().cpu().numpy()
-    if rot.shape != (b,):
-        raise ValueError(f"rotations must be (B,) = ({b},), got {rot.shape}")
-    codec = get_codec(codec, udp)
-    mats = np.stack([crop_affine(ctr[i], scl[i], rot[i], heatmap_size, inverse=True, codec=codec) for i in range(b)])
-    m = torch.from_numpy(mats).to(c.device)
+    if c.shape[2] != 2 or matrices.shape != (c.shape[0], 2, 3):
+        raise ValueError(f"expected coords (B, K, 2) and one crop (centers, scales) per person; got coords "
+                         f"{tuple(c.shape)} for {matrices.shape[0]} crop(s)")
+    m = torch.from_numpy(np.asarray(matrices, dtype=np.float64)).to(c.device)
     out = torch.einsum("bij,bkj->bki", m[:, :, :2], c) + m[:, None, :, 2]
     return _like(out, coords)

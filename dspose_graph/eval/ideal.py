@@ -22,50 +22,75 @@ import torch
 
 from dspose_graph.data.augment import CropParams, transform_keypoints
 from dspose_graph.data.base import TopDownDataset
-from dspose_graph.data.image import crop_matrix
-from dspose_graph.data.targets import gaussian_heatmaps, joints_to_heatmap
-from dspose_graph.eval.decode import decode_heatmaps, flip_back, heatmaps_to_image
+from dspose_graph.eval.inference import predict_crops
 
 
 def mirrored_input_targets(dataset: TopDownDataset, index: int) -> tuple[np.ndarray, np.ndarray]:
     """Targets ``(K, h, w)``, ``(K,)`` a perfect network gives for record ``index``'s input crop mirrored as an array."""
     record = dataset.records[index]
     iw = dataset.input_size[0]
-    m = crop_matrix(record.center, record.scale, 0.0, dataset.input_size, codec=dataset.codec)
+    m = dataset.codec.crop_matrix(record.center, record.scale, 0.0, dataset.input_size)
     kp = transform_keypoints(record.keypoints, m, dataset.schema.flip_index)
     kp[:, 0] = (iw - 1.0) - kp[:, 0]
-    joints = joints_to_heatmap(kp[:, :2], dataset.input_size, dataset.heatmap_size, codec=dataset.codec)
-    return gaussian_heatmaps(joints, kp[:, 2] > 0, dataset.heatmap_size, dataset.sigma, target=dataset.target)
+    joints = dataset.codec.joints_to_heatmap(kp[:, :2], dataset.input_size, dataset.heatmap_size)
+    return dataset.codec.encode(joints, kp[:, 2] > 0, dataset.heatmap_size, dataset.sigma, target=dataset.target)
+
+
+class PerfectNetwork:
+    """A network that answers every crop it is shown with exactly that crop's training targets.
+
+    It is shown crop tokens instead of pixels (:meth:`tokens`): ``(N, 1, 1, 2)`` holding ``[index, -1]`` per record,
+    which the flip test's ``torch.flip`` of the width axis turns into ``[-1, index]``, so the network knows
+    whether it sees a crop or its mirror image, as a real network sees it in the pixels. ``weights`` collects the
+    target weights ``(K,)`` of the records it has answered.
+    """
+
+    def __init__(self, dataset: TopDownDataset) -> None:
+        self.dataset = dataset
+        self.weights: dict[int, np.ndarray] = {}
+
+    @staticmethod
+    def tokens(indices: range | list[int]) -> torch.Tensor:
+        """The crops of records ``indices``, as the network is shown them."""
+        idx = torch.as_tensor(list(indices), dtype=torch.float64)
+        return torch.stack([idx, torch.full_like(idx, -1.0)], dim=1).view(-1, 1, 1, 2)
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        maps = []
+        for first, second in tokens[:, 0, 0, :].tolist():
+            if first >= 0:
+                record = self.dataset.records[int(first)]
+                heat, self.weights[int(first)] = self.dataset.targets(record, CropParams(record.center, record.scale))
+            else:
+                heat = mirrored_input_targets(self.dataset, int(second))[0]
+            maps.append(heat)
+        return torch.from_numpy(np.stack(maps))
 
 
 def perfect_network(dataset: TopDownDataset, flip_test: bool = True, method: str = "dark",
                     batch_size: int = 128) -> dict[str, np.ndarray]:
     """Decode every evaluation crop's own targets (averaged with the mirrored crop's) back into the image.
 
-    Needs no image: only the records' boxes and keypoints. Returns ``coords`` (N, K, 2) image pixels,
-    ``scores`` (N, K), ``weight`` (N, K) the target weights, ``gt`` (N, K, 3), ``center``/``scale`` (N, 2),
-    ``image_id``, ``ann_id``, ``box_score`` (N,), as ``train.evaluate.predict_dataset`` lays them out.
+    Runs :class:`PerfectNetwork` through :func:`~dspose_graph.eval.inference.predict_crops`, the path a model's
+    heatmaps take, with the dataset's codec. Needs no image: only the records' boxes and keypoints. Returns
+    ``coords`` (N, K, 2) image pixels, ``scores`` (N, K), ``weight`` (N, K) the target weights, ``gt`` (N, K, 3),
+    ``center``/``scale`` (N, 2), ``image_id``, ``ann_id``, ``box_score`` (N,), as
+    ``train.evaluate.predict_dataset`` lays them out.
     """
-    parts: dict[str, list[Any]] = {k: [] for k in ("coords", "scores", "weight")}
-    n = len(dataset.records)
-    for start in range(0, n, batch_size):
-        idx = range(start, min(n, start + batch_size))
-        own = [dataset.targets(dataset.records[i], CropParams(dataset.records[i].center, dataset.records[i].scale))
-               for i in idx]
-        heat = torch.from_numpy(np.stack([h for h, _ in own]))
-        if flip_test:
-            mirrored = torch.from_numpy(np.stack([mirrored_input_targets(dataset, i)[0] for i in idx]))
-            heat = 0.5 * (heat + flip_back(mirrored, dataset.schema.flip_index, codec=dataset.codec))
-        coords, scores = decode_heatmaps(heat, method=method, codec=dataset.codec)
-        centers = np.stack([dataset.records[i].center for i in idx])
-        scales = np.stack([dataset.records[i].scale for i in idx])
-        parts["coords"].append(np.asarray(heatmaps_to_image(coords.numpy(), centers, scales, dataset.heatmap_size,
-                                                            codec=dataset.codec)))
-        parts["scores"].append(scores.numpy())
-        parts["weight"].append(np.stack([w for _, w in own]))
+    network = PerfectNetwork(dataset)
     recs = dataset.records
+    parts: dict[str, list[Any]] = {k: [] for k in ("coords", "scores")}
+    for start in range(0, len(recs), batch_size):
+        idx = range(start, min(len(recs), start + batch_size))
+        coords, scores = predict_crops(network, network.tokens(idx), np.stack([recs[i].center for i in idx]),
+                                       np.stack([recs[i].scale for i in idx]), codec=dataset.codec,
+                                       flip_index=dataset.schema.flip_index, heatmap_size=dataset.heatmap_size,
+                                       flip_test=flip_test, decode=method)
+        parts["coords"].append(coords)
+        parts["scores"].append(scores)
     out = {k: np.concatenate(v) for k, v in parts.items()}
     out.update(
+        weight=np.stack([network.weights[i] for i in range(len(recs))]),
         gt=np.stack([r.keypoints for r in recs]).astype(np.float64),
         center=np.stack([r.center for r in recs]), scale=np.stack([r.scale for r in recs]),
         image_id=np.array([r.image_id for r in recs], dtype=np.int64),

@@ -14,7 +14,10 @@ thorax excluded, as their ground truth is derived from the hips and shoulders). 
 DSPose paper report this number (HRNet: ``np.sum(PCKh * jnt_ratio)``). Some scripts (bearpaw/pytorch-pose
 ``eval_PCKh.py``) print the *unweighted* mean of the 14 per-joint values instead; it is returned as
 ``"Mean (unweighted)"``. **Head** is the head-top joint alone (HRNet/TokenPose/paper tables); the toolkit's
-own table averages upper neck and head top, returned as ``"Head (toolkit)"``. See docs/evaluation.md.
+own table averages upper neck and head top, returned as ``"Head (toolkit)"``. **Mean@0.1** is what HRNet
+and official TokenPose print under that name: ``pckAll[11]`` of ``np.arange(0, 0.51, 0.01)``, the pooled mean
+at 0.11 head sizes (:data:`OFFICIAL_LOW_THRESHOLD`); at exactly 0.1 it is ``"Mean@0.1 (exact)"``. See
+docs/evaluation.md.
 
 Shapes: ``N`` persons, 16 joints, ``(x, y)``.
 """
@@ -47,6 +50,9 @@ GROUPS = {
 }
 TABLE_KEYS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean", "Mean@0.1")
 GT_KEYS = ("jnt_missing", "pos_gt_src", "headboxes_src")
+# The threshold behind official TokenPose/HRNet's "Mean@0.1": index 11 of np.arange(0, 0.5 + 0.01, 0.01).
+OFFICIAL_LOW_THRESHOLD = 0.11
+EXACT_LOW_THRESHOLD = 0.1
 
 
 def default_gt_path() -> Path:
@@ -60,6 +66,8 @@ def default_gt_path() -> Path:
 def load_mpii_gt(path: str | Path | None = None) -> dict[str, np.ndarray]:
     """The validation ground truth as ``gt (N, 16, 2)``, ``missing (N, 16) bool``, ``head_size (N,)``."""
     path = Path(path) if path is not None else default_gt_path()
+    if path.is_dir():
+        raise ValueError(f"MPII ground-truth file {path} is a folder; expected detections_our_format.mat")
     if not path.is_file():
         raise FileNotFoundError(f"MPII ground-truth file {path} does not exist")
     try:
@@ -134,12 +142,13 @@ def evaluate_pckh(
     preds: np.ndarray,
     gt_mat_path: str | Path | None = None,
     threshold: float = 0.5,
-    low_threshold: float = 0.1,
+    low_threshold: float = OFFICIAL_LOW_THRESHOLD,
     source: str = "predictions",
 ) -> dict[str, Any]:
     """PCKh of ``preds (N, 16, 2)`` (original-image pixels, MATLAB frame as the .mat) against the MPII val GT.
 
-    Returns the table values (``Head`` ... ``Ankle``, ``Mean``, ``Mean@0.1``) plus ``"Mean (unweighted)"``,
+    Returns the table values (``Head`` ... ``Ankle``, ``Mean``, ``Mean@0.1`` at ``low_threshold``, by default
+    official's 0.11) plus ``"Mean@0.1 (exact)"`` (at 0.1), ``"Mean (unweighted)"``,
     ``"Head (toolkit)"``, ``"UBody"`` (the toolkit's pooled upper body: wrists, elbows, shoulders),
     ``"per_joint"`` (16 values at ``threshold``, NaN for joints never annotated) and ``"count"``
     (annotated joints per joint). ``source`` names the predictions in error messages.
@@ -166,6 +175,7 @@ def evaluate_pckh(
     result: dict[str, Any] = {name: float(np.mean(per_joint[list(idx)])) for name, idx in GROUPS.items()}
     result["Mean"] = _pooled(correct, valid, joints)
     result["Mean@0.1"] = _pooled(correct_low, valid, joints)
+    result["Mean@0.1 (exact)"] = _pooled(at(EXACT_LOW_THRESHOLD)[0], valid, joints)
     result["Mean (unweighted)"] = float(np.mean(per_joint[joints]))
     result["Head (toolkit)"] = float(np.mean(per_joint[[8, 9]]))
     result["UBody"] = _pooled(correct, valid, [10, 11, 12, 13, 14, 15])
@@ -179,11 +189,16 @@ def evaluate_pckh(
 
 def format_pckh_table(result: dict[str, Any]) -> str:
     """The usual one-row table (Head ... Ankle, Mean, Mean@0.1) plus the alternative means, labelled."""
-    keys = [k if k != "Mean@0.1" else f"Mean@{result['low_threshold']:g}" for k in TABLE_KEYS]
+    low = result["low_threshold"]
+    official = low == OFFICIAL_LOW_THRESHOLD
+    keys = [k if k != "Mean@0.1" or official else f"Mean@{low:g}" for k in TABLE_KEYS]
     header = " | ".join(f"{k:>9}" for k in keys)
     row = " | ".join(f"{result[k]:9.2f}" for k in TABLE_KEYS)
+    low_note = (f"Mean@0.1 = pooled at {low:g} head sizes, as HRNet/TokenPose print it (pckAll[11]); "
+                if official else "")
     extra = (
         f"Mean = pooled over the 14 evaluated joints (toolkit 'Total'; HRNet/TokenPose/paper).\n"
+        f"{low_note}pooled at exactly 0.1: {result['Mean@0.1 (exact)']:.2f}\n"
         f"Mean (unweighted over 14 per-joint values, bearpaw eval_PCKh.py): {result['Mean (unweighted)']:.2f}; "
         f"Head (toolkit: mean of neck and head top): {result['Head (toolkit)']:.2f}; UBody: {result['UBody']:.2f}"
     )
@@ -207,6 +222,8 @@ def load_predictions(path: str | Path, key: str = "preds") -> np.ndarray:
     ``(N, 16, 3)`` (a score column, dropped) or the MATLAB layout ``(16, 2, N)``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"prediction file {path} is a folder; expected a .mat, .npy or .json file")
     if not path.is_file():
         raise FileNotFoundError(f"prediction file {path} does not exist")
     suffix = path.suffix.lower()

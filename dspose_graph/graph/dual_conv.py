@@ -7,9 +7,10 @@ Shapes (this module):
 
 from __future__ import annotations
 
-import torch_scatter
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
+
+from dspose_graph.graph.scatter import scatter_sum
 
 
 class DualSpaceConv(MessagePassing):
@@ -63,8 +64,9 @@ class DualSpaceConv(MessagePassing):
 
     def aggregate(self, inputs: Tensor, index: Tensor, ptr: Tensor | None = None,
                   dim_size: int | None = None) -> Tensor:
-        # torch-scatter's fused sum: one kernel for all graphs of the batch.
-        return torch_scatter.scatter(inputs, index, dim=0, dim_size=dim_size, reduce="sum")
+        # One sum over all graphs of the batch: torch-scatter's fused kernel when installed, else PyG's.
+        rows = dim_size if dim_size is not None else int(index.max()) + 1 if index.numel() else 0
+        return scatter_sum(inputs, index, rows)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels})"

@@ -5,7 +5,8 @@ stage 4: index 1 is the stride-4 branch of the *final* stage, not of stage 3. To
 stride-4 branch of stage 3 and never builds stage 4. So we build timm's ``HighResolutionNet`` through
 ``timm.create_model`` on the meta device (nothing allocated), drop ``transition3``/``stage4`` and the fuse
 layers of stage 3's last module that feed the two coarser outputs (TokenPose's ``multi_scale_output=False``),
-and only then allocate and initialise what remains. Stage-4 weights are never materialised or run.
+and only then allocate and initialise what remains, as official TokenPose does (:func:`init_like_tokenpose`).
+Stage-4 weights are never materialised or run.
 
 Pretrained weights (``pretrained=PATH``): timm's HRNet and the ImageNet files official HRNet/TokenPose start
 from (``hrnet_w32-36af842e.pth``, ``hrnet_w48-8ef0771d.pth``, HRNet-Image-Classification's ``cls_hrnet.py``)
@@ -53,11 +54,16 @@ class PretrainedReport:
     ignored: int
 
 
-def _init_like_timm(module: nn.Module) -> None:
-    # Same initialisation as timm's HighResolutionNet.init_weights, applied after allocation.
+INIT_STD = 0.001  # official TokenPose/HRNet's random backbone: conv weights ~ N(0, 0.001^2)
+
+
+def init_like_tokenpose(module: nn.Module) -> None:
+    """Official TokenPose's random backbone (``HRNET_base.init_weights``): conv weights from N(0, 0.001^2), zero
+    biases, BatchNorm weight 1 and bias 0 (timm would draw Kaiming-normal convs). Only a run without
+    ``model.pretrained`` trains from it: a pretrained file replaces every stage 1-3 tensor."""
     for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, std=INIT_STD)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
@@ -93,8 +99,8 @@ class HRNetStage3(nn.Module):
 
     Args:
         name: timm HRNet variant (one of :data:`BACKBONES`).
-        pretrained: ``None``/``False`` for random init, a path to a timm/ImageNet HRNet weight file,
-            or ``True`` for timm's own download (needs a network).
+        pretrained: ``None``/``False`` for official TokenPose's random init (:func:`init_like_tokenpose`), a path
+            to a timm/ImageNet HRNet weight file, or ``True`` for timm's own download (needs a network).
         device: where to allocate the weights (``"meta"`` builds shapes only, e.g. to count parameters).
 
     Shapes:
@@ -116,7 +122,7 @@ class HRNetStage3(nn.Module):
         last.fuse_layers = last.fuse_layers[:1]
         last.multi_scale_output = False
         self.net = net.to_empty(device=device or "cpu")
-        _init_like_timm(self.net)
+        init_like_tokenpose(self.net)
         self.out_channels = int(net.stage3_cfg["num_channels"][0])
         if pretrained:
             self.load_pretrained(pretrained)

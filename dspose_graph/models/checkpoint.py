@@ -20,8 +20,10 @@ kept as ``<name>.prev`` (linked there before the rename, so the real name never 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import pickle
+import re
 import shutil
 import warnings
 import zipfile
@@ -34,6 +36,7 @@ from torch import nn
 from dspose_graph.io import atomic_path
 from dspose_graph.models.dspose import DSPose
 from dspose_graph.models.presets import create_model_from_config, load_state_dict_checked
+from dspose_graph.weights import lookup_weights
 from topology.schemas import KeypointSchema
 
 FORMAT = "dspose-graph"
@@ -63,7 +66,7 @@ class InferenceSpec:
 
 
 def _legacy_codec(udp: Any) -> str:
-    # The udp flag written before codecs existed meant these codecs (as data.codec.get_codec(udp=) reads it).
+    # The udp flag written before codecs existed: true meant UDP's conventions, false HRNet's (the old default).
     return "udp" if bool(udp) else "hrnet"
 
 
@@ -106,13 +109,32 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], keep_previous: bool
     state.setdefault("format", FORMAT)
     state.setdefault("format_version", FORMAT_VERSION)
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except RuntimeError as e:  # torch's zip writer reports a failed write without the file or the reason
+            raise _write_error(path, e) from e
+        except OSError as e:
+            if e.filename is None:
+                e.filename = str(path)
+            raise
         if keep_previous and path.exists():
             _keep_previous(path)
     return path
+
+
+def _write_error(path: Path, error: RuntimeError) -> OSError:
+    """The ``OSError`` (exit status 3 at the CLI) for a ``torch.save`` that could not write ``path``."""
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free on its disk"
+    except OSError:
+        free = "free space unknown"
+    first = (str(error).strip().splitlines() or [""])[0][:120]
+    return OSError(errno.EIO, f"could not write the checkpoint ({free}; a full disk or a file size limit, "
+                              f"ulimit -f, stops torch.save with: {first}); free space or choose another folder",
+                   str(path))
 
 
 def _keep_previous(path: Path) -> None:
@@ -128,12 +150,16 @@ def _keep_previous(path: Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and check a checkpoint written by :func:`save_checkpoint`.
+    """Load and check a checkpoint written by :func:`save_checkpoint`; ``path`` may name shipped weights.
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a corrupt, truncated or foreign
     file; the message names the file and, when one exists, the previous good checkpoint to resume from.
     """
-    path = Path(path)
+    path = lookup_weights(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.pt"))
+        raise ValueError(f"checkpoint {path} is a folder; expected a checkpoint file"
+                         + (f" (it holds {', '.join(found[:4])})" if found else ""))
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}{_hint(path)}")
     try:
@@ -183,8 +209,9 @@ def _intact_foreign_file(path: Path, error: Exception) -> str:
         with zipfile.ZipFile(path) as z:
             if z.testzip() is not None:
                 return ""
-        refused = str(error).split("Unsupported global: GLOBAL ", 1)
-        found = f" (first found: {refused[1].split()[0]})" if len(refused) == 2 else ""
+        # torch >= 2.4 says "Unsupported global: GLOBAL mod.Name", torch 2.3 "Unsupported class mod.Name".
+        refused = re.search(r"Unsupported (?:global: GLOBAL|class) (\S+)", str(error))
+        found = f" (first found: {refused.group(1)})" if refused else ""
         return (f"an intact torch.save file holding pickled Python objects{found}, not plain weights: a whole "
                 f"model or another program's state")
     try:

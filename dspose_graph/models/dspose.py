@@ -117,6 +117,8 @@ class DSPose(nn.Module):
     def forward(self, images: Tensor, return_adjacency: bool = False):
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        if images.shape[0] == 0:
+            raise ValueError(f"a batch of 0 images {tuple(images.shape)}: pass at least one crop (B >= 1)")
         w, h = self.input_size
         if images.shape[-2:] != (h, w):
             raise ValueError(f"model expects {w}x{h} (w x h) crops, got {images.shape[-1]}x{images.shape[-2]}")

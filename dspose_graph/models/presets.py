@@ -169,4 +169,15 @@ def load_state_dict_checked(model: DSPose, state_dict: Mapping[str, Tensor], sou
         problems.append(f"{len(shapes)} shape mismatches (e.g. {shapes[:3]})")
     if problems:
         raise ValueError(f"state dict from {source} does not fit model {model.config.name!r}: " + "; ".join(problems))
+    check_finite_weights(state_dict, source)
     model.load_state_dict(dict(state_dict))
+
+
+def check_finite_weights(state_dict: Mapping[str, Tensor], source: str) -> None:
+    """Refuse weights holding NaN or inf: every prediction of such a model would be NaN, blamed on its input."""
+    for key, value in state_dict.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(f"{source}: weight {key!r} holds {bad} NaN/inf value(s) of {value.numel()}: the "
+                             "checkpoint is damaged or comes from a diverged run; use an earlier checkpoint "
+                             "(e.g. last.pt.prev or best.pt of the run)")

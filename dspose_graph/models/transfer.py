@@ -12,7 +12,7 @@ starts ``upper_neck`` and ``head_top`` anew.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -60,11 +60,49 @@ def transfer_state_dict(state_dict: dict[str, torch.Tensor], source: KeypointSch
     return out, report
 
 
-def init_from_checkpoint(model: DSPose, weights: str | Path) -> dict[str, Any]:
+def adapt_to_input_size(state: dict[str, torch.Tensor], model: DSPose,
+                        source_heatmap: tuple[int, int] | None) -> dict[str, list[str]]:
+    """Fit ``state`` (a checkpoint's weights, modified in place) to ``model`` when their input sizes differ.
+
+    Two kinds of tensors depend on the input size: the fixed sine position table (one row per visual token; not
+    trained, so the model's own table for its token grid is kept) and the layer that writes the heatmaps (one
+    output row per heatmap pixel). The heatmap layer's weights and bias, seen as ``(C, h, w)`` maps, are resampled
+    bilinearly from the checkpoint's heatmap size ``source_heatmap`` ``(w, h)`` to the model's, so the model at the
+    new size starts from the trained one's heatmaps, upsampled, instead of from noise.
+
+    Returns ``resampled`` and ``recomputed`` tensor names.
+    """
+    import torch.nn.functional as F
+
+    own = model.state_dict()
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    out: dict[str, list[str]] = {"resampled": [], "recomputed": []}
+    (dw, dh) = tuple(model.heatmap_size)
+    for key, value in state.items():
+        target = own.get(key)
+        if target is None or value.shape == target.shape:
+            continue
+        if key in frozen:
+            state[key] = target
+            out["recomputed"].append(key)
+        elif (source_heatmap is not None and value.shape[0] == source_heatmap[0] * source_heatmap[1]
+              and target.shape[0] == dw * dh and value.shape[1:] == target.shape[1:]):
+            sw, sh = source_heatmap
+            maps = value.float().reshape(sh, sw, -1).permute(2, 0, 1)[None]  # (1, C, h, w)
+            resized = F.interpolate(maps, size=(dh, dw), mode="bilinear", align_corners=False)
+            state[key] = resized[0].permute(1, 2, 0).reshape(target.shape).to(target.dtype)
+            out["resampled"].append(key)
+    return out
+
+
+def init_from_checkpoint(model: DSPose, weights: str | Path, exclude: Sequence[str] = ()) -> dict[str, Any]:
     """Load ``weights`` (a dspose-graph checkpoint) into ``model``, across skeletons when they differ.
 
-    Everything but the keypoint-dependent tensors must fit exactly (a clear ``ValueError`` naming the
-    file otherwise). Returns the report of :func:`transfer_state_dict` (all keypoints matched when the
+    A model at another input size than the checkpoint's is adapted by :func:`adapt_to_input_size` (heatmap
+    layers resampled, fixed position tables recomputed). Everything else must fit exactly (a clear ``ValueError``
+    naming the file otherwise), except the tensors under the ``exclude`` name prefixes (e.g. ``"head."``), which keep the
+    model's fresh initialisation: how a model at another input size starts from a trained body (its heatmap layer
+    has another shape). Returns the report of :func:`transfer_state_dict` (all keypoints matched when the
     skeletons are the same).
     """
     ckpt = load_checkpoint(weights, map_location="cpu")
@@ -73,6 +111,23 @@ def init_from_checkpoint(model: DSPose, weights: str | Path) -> dict[str, Any]:
         state, report = transfer_state_dict(ckpt["state_dict"], source, model)
     except ValueError as e:
         raise ValueError(f"{weights}: {e}") from None
-    load_state_dict_checked(model, state, source=str(weights))
+    own = model.state_dict()
+    source_hw = (ckpt.get("inference") or {}).get("heatmap_size")
+    report.update(adapt_to_input_size(state, model, tuple(source_hw) if source_hw else None))
+    for prefix in exclude:
+        keys = [k for k in own if k.startswith(prefix)]
+        if not keys:
+            raise ValueError(f"init_exclude prefix {prefix!r} matches no tensor of model {model.config.name!r} "
+                             f"(top-level parts: {', '.join(sorted({k.split('.')[0] for k in own}))})")
+        for k in [k for k in state if k.startswith(prefix)]:  # e.g. another graph convolution's weights
+            del state[k]
+        state.update({k: own[k] for k in keys})  # keep the fresh initialisation
+    try:
+        load_state_dict_checked(model, state, source=str(weights))
+    except ValueError as e:
+        hint = ("; to start a model at another input size from these weights, keep the parts whose shape depends "
+                "on it fresh: model.init_exclude: [head., encoder.pos_embed]") if "shape mismatches" in str(e) else ""
+        raise ValueError(f"{e}{hint}") from None
+    report["fresh"] = sorted(p for p in exclude)
     report["source"] = source.name
     return report

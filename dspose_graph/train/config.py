@@ -32,6 +32,9 @@ class ModelConfig:
     # Start from these weights instead of random ones: a checkpoint path or the name of a shipped weight
     # file (dspose_graph/weights); keypoints are matched by name across skeletons. "" = random init.
     init_from: str = ""
+    # Parameter name prefixes that keep their fresh initialisation when init_from is loaded, e.g. [head.] to start
+    # a model at another input size (its heatmap layer has another shape) from a trained backbone + Transformer.
+    init_exclude: list[str] = field(default_factory=list)
     # ImageNet HRNet weights for the backbone's stages 1-3 (timm or official HRNet layout), a path relative
     # to the working directory as HRNet's models/pytorch/imagenet/ layout; null = random backbone.
     # The paper configs name the file; training stops before reading data when it is missing.
@@ -42,7 +45,7 @@ class ModelConfig:
 class DataConfig:
     """Which data and how it is cropped and augmented."""
 
-    kind: str = "coco"  # "coco" (COCO-format json + images) or "mpii"
+    kind: str = "coco"  # "coco" (COCO-format json + images), "mpii" or "lspet" (joints.mat + images, fixed splits)
     root: str = ""  # prefix for the relative paths below; "" = relative to the working directory
     train_ann: str = ""
     train_images: str = ""
@@ -87,6 +90,9 @@ class OptimConfig:
     # batch on fewer GPUs (BatchNorm still sees batch_size persons at a time).
     accumulate: int | str = 1
     grad_clip: float = 0.0  # max global grad norm; 0 = off
+    # Stop after this many optimiser steps (evaluating then, as at the last epoch), inside an epoch if need be;
+    # 0 = train all epochs. A budget in steps gives the same result on a slower machine, later.
+    max_steps: int = 0
     amp: str = "none"  # "none", "fp16" (CUDA, with GradScaler) or "bf16" (autocast, CPU or CUDA)
 
 
@@ -114,8 +120,8 @@ class RunConfig:
     out_dir: str = "runs/train"
     seed: int = 0
     deterministic: bool = False
-    # DataLoader processes per rank (training and evaluation); -1 or "auto" = this rank's share of the CPUs
-    # less one, at most 16 (train/distributed.py: workers_per_rank).
+    # DataLoader processes per rank (training and evaluation): a number >= 0, or "auto" = this rank's share of
+    # the CPUs less one, at most 16 (train/distributed.py: workers_per_rank).
     workers: int | str = "auto"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"...
     channels_last: bool = False  # NHWC weights and inputs in training (models/runtime.py)
@@ -129,6 +135,9 @@ class RunConfig:
     progress: bool = True
     tensorboard: bool = True
     max_minutes: float = 0.0  # wall-clock budget: stop at the first epoch end past it; 0 = none
+    # Before training, time this many batches of the loader alone (no model) and log its images/s beside the
+    # training step's, so a data-bound run is visible; 0 = off.
+    loader_probe: int = 0
 
 
 @dataclass
@@ -145,14 +154,14 @@ class PaperConfig:
 # (section, key) -> (lowest allowed value, whether the lowest value itself is allowed). Whole numbers that mean
 # "off" or "all" at 0 allow 0; sizes and rates must be positive. Every float must also be finite.
 LIMITS: dict[tuple[str, str], tuple[float, bool]] = {
-    ("optim", "epochs"): (1, True), ("optim", "batch_size"): (1, True), ("optim", "lr"): (0, False),
+    ("optim", "epochs"): (1, True), ("optim", "max_steps"): (0, True), ("optim", "batch_size"): (1, True), ("optim", "lr"): (0, False),
     ("optim", "weight_decay"): (0, True), ("optim", "gamma"): (0, False), ("optim", "grad_clip"): (0, True),
     ("optim", "milestones"): (1, True), ("optim", "global_batch"): (0, True),
     ("data", "det_score_thr"): (0, True),
     ("eval", "every"): (0, True), ("eval", "batch_size"): (1, True),
     ("data", "limit_train"): (0, True), ("data", "limit_val"): (0, True), ("data", "sigma"): (0, False),
     ("data", "input_size"): (1, True),
-    ("run", "workers"): (0, True), ("run", "checkpoint_every"): (0, True), ("run", "log_every"): (0, True),
+    ("run", "workers"): (0, True), ("run", "checkpoint_every"): (0, True), ("run", "log_every"): (0, True), ("run", "loader_probe"): (0, True),
     ("run", "max_minutes"): (0, True), ("run", "keep_checkpoints"): (-1, True), ("run", "dist_timeout"): (0, False),
     ("optim", "accumulate"): (1, True),
 }
@@ -193,10 +202,12 @@ class TrainConfig:
 
     @property
     def best_metric(self) -> str:
-        """The metric that selects ``best.pt``: OKS AP on COCO-format data, PCKh with the MPII ground-truth
-        file, PCK@0.2 otherwise."""
+        """The metric that selects ``best.pt``: OKS AP on COCO-format data, torso PCK@0.2 on LSPET (what LSP
+        papers report), PCKh with the MPII ground-truth file, PCK@0.2 otherwise."""
         if self.data.kind == "coco":
             return "AP"
+        if self.data.kind == "lspet":
+            return "torso_PCK@0.2"
         return "PCKh_Mean" if self.data.val_gt else "PCK@0.2"
 
 
@@ -309,10 +320,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     lists and scalars are replaced whole.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config file {path} is a folder; expected a YAML file (see experiments/)")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     raw = _read_with_bases(path, ())
     for item in overrides or []:
+        check_override(item)
         raw = apply_override(raw, item, source=f"{path} (--set {item})")
     return config_from_dict(raw, source=str(path))
 
@@ -389,6 +403,11 @@ def apply_override(raw: dict[str, Any], item: str, source: str = "--set") -> dic
         node = child
     node[parts[-1]] = value
     return out
+
+
+def check_override(item: str) -> None:
+    """Check one ``--set`` item on its own, so that an unknown key or a bad value names the option, not a file."""
+    config_from_dict(apply_override({}, item, source=f"--set {item}"), source=f"--set {item}")
 
 
 def _deep_copy(raw: Any) -> Any:

@@ -25,6 +25,8 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 import torch
 import torch.distributed as dist
 
+from dspose_graph.train.cpus import available_cpus
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Minutes a collective may wait for the other ranks before the process group gives up (torch's own default).
@@ -305,17 +307,18 @@ def workers_per_rank(requested: int | str, info: DistInfo, cpus: int | None = No
     rule: the CPUs this process may use, split between the processes of its node, less one for the rank's own
     process, within [0, 16].
 
-    ``cpus`` defaults to the process's CPU affinity (what a container or ``taskset`` allows), not the machine's
-    core count. Raises ``ValueError`` naming ``run.workers`` for anything else.
+    ``cpus`` defaults to :func:`~dspose_graph.train.cpus.available_cpus`: the process's CPU affinity (what
+    ``taskset`` allows), capped by the container's cgroup CPU quota (``--cpus``, a Kubernetes limit), not the
+    machine's core count. Raises ``ValueError`` naming ``run.workers`` for anything else.
     """
     if isinstance(requested, str) and requested.strip().lower() == "auto":
         requested = -1
     if isinstance(requested, bool) or not isinstance(requested, int) or requested < -1:
-        raise ValueError(f"run.workers={requested!r}: expected a number of worker processes >= 0, or -1 / 'auto' "
+        raise ValueError(f"run.workers={requested!r}: expected a number of worker processes >= 0, or 'auto' "
                          "for one per CPU of this rank's share less one")
     if requested >= 0:
         return requested
     if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cpus = available_cpus()
     per_rank = cpus // max(info.local_world_size, 1)
     return max(0, min(16, per_rank - 1))

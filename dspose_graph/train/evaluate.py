@@ -10,9 +10,13 @@ Metrics:
 - PCK@0.2 (``dspose_graph.eval.pck``), a keypoint being correct when it lies within 0.2 x the longest side of
   the person box (the crop box without its ``BOX_PADDING``), over keypoints labelled in the ground truth; left
   out when the boxes are detections (they carry no ground truth).
+- With the skeleton given: torso PCK@0.2 (``torso_PCK@0.2``, the LSP papers' metric: 0.2 x the distance between
+  left shoulder and right hip) and per joint (``torso_PCK@0.2/<joint>``), for skeletons that have those two
+  joints, over the ``torso_persons`` persons whose two torso joints are labelled; the left/right swap rate (``swap``, percent of labelled pairs predicted crossed).
 
-Heatmaps are decoded with the codec the dataset encoded its targets with (``data.codec``): its flip shift,
-DARK's blur border and its crop geometry back to the image.
+Crops go through :func:`~dspose_graph.eval.inference.predict_crops` (the path ``Predictor`` takes too) with the
+codec the dataset encoded its targets with (``data.codec``): its flip shift, DARK's blur border and its crop
+geometry back to the image.
 """
 
 from __future__ import annotations
@@ -26,9 +30,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from dspose_graph.data.codec import Codec, get_codec
-from dspose_graph.eval.decode import decode_heatmaps, heatmaps_to_image
-from dspose_graph.eval.flip import flip_test_heatmaps
-from dspose_graph.eval.pck import pck, pck_normalizer
+from dspose_graph.eval.inference import predict_crops
+from dspose_graph.eval.pck import pck, pck_normalizer, swap_rate, torso_joints, torso_pck
 from dspose_graph.data.image import normalize_batch, opencv_single_thread
 from dspose_graph.train.distributed import DistInfo, all_gather_objects, on_every_rank, on_main
 
@@ -91,18 +94,13 @@ def _predict_shard(model: torch.nn.Module, dataset: Dataset, indices: list[int],
     try:
         for batch in loader:
             images = normalize_batch(batch["image"].to(device, non_blocking=True))
-            if flip_test:
-                heatmaps = flip_test_heatmaps(run, images, flip_index, shift=codec.flip_shift)
-            else:
-                heatmaps = run(images).float()
-            # Decoded where the heatmaps are (DARK's blur and Taylor step in torch); one copy to the host per batch.
-            coords, scores = decode_heatmaps(heatmaps, method=decode, codec=codec)
             meta = batch["meta"]
             center = meta["center"].numpy().astype(np.float64)
             scale = meta["scale"].numpy().astype(np.float64)
-            coords = heatmaps_to_image(coords, center, scale, heatmap_size, codec=codec)
-            parts["coords"].append(coords.cpu().numpy().astype(np.float64))
-            parts["scores"].append(scores.cpu().numpy().astype(np.float64))
+            coords, scores = predict_crops(run, images, center, scale, codec=codec, flip_index=flip_index,
+                                           heatmap_size=heatmap_size, flip_test=flip_test, decode=decode)
+            parts["coords"].append(coords)
+            parts["scores"].append(scores)
             parts["center"].append(center)
             parts["scale"].append(scale)
             parts["box_score"].append(meta["score"].numpy().astype(np.float64))
@@ -188,12 +186,16 @@ def compute_metrics(
     pckh_mat: str | Path | None = None,
     nms_threshold: float | None = 0.9,
     rescore_threshold: float = 0.2,
+    schema: Any = None,
 ) -> dict[str, float]:
     """OKS AP (when ``coco_gt`` is given), PCKh (when ``pckh_mat`` is given) and PCK@0.2 (when the boxes carry
-    ground-truth keypoints) of a prediction dict; ``nms_threshold`` and ``rescore_threshold`` as :func:`coco_results`."""
+    ground-truth keypoints) of a prediction dict; ``nms_threshold`` and ``rescore_threshold`` as :func:`coco_results`.
+    With ``schema`` (the model's skeleton) and ground truth: torso PCK@0.2 (mean and per joint) where the skeleton
+    has a left shoulder and a right hip, and the left/right ``swap`` rate where it has left/right pairs."""
     metrics: dict[str, float] = {}
     if (pred["gt"][..., 2] > 0).any():
         metrics["PCK@0.2"] = pck(pred["coords"], pred["gt"], pck_normalizer(pred["scale"]), 0.2)
+        metrics.update(_skeleton_metrics(pred, schema) if schema is not None else {})
     if coco_gt is not None:
         from dspose_graph.eval.coco_eval import evaluate_coco
 
@@ -209,4 +211,21 @@ def compute_metrics(
         stats = evaluate_pckh(pred["coords"] + MPII_INDEX_BASE, pckh_mat)
         metrics.update({f"PCKh_{k}" if not str(k).startswith("PCKh") else str(k): float(v)
                         for k, v in stats.items() if isinstance(v, (int, float, np.floating))})
+    return metrics
+
+
+def _skeleton_metrics(pred: dict[str, np.ndarray], schema: Any) -> dict[str, float]:
+    """Torso PCK@0.2 (mean, per joint) and the swap rate, where the skeleton and the labels allow them."""
+    metrics: dict[str, float] = {}
+    torso = torso_joints(schema)
+    gt = pred["gt"]
+    if torso is not None and ((gt[:, torso[0], 2] > 0) & (gt[:, torso[1], 2] > 0)).any():
+        result = torso_pck(pred["coords"], gt, torso, 0.2)
+        metrics["torso_PCK@0.2"] = result["mean"]
+        metrics["torso_persons"] = float(result["persons"])  # persons with a torso size (the others are left out)
+        metrics.update({f"torso_PCK@0.2/{name}": float(v) for name, v in zip(schema.keypoints, result["per_joint"])
+                        if np.isfinite(v)})
+    pairs_labelled = any(((gt[:, a, 2] > 0) & (gt[:, b, 2] > 0)).any() for a, b in schema.flip_pairs)
+    if pairs_labelled:
+        metrics["swap"] = swap_rate(pred["coords"], gt, schema)
     return metrics

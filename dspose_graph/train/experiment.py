@@ -22,7 +22,8 @@ from typing import Any, Sequence
 import yaml
 
 from dspose_graph.io import atomic_write_text
-from dspose_graph.train.config import TrainConfig, apply_override, config_from_dict, config_to_dict, load_config
+from dspose_graph.train.config import (TrainConfig, apply_override, check_override, config_from_dict, config_to_dict,
+                                      load_config)
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,9 @@ def run_table(table: str, rows: list[tuple[Path, TrainConfig]], out: Path, *, dr
     from dspose_graph.train.distributed import on_main, process_group
     from dspose_graph.train.pipeline import build_model, count_parameters, train
 
+    for item in changes.get("overrides", ()):
+        check_override(item)
+    # Every row is prepared (and so checked) before the first one trains: a bad row stops the table at once.
     configs = [(path, row, prepare(row, out / path.stem, **changes)) for path, row in rows]
     results: list[RowResult] = []
     if dry_run:

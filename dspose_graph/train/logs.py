@@ -24,7 +24,7 @@ class StepLog:
             atomic_write_text(self.path, ",".join(STEP_FIELDS) + "\n")
         else:
             # Rows logged after the checkpoint we resume from are replayed by the resumed run: drop them.
-            rows = [r for r in read_csv(self.path) if int(r["global_step"]) <= resume_step]
+            rows = [r for r in read_step_rows(self.path) if int(r["global_step"]) <= resume_step]
             atomic_write_text(self.path, _to_csv(rows, STEP_FIELDS))
         self._file = open(self.path, "a", newline="")
         self._writer = csv.writer(self._file)
@@ -40,6 +40,25 @@ class StepLog:
 def read_csv(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def read_step_rows(path: str | Path) -> list[dict[str, str]]:
+    """The rows of ``steps.csv`` whose every field is a number; a torn or garbled row (a run killed mid-write, a
+    full disk) is skipped with a warning: the CSV is a log, the checkpoint is what a run resumes from."""
+    rows = []
+    with open(path, newline="") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                for key in STEP_FIELDS[:3]:
+                    int(row[key])
+                for key in STEP_FIELDS[3:]:
+                    float(row[key])
+            except (TypeError, ValueError, KeyError):
+                log.warning("%s: line %d is torn or garbled (%s); skipped", path, line,
+                            ",".join(v for v in row.values() if isinstance(v, str))[:80])
+                continue
+            rows.append(row)
+    return rows
 
 
 def _to_csv(rows: list[dict[str, Any]], fields: list[str]) -> str:
@@ -65,10 +84,10 @@ def plot_learning_curve(steps_csv: str | Path, history: list[dict[str, Any]], pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_csv(steps_csv)
+    rows = read_step_rows(steps_csv)
     steps = [int(r["global_step"]) for r in rows]
     losses = [float(r["loss"]) for r in rows]
-    evals = [(h["epoch"], h[metric]) for h in history if metric and h.get(metric) is not None]
+    evals = [h for h in history if metric and h.get(metric) is not None]
     fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(10 if evals else 5.5, 3.6), squeeze=False)
     ax = axes[0][0]
     ax.plot(steps, losses, lw=0.8, alpha=0.6, label="step loss")
@@ -82,17 +101,36 @@ def plot_learning_curve(steps_csv: str | Path, history: list[dict[str, Any]], pa
     ax.legend()
     ax.set_title("training loss")
     if evals:
-        ax2 = axes[0][1]
-        ax2.plot([e + 1 for e, _ in evals], [v for _, v in evals], "o-")
-        ax2.set_xlabel("epoch")
-        ax2.set_ylabel(f"held-out {metric}")
-        ax2.set_title(f"held-out {metric}")
+        _plot_metric(axes[0][1], history, metric)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plot_metric(ax: Any, history: list[dict[str, Any]], metric: str) -> None:
+    """The held-out ``metric`` against optimiser steps, with training minutes on the top axis (when the rows
+    carry ``global_step`` and ``minutes``), else against epochs."""
+    import numpy as np
+
+    rows = [h for h in history if h.get(metric) is not None]
+    values = [float(h[metric]) for h in rows]
+    if all("global_step" in h and "minutes" in h for h in history):
+        steps = np.array([0.0] + [float(h["global_step"]) for h in history])
+        minutes = np.array([0.0] + [float(h["minutes"]) for h in history])
+        ax.plot([h["global_step"] for h in rows], values, "o-", ms=3)
+        ax.set_xlabel("optimiser step")
+        if len(steps) > 1 and np.all(np.diff(steps) > 0) and np.all(np.diff(minutes) > 0):
+            top = ax.secondary_xaxis("top", functions=(lambda x: np.interp(x, steps, minutes),
+                                                       lambda m: np.interp(m, minutes, steps)))
+            top.set_xlabel("training minutes (evaluation excluded)")
+    else:
+        ax.plot([h["epoch"] + 1 for h in rows], values, "o-", ms=3)
+        ax.set_xlabel("epoch")
+    ax.set_ylabel(f"held-out {metric}")
+    ax.set_title(f"held-out {metric}", fontsize=10)
 
 
 def tensorboard_writer(path: Path) -> Any:

@@ -9,6 +9,7 @@ weight decay the checkpoint was trained with, and moment tensors in the memory l
 from __future__ import annotations
 
 import bisect
+import collections
 import logging
 from typing import Any
 
@@ -108,3 +109,16 @@ def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict[str, Any], sourc
                  scaler.get_scale())
         return
     scaler.load_state_dict(saved)
+
+
+def scheduler_state(scheduler: Any) -> dict[str, Any]:
+    """The scheduler's state with its ``Counter`` (MultiStepLR's milestones) as a dict: torch < 2.4's
+    ``weights_only`` loader refuses ``collections.Counter``, and every checkpoint must load on torch >= 2.3."""
+    return {k: dict(v) if isinstance(v, collections.Counter) else v for k, v in scheduler.state_dict().items()}
+
+
+def load_scheduler_state(scheduler: Any, saved: dict[str, Any]) -> None:
+    """Restore :func:`scheduler_state` output (or a torch state dict), turning the milestones back into a Counter
+    (a plain dict would raise KeyError on every epoch that is not a milestone)."""
+    scheduler.load_state_dict({k: collections.Counter(v) if isinstance(getattr(scheduler, k, None), collections.Counter)
+                               else v for k, v in saved.items()})

@@ -10,13 +10,16 @@ these functions. Under ``torchrun`` every process calls the same function (see d
 
 Files written to ``config.run.out_dir``: ``config.yaml``, the trainer's checkpoints and logs, and
 ``metrics.json`` (``metrics_eval.json`` for :func:`evaluate`). The folder is locked while a run writes it
-(``dspose_graph.io.FolderLock``), so a second run on it stops before writing anything.
+(``dspose_graph.io.FolderLock``), so a second run on it stops before writing anything; the first file is written
+only after the model, the data, the evaluator and the ``resume`` checkpoint were built and checked, so a
+rejected run changes nothing in the folder (one it created is removed again).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -30,8 +33,9 @@ from dspose_graph.data.codec import Codec, get_codec
 from dspose_graph.data.image import IMAGE_DTYPES
 from dspose_graph.io import FolderLock, atomic_write_json, atomic_write_text
 from dspose_graph.models import DSPose, create_model
-from dspose_graph.models.checkpoint import load_checkpoint, model_from_state
-from dspose_graph.models.runtime import PreparedModel, autocast_dtype, channels_last_weights, prepare_model
+from dspose_graph.models.checkpoint import inference_spec, load_checkpoint, model_from_state
+from dspose_graph.models.runtime import (PreparedModel, channels_last_weights, check_device, prepare_model,
+                                         resolve_precision)
 from dspose_graph.train.config import TrainConfig, config_to_yaml
 from dspose_graph.train.distributed import DistInfo, on_main, process_group, workers_per_rank
 from dspose_graph.train.optim import accumulation_steps
@@ -39,7 +43,7 @@ from dspose_graph.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
-DATA_KINDS = ("coco", "mpii")
+DATA_KINDS = ("coco", "mpii", "lspet")
 # Where the ImageNet HRNet files named by model.pretrained come from (said when one is missing).
 PRETRAINED_SOURCE = (
     "the ImageNet HRNet files official HRNet and TokenPose start from (hrnet_w32-36af842e.pth for the -B models, "
@@ -126,9 +130,11 @@ def build_model(config: TrainConfig, load_pretrained: bool = True) -> DSPose:
         from dspose_graph.weights import resolve_weights
 
         path = resolve_weights(config.model.init_from)
-        report = init_from_checkpoint(model, path)
-        log.info("model initialised from %s (%s skeleton; new keypoints: %s)", path, report["source"],
-                 ", ".join(report["new"]) or "none")
+        report = init_from_checkpoint(model, path, exclude=config.model.init_exclude)
+        log.info("model initialised from %s (%s skeleton; new keypoints: %s; fresh: %s; resampled to the heatmap "
+                 "size: %s; recomputed: %s)", path, report["source"], ", ".join(report["new"]) or "none",
+                 ", ".join(report["fresh"]) or "none", ", ".join(report["resampled"]) or "none",
+                 ", ".join(report["recomputed"]) or "none")
     return model
 
 
@@ -192,10 +198,28 @@ def _limit(dataset: Dataset, n: int) -> Dataset:
 
 def build_datasets(config: TrainConfig, model: DSPose, need_train: bool = True) -> tuple[Dataset | None, Dataset]:
     """Training (augmented as ``data.augment`` says; ``None`` when not needed) and validation datasets,
-    cut to ``data.limit_train`` / ``data.limit_val``."""
+    cut to ``data.limit_train`` / ``data.limit_val``. ``ValueError`` naming the annotation file when one has no
+    usable person."""
     d = config.data
     train_set = _limit(build_dataset(config, model, "train", d.augment), d.limit_train) if need_train else None
-    return train_set, _limit(build_dataset(config, model, "val"), d.limit_val)
+    val_set = _limit(build_dataset(config, model, "val"), d.limit_val)
+    for split, dataset in (("train", train_set), ("val", val_set)):
+        if dataset is not None:
+            check_samples(config, split, dataset)
+    return train_set, val_set
+
+
+def check_samples(config: TrainConfig, split: str, dataset: Dataset) -> None:
+    """Refuse a split without samples, naming its annotation file and why its annotations were skipped."""
+    if len(dataset):  # type: ignore[arg-type]
+        return
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    key = f"data.{split}_ann" if getattr(config.data, f"{split}_ann") else "data.root"
+    source = getattr(base, "ann_file", None) or getattr(base, "source", "")
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(getattr(base, "skipped", {}).items())) or "none"
+    raise ValueError(f"config {key}: {source} has no usable person for the {split} split (annotations skipped: "
+                     f"{skipped}); a sample is a non-crowd person box with at least one labelled keypoint "
+                     "(visibility 1 or 2): give a file that has some")
 
 
 def subset_coco(coco: Any, image_ids: set[int]) -> Any:
@@ -206,7 +230,8 @@ def subset_coco(coco: Any, image_ids: set[int]) -> Any:
     sub.dataset = {**coco.dataset,
                    "images": [im for im in coco.dataset["images"] if im["id"] in image_ids],
                    "annotations": [a for a in coco.dataset["annotations"] if a["image_id"] in image_ids]}
-    sub.createIndex()
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints; `dspose train` prints JSON only
+        sub.createIndex()
     return sub
 
 
@@ -222,7 +247,7 @@ def build_evaluator(config: TrainConfig, model: DSPose, val_set: Dataset, device
     base = val_set.dataset if isinstance(val_set, Subset) else val_set
     coco_gt = None
     pckh_mat = None
-    if config.data.kind == "coco":
+    if config.data.kind in ("coco", "lspet"):
         coco_gt = base.coco  # type: ignore[attr-defined]
         if isinstance(val_set, Subset):
             coco_gt = subset_coco(coco_gt, {int(base.records[i].image_id) for i in val_set.indices})  # type: ignore[attr-defined]
@@ -232,9 +257,11 @@ def build_evaluator(config: TrainConfig, model: DSPose, val_set: Dataset, device
     info = info or DistInfo()
     e = config.eval
     try:
-        autocast_dtype(e.precision, device)
+        precision, why = resolve_precision(e.precision, device)
     except ValueError as err:
         raise ValueError(f"config eval.precision: {err}") from None
+    if e.precision != precision:
+        log.info("evaluation precision %s (eval.precision=%s: %s)", precision, e.precision, why)
 
     prepared: list[PreparedModel] = []  # one per evaluated model, so that compilation happens once
 
@@ -242,7 +269,7 @@ def build_evaluator(config: TrainConfig, model: DSPose, val_set: Dataset, device
         if not prepared or prepared[0].original is not m:
             # A saved checkpoint's model is converted in place; a model in training keeps its own layout (its
             # optimiser's moments have it) and runs NHWC copies of its weights (channels_last_weights below).
-            runner = prepare_model(m, device, precision=e.precision, channels_last=e.channels_last and fixed_weights,
+            runner = prepare_model(m, device, precision=precision, channels_last=e.channels_last and fixed_weights,
                                    compile=e.compile, freeze=e.compile and fixed_weights)
             prepared[:] = [dataclasses.replace(runner, channels_last=e.channels_last)]
         runner = prepared[0]
@@ -251,7 +278,8 @@ def build_evaluator(config: TrainConfig, model: DSPose, val_set: Dataset, device
                                    flip_test=e.flip_test, decode=e.decode, codec=codec_of(config), info=info,
                                    forward=runner, workers=workers_per_rank(config.run.workers, info))
         return metrics_once(lambda: compute_metrics(pred, coco_gt=coco_gt, sigmas=sigmas, pckh_mat=pckh_mat,
-                            nms_threshold=e.oks_nms_threshold, rescore_threshold=e.rescore_threshold), info)
+                            nms_threshold=e.oks_nms_threshold, rescore_threshold=e.rescore_threshold,
+                            schema=model.schema), info)
 
     return evaluate_model
 
@@ -280,23 +308,31 @@ def check_global_batch(config: TrainConfig, world_size: int) -> int:
     return actual
 
 
+def check_run_device(config: TrainConfig) -> None:
+    """Refuse a ``run.device`` that torch does not know or that this machine lacks, naming the key."""
+    if config.run.device != "auto":
+        check_device(config.run.device, option="config run.device")
+
+
 @contextlib.contextmanager
 def _session(config: TrainConfig) -> Iterator[tuple[DistInfo, Path]]:
     """In the process group (joined here unless a caller already did, see ``distributed.process_group``), with
-    ``run.out_dir`` locked by rank 0 and ``config.yaml`` written; a refused lock stops every rank."""
+    ``run.out_dir`` locked by rank 0; a refused lock stops every rank."""
+    check_run_device(config)
     lock = FolderLock(config.run.out_dir, "run.out_dir")
-    out_dir = Path(config.run.out_dir)
-
-    def take() -> None:
-        lock.acquire()  # before the first write: a second run on this folder stops here
-        atomic_write_text(out_dir / "config.yaml", config_to_yaml(config))
-
     with process_group(config.run.device, config.run.dist_timeout) as info:
         try:
-            on_main(take, info, f"taking the run folder {out_dir}")
-            yield info, out_dir
+            # Before the first write: a second run on this folder stops here.
+            on_main(lock.acquire, info, f"taking the run folder {config.run.out_dir}")
+            yield info, Path(config.run.out_dir)
         finally:
             lock.release()
+
+
+def _write_config(config: TrainConfig, info: DistInfo) -> None:
+    """``config.yaml``, written once every input was checked: a rejected run leaves a finished run's file alone."""
+    path = Path(config.run.out_dir) / "config.yaml"
+    on_main(lambda: atomic_write_text(path, config_to_yaml(config)), info, f"writing {path}")
 
 
 def _write_metrics(path: Path, metrics: dict[str, float], model: DSPose, config: TrainConfig, source: str,
@@ -326,6 +362,9 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, source: str 
         trainable, frozen = count_parameters(model)
         trainer = Trainer(model, train_set, config, evaluate=build_evaluator(config, model, val_set, device, info),
                           device=device, info=info, provenance={"config": source, "params": trainable + frozen})
+        if resume is not None:
+            trainer.resume(resume)  # a checkpoint that does not fit stops the run before anything is written
+        _write_config(config, info)
         summary = trainer.fit(resume=resume)
         _write_metrics(out_dir / "metrics.json", summary.metrics, model, config, source, info)
     last, best = out_dir / "last.pt", out_dir / "best.pt"
@@ -339,14 +378,23 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, source: str 
 def evaluate(config: TrainConfig, weights: str | Path, *, source: str = "<config>") -> dict[str, float]:
     """Metrics of checkpoint ``weights`` on ``config``'s held-out split (also written to ``metrics_eval.json``).
 
-    The model is rebuilt from the checkpoint's own model config, so ``config.model`` is not consulted.
+    The model is rebuilt from the checkpoint's own model config, so ``config.model`` is not consulted, and the
+    held-out crops are cut and decoded with the codec the checkpoint records (``data.codec`` is overridden).
+    ``weights`` is a checkpoint path or a shipped weight name.
     """
     with _session(config) as (info, out_dir):
         # Rank 0 reads the file, the others get its content (node-local run folders, as for --resume).
         state = on_main(lambda: load_checkpoint(weights), info, f"reading checkpoint {weights}")
         model = model_from_state(state, weights).to(info.device)
+        codec = inference_spec(state, model).codec
+        if codec != config.data.codec:
+            log.info("%s was trained with codec %r: evaluating with it instead of data.codec=%r", weights, codec,
+                     config.data.codec)
+            config = dataclasses.replace(config, data=dataclasses.replace(config.data, codec=codec))
         _, val_set = build_datasets(config, model, need_train=False)
-        metrics = build_evaluator(config, model, val_set, info.device, info, fixed_weights=True)(model)
+        evaluator = build_evaluator(config, model, val_set, info.device, info, fixed_weights=True)
+        _write_config(config, info)
+        metrics = evaluator(model)
         _write_metrics(out_dir / "metrics_eval.json", metrics, model, config, source, info)
     return metrics
 
@@ -359,15 +407,14 @@ def dry_run(config: TrainConfig) -> dict[str, Any]:
     file, codec, augmentation, samples per split, processes, batch and lr.
     """
     with process_group(config.run.device, config.run.dist_timeout) as info:
+        check_run_device(config)
         device = info.device
         global_batch = check_global_batch(config, info.world_size)
         model = build_model(config)
         train_set, val_set = build_datasets(config, model)
         assert train_set is not None
         build_evaluator(config, model, val_set, device, info)
-        for name, dataset in (("train", train_set), ("val", val_set)):
-            if len(dataset) == 0:  # type: ignore[arg-type]
-                raise ValueError(f"config data: the {name} split has no samples")
+        for dataset in (train_set, val_set):
             dataset[0]
     params = augment_of(config)
     return {"model": config.model.name, "params": count_parameters(model)[0],

@@ -26,20 +26,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from dspose_graph.data.image import normalize_batch, opencv_single_thread
 from dspose_graph.io import provenance
 from dspose_graph.models import DSPose, load_state_dict_checked
 from dspose_graph.models.checkpoint import checkpoint_state, save_checkpoint
-from dspose_graph.models.runtime import compile_model, prepare_model
+from dspose_graph.models.runtime import compile_model, prepare_model, resolve_precision
 from dspose_graph.train.config import TrainConfig, config_to_dict
 from dspose_graph.train.distributed import (DistInfo, barrier, broadcast_buffers, broadcast_object,
                                             on_main, sync_batchnorm, workers_per_rank)
 from dspose_graph.train.loss import LossMeter, NonFiniteLossError, heatmap_mse_loss
 from dspose_graph.train.logs import StepLog, plot_learning_curve, tensorboard_writer, write_epoch_csv
-from dspose_graph.train.optim import (accumulation_steps, apply_schedule, load_scaler_state, make_optimizer,
-                                      make_scheduler, match_state_layout)
+from dspose_graph.train.optim import (accumulation_steps, apply_schedule, load_scaler_state, load_scheduler_state,
+                                      make_optimizer, make_scheduler, match_state_layout, scheduler_state)
 from dspose_graph.train.run_folder import keep_epoch_checkpoint, load_resume_state
 from dspose_graph.train.rng import rng_state, set_rng_state
 from dspose_graph.train.sampling import ResumableSampler, SeededDataset
@@ -48,8 +48,9 @@ log = logging.getLogger(__name__)
 __all__ = ["Trainer", "FitSummary", "NonFiniteLossError", "LossMeter", "heatmap_mse_loss", "make_optimizer",
            "load_scaler_state", "cuda_defaults", "set_deterministic"]
 
-AMP_MODES = ("none", "fp16", "bf16")
-PRECISION_OF_AMP = {"none": "fp32", "fp16": "fp16", "bf16": "bf16"}  # optim.amp -> models.runtime precision
+AMP_MODES = ("none", "fp16", "bf16", "auto")
+# optim.amp -> models.runtime precision ("auto": resolve_precision picks by device and CPU instructions)
+PRECISION_OF_AMP = {"none": "fp32", "fp16": "fp16", "bf16": "bf16", "auto": "auto"}
 
 
 def set_deterministic(seed: int, deterministic: bool) -> None:
@@ -118,8 +119,11 @@ class Trainer:
         set_deterministic(self.run.seed, self.run.deterministic)
         cuda_defaults(self.device, self.run.deterministic)
         self.model = sync_batchnorm(model, self.info, self.device) if self.run.sync_bn else model
-        self.prepared = prepare_model(self.model, self.device, PRECISION_OF_AMP[self.optim.amp],
-                                      channels_last=self.run.channels_last)
+        precision, why = resolve_precision(PRECISION_OF_AMP[self.optim.amp], self.device)
+        if self.info.is_main:
+            log.info("training precision %s (optim.amp=%s: %s)", precision, self.optim.amp, why)
+        self.precision = precision
+        self.prepared = prepare_model(self.model, self.device, precision, channels_last=self.run.channels_last)
         self.net: torch.nn.Module = self.model
         self.ddp: torch.nn.parallel.DistributedDataParallel | None = None
         if self.info.enabled:
@@ -134,11 +138,9 @@ class Trainer:
         self.sampler = ResumableSampler(len(train_set), seed=self.run.seed, shuffle=True,  # type: ignore[arg-type]
                                         rank=self.info.rank, world_size=self.info.world_size, with_epoch=True)
         self.workers = workers_per_rank(self.run.workers, self.info)
-        micro_batches = len(self.sampler) // self.optim.batch_size
-        if micro_batches == 0:
-            raise ValueError(f"training set of {len(train_set)} samples gives no full batch of "  # type: ignore[arg-type]
-                             f"{self.optim.batch_size} per process (lower optim.batch_size)")
-        # The last step of an epoch sums the micro-batches left when they do not fill optim.accumulate.
+        # The last partial batch is trained, as official TokenPose's DataLoader does (drop_last off); the last step
+        # of an epoch sums the micro-batches left when they do not fill optim.accumulate.
+        micro_batches = -(-len(self.sampler) // self.optim.batch_size)
         self.steps_per_epoch = -(-micro_batches // self.accumulate)
         self.optimizer = make_optimizer(self.model, self.optim.lr, self.optim.weight_decay, self.device)
         self.scheduler = make_scheduler(self.optimizer, self.optim)
@@ -152,8 +154,11 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._epoch_loss_sum = 0.0
         self.resumed_metrics: dict[str, float] = {}  # the last evaluation stored in the resumed checkpoint
+        self.resumed_from: str | None = None  # what resume() was asked for ("auto" or a path)
+        self.resumed = False  # whether a checkpoint was restored
         self.meter = LossMeter(self.device)
         self.loader = self._loader()
+        self.loader_img_s: float | None = None  # the loader-alone probe's rate (run.loader_probe)
 
     # ----------------------------------------------------------------- checkpoints
     def state(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
@@ -164,7 +169,7 @@ class Trainer:
             config=config_to_dict(self.config),
             step_in_epoch=self.step_in_epoch, global_step=self.global_step, epoch_loss_sum=self._epoch_loss_sum,
             best=self.best, best_key=self.best_key, history=self.history,
-            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            optimizer=self.optimizer.state_dict(), scheduler=scheduler_state(self.scheduler),
             scaler=self.scaler.state_dict(), rng=rng_state(), world_size=self.info.world_size,
             samples_per_step=self.optim.batch_size * self.accumulate)
 
@@ -188,10 +193,11 @@ class Trainer:
         run folders need the checkpoint on rank 0's node only.
         """
         loaded = on_main(lambda: load_resume_state(path, self.out_dir), self.info, f"reading checkpoint {path}")
-        if loaded is None:
-            return False
-        self._restore(*loaded)
-        return True
+        self.resumed_from = str(path)
+        if loaded is not None:
+            self._restore(*loaded)
+            self.resumed = True
+        return self.resumed
 
     def _restore(self, path: Path, state: dict[str, Any]) -> None:
         if state["model"].get("name") != self.config.model.name:
@@ -224,7 +230,7 @@ class Trainer:
                 f"optim.accumulate, or from a checkpoint written at an epoch end")
         self.optimizer.load_state_dict(state["optimizer"])
         match_state_layout(self.optimizer)  # run.channels_last may differ from the run that saved it
-        self.scheduler.load_state_dict(state["scheduler"])
+        load_scheduler_state(self.scheduler, state["scheduler"])
         apply_schedule(self.optimizer, self.scheduler, self.optim, str(path))
         load_scaler_state(self.scaler, state["scaler"], str(path))
         self.epoch = int(state["epoch"])
@@ -263,16 +269,16 @@ class Trainer:
         self.scaler.update()
         self.meter.add(total if len(batches) == 1 else total / len(batches), self.global_step + 1)
 
-    def _steps(self) -> Any:
-        """The rest of the epoch as optimiser steps: lists of ``optim.accumulate`` micro-batches (fewer at the end)."""
+    def _next_step(self, batches: Any) -> list[dict[str, Any]]:
+        """The next optimiser step's micro-batches from ``batches``: ``optim.accumulate`` of them, fewer at the end
+        of the epoch, none after it."""
         group: list[dict[str, Any]] = []
-        for batch in self.loader:
+        while len(group) < self.accumulate:
+            batch = next(batches, None)
+            if batch is None:
+                break
             group.append(batch)
-            if len(group) == self.accumulate:
-                yield group
-                group = []
-        if group:
-            yield group
+        return group
 
     def _loader(self) -> DataLoader:
         """The training DataLoader, built once: workers persist across epochs and get each sample's epoch from
@@ -284,7 +290,7 @@ class Trainer:
             # Workers inherit one OpenCV thread from this process: setNumThreads inside a forked worker hangs
             # when this process had used OpenCV's pool (the copied pool's threads no longer exist).
             opencv_single_thread()
-        return DataLoader(self.train_set, batch_size=self.optim.batch_size, sampler=self.sampler, drop_last=True,
+        return DataLoader(self.train_set, batch_size=self.optim.batch_size, sampler=self.sampler, drop_last=False,
                           num_workers=self.workers, generator=g, pin_memory=self.device.type == "cuda",
                           persistent_workers=self.workers > 0)
 
@@ -308,15 +314,42 @@ class Trainer:
             writer.add_scalar("train/loss", value, self.global_step)
             writer.add_scalar("train/lr", lr, self.global_step)
 
+    def step_budget_reached(self) -> bool:
+        """Whether ``optim.max_steps`` optimiser steps are done (a budget in steps: the same figures on any machine)."""
+        return bool(self.optim.max_steps) and self.global_step >= self.optim.max_steps
+
+    def _probe_loader(self, batches: int) -> float:
+        """Images/s of the training data pipeline alone (its own short-lived loader, same workers and batch)."""
+        n = min(batches, self.steps_per_epoch)
+        indices = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(self.run.seed))
+        loader = DataLoader(Subset(self.train_set, indices[: n * self.optim.batch_size].tolist()),
+                            batch_size=self.optim.batch_size, num_workers=self.workers)
+        it = iter(loader)
+        next(it)  # worker start-up is not the pipeline's rate
+        started, seen = time.perf_counter(), 0
+        for batch in it:
+            seen += batch["image"].shape[0]
+        rate = seen / max(time.perf_counter() - started, 1e-9) if seen else float("nan")
+        log.info("data pipeline alone: %.1f img/s (%d worker(s), %d batches of %d); compare the training img/s "
+                 "logged per epoch", rate, self.workers, n - 1, self.optim.batch_size)
+        return rate
+
     def _evaluate(self) -> dict[str, float]:
         """Evaluate the weights a checkpoint of this moment holds: rank 0's (buffers broadcast first)."""
         assert self.evaluate is not None
+        if self.workers:
+            # A new loader drops the old one and its persistent workers: evaluation starts its own, so a rank never
+            # holds two sets of worker processes (and their memory); they start again with the next epoch.
+            self.loader = self._loader()
         broadcast_buffers(self.model, self.info)
         return self.evaluate(self.model)
 
     def fit(self, resume: str | Path | None = None) -> FitSummary:
-        """Train to ``optim.epochs`` (from the ``resume`` checkpoint when given)."""
-        resumed = resume is not None and self.resume(resume)
+        """Train to ``optim.epochs`` (from the ``resume`` checkpoint when given; not read again when
+        :meth:`resume` already restored it)."""
+        if resume is not None and self.resumed_from != str(resume):
+            self.resume(resume)
+        resumed = self.resumed
         main = self.info.is_main
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -328,9 +361,11 @@ class Trainer:
         if resumed and self.epoch >= self.optim.epochs:
             log.warning("%s: the run already finished its %d epochs; nothing to train (raise optim.epochs to "
                         "continue it); its metrics are kept", resume, self.optim.epochs)
+        if main and self.run.loader_probe and self.epoch < self.optim.epochs:
+            self.loader_img_s = self._probe_loader(self.run.loader_probe)
         started = time.perf_counter()
         try:
-            while self.epoch < self.optim.epochs:
+            while self.epoch < self.optim.epochs and not self.step_budget_reached():
                 metrics = self._run_epoch(steps_log, writer) or metrics
                 over = bool(self.run.max_minutes) and (time.perf_counter() - started) / 60 > self.run.max_minutes
                 # Rank 0 decides, so that all ranks stop at the same epoch.
@@ -365,8 +400,15 @@ class Trainer:
         bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.optim.epochs}",
                    disable=not (self.run.progress and self.info.is_main), leave=False, dynamic_ncols=True)
         seen = 0
+        waited = 0.0  # seconds this process sat waiting for the loader: a data-bound run shows here
         self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * self.optim.batch_size * self.accumulate)
-        for group in self._steps():
+        batches = iter(self.loader)
+        while True:
+            asked = time.perf_counter()
+            group = self._next_step(batches)
+            waited += time.perf_counter() - asked
+            if not group:
+                break
             self._train_step(group)
             self.step_in_epoch += 1
             self.global_step += 1
@@ -378,17 +420,26 @@ class Trainer:
             bar.update(1)
             if save:
                 self.save("last.pt")
+            if self.step_budget_reached():
+                log.info("step budget optim.max_steps=%d reached in epoch %d", self.optim.max_steps, self.epoch + 1)
+                break
         self._read_losses(steps_log, writer, lr, bar, seen / max(time.perf_counter() - start_time, 1e-9))
         bar.close()
         train_loss = self._epoch_loss_sum / max(1, self.step_in_epoch)
-        row: dict[str, Any] = {"epoch": self.epoch, "train_loss": train_loss, "lr": lr,
-                               "seconds": round(time.perf_counter() - start_time, 3)}
+        seconds = time.perf_counter() - start_time
+        row: dict[str, Any] = {"epoch": self.epoch, "train_loss": train_loss, "lr": lr, "seconds": round(seconds, 3),
+                               "global_step": self.global_step + 0,
+                               "minutes": round(sum(r["seconds"] for r in self.history) / 60 + seconds / 60, 3),
+                               "img_s": round(seen / max(seconds, 1e-9), 2),
+                               "data_wait_pct": round(100 * waited / max(seconds, 1e-9), 1)}
+        if self.loader_img_s is not None:
+            row["loader_img_s"] = round(self.loader_img_s, 2)
         self.scheduler.step()
         self.epoch += 1
         self.step_in_epoch = 0
         self._epoch_loss_sum = 0.0
         metrics = None
-        last_epoch = self.epoch == self.optim.epochs
+        last_epoch = self.epoch == self.optim.epochs or self.step_budget_reached()
         if self.evaluate is not None and (last_epoch or (self.eval_every and self.epoch % self.eval_every == 0)):
             metrics = self._evaluate()
             row.update(metrics)
@@ -398,8 +449,10 @@ class Trainer:
         self.history.append(row)
         if writer is not None:
             writer.add_scalar("train/epoch_loss", train_loss, self.epoch)
-        log.info("epoch %d/%d: loss %.4e%s", self.epoch, self.optim.epochs, train_loss,
-                 "".join(f", {k} {v:.4g}" for k, v in (metrics or {}).items()))
+        shown = {k: v for k, v in (metrics or {}).items() if "/" not in k}  # per-joint values: epochs.csv
+        log.info("epoch %d/%d: loss %.4e, %.1f img/s (waiting on data %.0f%% of the time)%s", self.epoch,
+                 self.optim.epochs, train_loss, row["img_s"], row["data_wait_pct"],
+                 "".join(f", {k} {v:.4g}" for k, v in shown.items()))
         key = [float(metrics[self.best_metric]), float(metrics.get("PCK@0.2", float("-inf")))] \
             if metrics and self.best_metric in metrics else None
         is_best = key is not None and (self.best_key is None or key > self.best_key)
