@@ -35,8 +35,8 @@ def test_lock_works_without_hard_links(tmp_path, monkeypatch):
     with pytest.raises(FolderLockedError, match=f"pid {os.getpid()}"):
         FolderLock(tmp_path / "run").acquire()
     lock.release()
-    assert not (tmp_path / "run" / LOCK_NAME).exists()
-    assert [p.name for p in (tmp_path / "run").iterdir()] == [], "no temporary file left"
+    # Lock and temporary file gone: the folder the lock made is empty again, and removed.
+    assert not (tmp_path / "run").exists()
 
 
 def _lock_file(folder: Path, text: str, age_s: float = 0.0) -> Path:
