@@ -408,6 +408,7 @@ class Trainer:
             group = self._next_step(batches)
             waited += time.perf_counter() - asked
             if not group:
+                batches = None  # the epoch's iterator: evaluation may drop the loader and its workers
                 break
             self._train_step(group)
             self.step_in_epoch += 1
