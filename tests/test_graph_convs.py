@@ -153,6 +153,7 @@ def test_head_validates_t_and_modes(a_p):
     for t in (0, K + 1, 2.5):
         with pytest.raises(ValueError, match=r"top-t must be an integer in \[1, K=17\]"):
             GraphHead(8, 8, 8, 2, a_p.float(), t=t)
-    with pytest.raises(ValueError, match="dual, feature"):
-        GraphHead(8, 8, 8, 2, a_p.float(), mode="physical")
+    with pytest.raises(ValueError, match="unknown graph head mode 'spectral'; valid: dual, feature, physical"):
+        GraphHead(8, 8, 8, 2, a_p.float(), mode="spectral")
     assert GraphHead(8, 8, 8, 2, a_p.float(), mode="feature").p is None
+    assert GraphHead(8, 8, 8, 2, a_p.float(), mode="physical").p is None

@@ -201,7 +201,7 @@ def test_list_models():
     ({"topology": np.eye(16).tolist()}, r"\(16, 16\); expected \(17, 17\)"),
     ({"input_size": (100, 128)}, "not divisible by the patch grid"),
     ({"input_size": (98, 128)}, "divisible by the backbone stride 4"),
-    ({"head": "conv"}, "valid: mlp, feature, dual"),
+    ({"head": "conv"}, "valid: mlp, feature, physical, dual"),
     ({"backbone": "resnet50"}, "valid: hrnet_w18_small"),
     ({"depth": 3}, "unknown override.*valid: num_keypoints"),
     ({"num_keypoints": 5}, "defines no keypoint groups"),

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from dspose_graph.models.dspose import DSPoseConfig
 
 
+GRAPH_MODES = ("dual", "feature", "physical")
+
+
 def layer_widths(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> list[int]:
     """``[D_in, hidden, ..., hidden, HW]`` for N layers (N >= 1)."""
     if not isinstance(num_layers, int) or num_layers < 1:
@@ -101,12 +104,13 @@ class MLPHead(nn.Module):
 
 class GraphHead(nn.Module):
     r"""DSPose's dual-space graph head: N layers of Eq. (9) on :math:`\mathbf{A}_m = p\mathbf{A}_p +
-    \mathbf{A}_f` (Eq. (8)), ``mode="dual"``, or on :math:`\mathbf{A}_f` alone, ``mode="feature"``.
+    \mathbf{A}_f` (Eq. (8)), ``mode="dual"``, on :math:`\mathbf{A}_f` alone, ``mode="feature"``, or on the fixed
+    :math:`\mathbf{A}_p` alone, ``mode="physical"`` (the physical-space ablation: the body's graph, no feature graph).
 
     Args:
         in_dim, hidden_dim, out_dim, num_layers: widths ``D_in -> hidden^(N-1) -> HW``.
         a_p: ``(K, K)`` physical adjacency (Eq. 4), a fixed buffer; ignored in ``"feature"`` mode.
-        mode: ``"dual"`` or ``"feature"``.
+        mode: ``"dual"``, ``"feature"`` or ``"physical"``.
         conv: graph convolution name (see :data:`dspose_graph.graph.layers.CONVS`).
         t: feature-space neighbours per row, self included (Eq. 6-7), ``1 <= t <= K``.
         p_mode: ``"scalar"`` (one learnable p, the paper) or ``"matrix"`` (a learnable ``(K, K)`` weighting).
@@ -130,8 +134,8 @@ class GraphHead(nn.Module):
                  backend: str = "dense") -> None:
         super().__init__()
         k = a_p.shape[0]
-        if mode not in ("dual", "feature"):
-            raise ValueError(f"unknown graph head mode {mode!r}; valid: dual, feature")
+        if mode not in GRAPH_MODES:
+            raise ValueError(f"unknown graph head mode {mode!r}; valid: {', '.join(GRAPH_MODES)}")
         if p_mode not in ("scalar", "matrix"):
             raise ValueError(f"unknown p_mode {p_mode!r}; valid: scalar, matrix")
         if af_source not in ("layer", "tokens"):
@@ -141,7 +145,7 @@ class GraphHead(nn.Module):
             af_source, normalize
         self.p_init = float(p_init)
         self.register_buffer("a_p", a_p.detach().clone().float())
-        # The feature-only ablation has no A_p, hence no p (an unused parameter would break DDP).
+        # Only the dual head mixes two graphs, so only it has p (an unused parameter would break DDP).
         self.p = nn.Parameter(torch.empty(() if p_mode == "scalar" else (k, k))) if mode == "dual" else None
         widths = layer_widths(in_dim, hidden_dim, out_dim, num_layers)
         self.layers = nn.ModuleList(
@@ -165,7 +169,12 @@ class GraphHead(nn.Module):
             layer.backend = backend
 
     def mixed_adjacency(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """``(A_f, A_m)`` for features ``h`` ``(B, K, C)`` (Eq. 5-8, then the chosen normalisation)."""
+        """``(A_f, A_m)`` for features ``h`` ``(B, K, C)`` (Eq. 5-8, then the chosen normalisation); in
+        ``"physical"`` mode A_f is zero and A_m is A_p for every sample."""
+        if self.mode == "physical":
+            b, k = h.shape[0], self.a_p.shape[0]
+            a_p = self.a_p.to(h.dtype).expand(b, k, k)
+            return torch.zeros_like(a_p), normalize_adjacency(a_p, self.normalize)
         a_f = feature_adjacency(h, self.t, binary=self.af_binary)
         a_m = a_f + self.p * self.a_p if self.mode == "dual" else a_f
         return a_f, normalize_adjacency(a_m, self.normalize)
@@ -183,7 +192,7 @@ class GraphHead(nn.Module):
             h = layer(h, a_m)
         if not return_adjacency:
             return h
-        a_p = self.a_p if self.mode == "dual" else torch.zeros_like(self.a_p)
+        a_p = self.a_p if self.mode != "feature" else torch.zeros_like(self.a_p)
         p = self.p if self.mode == "dual" else torch.zeros((), device=h.device)
         return h, {"A_p": a_p, "A_f": a_fs, "A_m": a_ms, "p": p}
 
@@ -196,7 +205,7 @@ def _graph_head(mode: str) -> Callable[..., GraphHead]:
     def build(config: DSPoseConfig, schema: KeypointSchema, in_dim: int, out_dim: int) -> GraphHead:
         k = schema.num_keypoints
         # The feature-only ablation has no physical graph: A_p is a zero buffer it never reads.
-        a_p = torch.from_numpy(physical_adjacency_for(schema, config.topology, config.a)) if mode == "dual" \
+        a_p = torch.from_numpy(physical_adjacency_for(schema, config.topology, config.a)) if mode != "feature" \
             else torch.zeros(k, k)
         return GraphHead(in_dim, config.hidden_dim, out_dim, config.head_layers, a_p, mode=mode, conv=config.conv,
                          t=config.t, p_mode=config.p_mode, p_init=config.p_init, af_binary=config.af_binary,
@@ -210,5 +219,6 @@ def _graph_head(mode: str) -> Callable[..., GraphHead]:
 HEADS: dict[str, Callable[..., nn.Module]] = {
     "mlp": _mlp_head,  # TokenPose
     "feature": _graph_head("feature"),  # A_f only (Table 5)
+    "physical": _graph_head("physical"),  # A_p only (the physical-space ablation; not a row of the paper)
     "dual": _graph_head("dual"),  # A_m = p A_p + A_f (the paper)
 }
