@@ -85,7 +85,7 @@ def test_presets_are_the_official_configs():
     assert (mpii.scale_factor, mpii.rotation_factor, mpii.half_body_prob) == (0.25, 30.0, 0.0)
     assert AugmentParams() == coco
     assert augment_preset("mpii", flip_prob=0.0).flip_prob == 0.0
-    with pytest.raises(ValueError, match=r"unknown augmentation preset 'crowdpose'; valid: \['coco', 'mpii'\]"):
+    with pytest.raises(ValueError, match=r"unknown augmentation preset 'crowdpose'; valid: \['coco', 'lspet', 'mpii'\]"):
         augment_preset("crowdpose")
     with pytest.raises(ValueError, match="half_body_upper_prob"):
         AugmentParams(half_body_upper_prob=1.5)

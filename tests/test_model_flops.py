@@ -92,7 +92,7 @@ def test_info_flops_lists_every_preset_beside_the_paper(capsys):
 
 
 def test_info_one_preset_with_overrides_prints_its_flops(capsys):
-    assert main(["info", "dspose_t", "--flops", "--set", "head_layers=1", "--json"]) == 0
+    assert main(["info", "dspose_t", "--flops", "--set", "model.overrides.head_layers=1", "--json"]) == 0
     one = json.loads(capsys.readouterr().out)["flops"]
     assert one["flops"] == preset_flops("dspose_t", head_layers=1).flops
     assert one["flops"] < preset_flops("dspose_t").flops

@@ -64,3 +64,31 @@ def test_two_process_gloo_run_matches_one_process(coco_mini, tmp_path, child_env
     assert res.returncode != 0
     assert res.stderr.count("loss became nan at global step 2") == 2, res.stderr[-3000:]
     assert not (tmp_path / "nan" / "last.pt").exists()
+
+
+@pytest.mark.slow
+def test_experiment_runs_two_rows_under_torchrun(synthetic_coco, tmp_path, child_env):
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    for name, model in (("smoke_a", "dspose_t"), ("smoke_b", "tokenpose_t")):
+        (rows / f"{name}.yaml").write_text(yaml.safe_dump({
+            "model": {"name": model}, "data": {"kind": "coco", "augment": False},
+            "optim": {"epochs": 300, "batch_size": 2, "milestones": [200, 260]},
+            "eval": {"every": 0, "flip_test": False, "batch_size": 4},
+            "run": {"workers": 0, "progress": False, "tensorboard": False, "device": "cpu", "dist_timeout": 5},
+            "paper": {"table": "smoke", "row": name, "metric": "AP"}}))
+    # Row 2 used to wait forever in init_process_group after row 1 had left the group; accumulation runs DDP's
+    # no_sync micro-batches.
+    res = subprocess.run(_torchrun(2, "experiment", "smoke", "--experiments", str(rows), "--data", str(synthetic_coco),
+                                   "--epochs", "1", "--limit", "8", "--out", str(tmp_path / "out"),
+                                   "--set", "optim.accumulate=2"),
+                         env=child_env(), capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = read_csv(tmp_path / "out" / "smoke" / "results.csv")
+    assert [r["row"] for r in table] == ["smoke_a", "smoke_b"] and all(r["ours"] != "" for r in table)
+    for name in ("smoke_a", "smoke_b"):
+        state = load_checkpoint(tmp_path / "out" / "smoke" / name / "last.pt")
+        # 8 persons / 2 ranks / batch 2 = 2 micro-batches per rank, 2 accumulated = 1 optimiser step.
+        assert (state["world_size"], state["global_step"], state["samples_per_step"]) == (2, 1, 4)
+    assert res.stdout.count("# Results: smoke") == 1, "rank 0 alone prints the table"
+    assert "INFO [rank 0/2]" in res.stderr and "INFO [rank 1/2]" not in res.stderr

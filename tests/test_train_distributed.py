@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -63,7 +66,8 @@ def test_init_binds_the_process_group_and_current_device_to_the_local_gpu(monkey
     assert (info.rank, info.world_size, info.local_rank) == (5, 8, 1)
     assert info.device == torch.device("cuda", 1)
     assert cuda.set_calls == [torch.device("cuda", 1)]
-    assert cuda.init_kwargs == {"backend": "nccl", "device_id": torch.device("cuda", 1)}
+    assert cuda.init_kwargs == {"backend": "nccl", "device_id": torch.device("cuda", 1),
+                                "timeout": datetime.timedelta(minutes=D.DEFAULT_TIMEOUT_MIN)}
 
 
 def test_collectives_run_on_the_rank_device_even_if_something_moved_the_current_device(monkeypatch):
@@ -86,7 +90,8 @@ def test_cpu_ranks_use_gloo_without_a_device_id(monkeypatch):
     _torchrun_env(monkeypatch, rank=1, world=2, local=1)
     info = D.setup_distributed("auto")
     assert info.device == torch.device("cpu") and cuda.set_calls == []
-    assert cuda.init_kwargs == {"backend": "gloo", "device_id": None}
+    assert cuda.init_kwargs == {"backend": "gloo", "device_id": None,
+                                "timeout": datetime.timedelta(minutes=D.DEFAULT_TIMEOUT_MIN)}
 
 
 def test_single_process_needs_no_group(monkeypatch):
@@ -96,6 +101,34 @@ def test_single_process_needs_no_group(monkeypatch):
     info = D.setup_distributed("cuda:1")  # one process may pick any visible GPU
     assert not info.enabled and info.device == torch.device("cuda", 1) and cuda.init_kwargs == {}
     assert D.all_gather_objects(3, info) == [3] and D.broadcast_object(4, info) == 4 and cuda.collectives == []
+
+
+@pytest.mark.parametrize("rank,local", [(3, 3), (9, 1)])
+def test_a_launcher_showing_each_process_only_its_gpu_is_accepted(monkeypatch, rank, local):
+    # SLURM / Kubernetes with one GPU per task: LOCAL_RANK > 0, but the process sees a single device, cuda:0.
+    cuda = FakeCuda(monkeypatch, count=1)
+    _torchrun_env(monkeypatch, rank=rank, world=16, local=local)
+    assert D.resolve_device("auto") == D.resolve_device("cuda") == D.resolve_device("cuda:0") == torch.device("cuda", 0)
+    info = D.setup_distributed("auto", timeout_min=2.5)
+    assert info.device == torch.device("cuda", 0) and cuda.set_calls == [torch.device("cuda", 0)]
+    assert cuda.init_kwargs == {"backend": "nccl", "device_id": torch.device("cuda", 0),
+                                "timeout": datetime.timedelta(minutes=2.5)}
+    with pytest.raises(ValueError, match="cuda:LOCAL_RANK"):
+        D.resolve_device("cuda:1")
+
+
+def test_sync_batchnorm_converts_on_cuda_and_is_refused_on_cpu():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    weight = model[1].weight
+    one = D.DistInfo()
+    assert D.sync_batchnorm(model, one) is model and type(model[1]) is torch.nn.BatchNorm2d
+    with pytest.raises(ValueError, match="run.sync_bn needs CUDA"):
+        D.sync_batchnorm(model, D.DistInfo(rank=0, world_size=2))
+    gpus = D.DistInfo(rank=1, world_size=2, local_rank=1, device=torch.device("cuda", 1))
+    converted = D.sync_batchnorm(model, gpus)
+    assert isinstance(converted[1], torch.nn.SyncBatchNorm) and converted[1].weight is weight
+    assert set(converted.state_dict()) == set(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                                                                  torch.nn.ReLU()).state_dict())
 
 
 def test_bad_device_requests_are_refused_with_the_reason(monkeypatch):
@@ -163,7 +196,7 @@ def test_collectives_across_two_real_gloo_processes(tmp_path):
         assert metrics == {"AP": 0.25}  # computed once, on rank 0
     # An evaluation error on rank 0 stops every rank instead of leaving the others waiting.
     assert results[0][-1] == ("ValueError", "no ground truth")
-    assert results[1][-1] == ("RuntimeError", "evaluation failed on rank 0: no ground truth")
+    assert results[1][-1] == ("RankFailedError", "evaluation failed on rank 0: ValueError: no ground truth")
 
 
 def test_workers_per_rank_splits_the_cpus_between_the_node_processes():
@@ -185,3 +218,81 @@ def test_local_world_size_comes_from_torchrun(monkeypatch):
     assert D.env_info().local_world_size == 4
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert D.env_info().local_world_size == 8  # no variable: assume one node
+
+
+class _ShardWithBadImage(torch.utils.data.Dataset):
+    """Four held-out crops of a COCO-17 model; sample 3 (in rank 1's shard of two) cannot be read."""
+
+    def __init__(self, input_size) -> None:
+        self.input_size = input_size
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> dict:
+        if index == 3:
+            raise ValueError("images/val/000003.jpg: cannot decode")
+        w, h = self.input_size
+        meta = {"center": np.array([50.0, 60.0]), "scale": np.array([80.0, 106.0]), "score": 1.0, "image_id": index,
+                "ann_id": index, "keypoints": np.zeros((17, 3))}
+        return {"image": torch.zeros(3, h, w), "meta": meta}
+
+
+def _failure_worker(rank: int, world: int, init_file: str, out_dir: str, results) -> None:
+    # A short timeout: without the error exchange a rank would wait here until it expires, not forever.
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        from dspose_graph.models import create_model
+        from dspose_graph.train.config import ModelConfig, OptimConfig, RunConfig, TrainConfig
+        from dspose_graph.train.trainer import Trainer
+
+        info = D.DistInfo(rank=rank, world_size=world, local_rank=rank)
+        torch.manual_seed(0)
+        model = create_model("dspose_t")
+
+        def full_disk():
+            raise OSError(28, "No space left on device", "runs/x/last.pt")
+
+        calls = {
+            "save": lambda: D.on_main(full_disk, info, "saving runs/x/last.pt"),
+            "shard": lambda: D.on_every_rank(lambda: 1 // (1 - rank), info, "counting"),
+            "predict": lambda: evaluate.predict_dataset(model, _ShardWithBadImage(model.input_size), batch_size=1,
+                                                        flip_test=False, info=info),
+        }
+        out = {}
+        for name, call in calls.items():
+            try:
+                call()
+                out[name] = None
+            except Exception as e:
+                out[name] = (type(e).__name__, str(e))
+        out["ok"] = D.on_main(lambda: 41 + rank, info, "answering")
+        config = TrainConfig(model=ModelConfig(name="dspose_t"), optim=OptimConfig(epochs=1, batch_size=2, milestones=[]),
+                             run=RunConfig(out_dir=out_dir, workers=0, compile=True, progress=False, tensorboard=False))
+        net = Trainer(model, torch.utils.data.TensorDataset(torch.zeros(8)), config, info=info).net
+        out["net"] = (type(net).__name__, type(getattr(net, "_orig_mod", None)).__name__)
+        results[rank] = out
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_failure_on_one_rank_stops_every_rank_and_compile_wraps_ddp(tmp_path):
+    results = mp.Manager().dict()
+    mp.spawn(_failure_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "run"), results), nprocs=2, join=True)
+    zero, one = results[0], results[1]
+    # Rank 0 cannot save (a full disk): it raises its own error, rank 1 learns of it instead of waiting.
+    assert zero["save"] == ("OSError", "[Errno 28] No space left on device: 'runs/x/last.pt'")
+    assert one["save"] == ("RankFailedError", "saving runs/x/last.pt failed on rank 0: OSError: [Errno 28] No space "
+                                              "left on device: 'runs/x/last.pt'")
+    assert one["shard"] == ("ZeroDivisionError", "integer division or modulo by zero")
+    assert zero["shard"] == ("RankFailedError", "counting failed on rank 1: ZeroDivisionError: integer division or "
+                                                "modulo by zero")
+    # A bad held-out image in rank 1's shard: rank 0, done with its own shard, stops too.
+    assert one["predict"] == ("ValueError", "images/val/000003.jpg: cannot decode")
+    assert zero["predict"] == ("RankFailedError", "predicting the held-out set failed on rank 1: ValueError: "
+                                                  "images/val/000003.jpg: cannot decode")
+    assert zero["ok"] == one["ok"] == 41
+    # run.compile under DDP compiles the DDP-wrapped model, so DDP's bucket all-reduces overlap the backward.
+    assert zero["net"] == one["net"] == ("OptimizedModule", "DistributedDataParallel")

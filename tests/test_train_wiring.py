@@ -179,7 +179,14 @@ def test_global_batch_is_logged_and_a_difference_warned_with_the_lr(tmp_path, ca
     warning = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warning == ["global batch 32 (1 process(es) x 32) differs from optim.global_batch 128 that lr 0.001 is set "
                        "for; training with lr 0.001 as configured (the linear rule would give lr 0.00025: "
-                       "--set optim.lr=0.00025)"]
+                       "--set optim.lr=0.00025; or keep that global batch with --set optim.accumulate=auto)"]
+    caplog.clear()
+    accumulated = config_from_dict(_config(tmp_path, tmp_path, optim={"batch_size": 32, "global_batch": 128,
+                                                                      "accumulate": "auto"}))
+    with caplog.at_level(logging.INFO, logger="dspose_graph.train.pipeline"):
+        assert check_global_batch(accumulated, 2) == 128  # 2 processes x 32 x 2 accumulated
+    assert "2 process(es) x 32 per process x 2 accumulated = global batch 128" in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
     caplog.clear()
     unstated = config_from_dict(_config(tmp_path, tmp_path, optim={"batch_size": 32}))
     with caplog.at_level(logging.INFO, logger="dspose_graph.train.pipeline"):

@@ -90,7 +90,7 @@ def test_config_init_from_and_shipped_weights(tmp_path):
         ckpt = load_checkpoint(path)
         assert ckpt["provenance"]["recipe"] == record["recipe"] and (WEIGHTS_DIR.parents[1] / record["recipe"]).is_file()
         assert "optimizer" not in ckpt and ckpt["model"]["name"] == record["model"]
-    config = TrainConfig(model=ModelConfig(name="dspose_t", overrides={"schema": "lsp"}, init_from=SHIPPED[0]))
+    config = TrainConfig(model=ModelConfig(name="dspose_t", overrides={"schema": "lsp"}, init_from="dspose_t_synthetic"))
     model = build_model(config)
-    shipped = load_checkpoint(shipped_path(SHIPPED[0]))["state_dict"]
+    shipped = load_checkpoint(shipped_path("dspose_t_synthetic"))["state_dict"]
     assert torch.equal(model.state_dict()["encoder.patch_embed.weight"], shipped["encoder.patch_embed.weight"])

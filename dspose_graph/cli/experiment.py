@@ -4,6 +4,7 @@ and of ``dspose_graph.train.ablation`` (the ``lsp-*`` ablations: rows x seeds on
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 from pathlib import Path
 
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out / args.table
     results = run_table(args.table, tables[args.table], out, dry_run=args.dry_run, epochs=args.epochs,
                         data=args.data, limit=args.limit, tiny=args.tiny, overrides=args.overrides)
-    print(render_markdown(args.table, results))
-    print(f"\nwrote {out / 'results.md'} and {out / 'results.csv'}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every process runs this command; rank 0 reports
+        print(render_markdown(args.table, results))
+        print(f"\nwrote {out / 'results.md'} and {out / 'results.csv'}")
     return 0

@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import json
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 import traceback
 import warnings
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from dspose_graph import __version__
 
@@ -48,10 +50,46 @@ EXIT_STATUS = f"""exit status:
        a non-finite training loss, a detector whose weights cannot be fetched)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C): files already written are complete (every output is written
        atomically); a training run resumes from OUT/last.pt with --resume
-  {EXIT_TERMINATED}  terminated (SIGTERM, e.g. a job scheduler's time limit): handled as Ctrl-C; a training
-       run names its last good checkpoint and the command that resumes it
+  {EXIT_TERMINATED}  terminated (SIGTERM: a job scheduler's time limit, preemption, torchrun stopping the other
+       ranks): handled as Ctrl-C (the run folder's lock is released); a training run names its last good
+       checkpoint and the command that resumes it
 Errors print one line on stderr; --debug (or DSPOSE_DEBUG=1) adds the traceback."""
 DEBUG_ENV = "DSPOSE_DEBUG"
+LOG_RANKS = ("main", "all")
+
+
+def configure_logging(verbose: bool = False, log_ranks: str = "main", env: Mapping[str, str] | None = None) -> None:
+    """Log to stderr at INFO (DEBUG with ``verbose``). Under ``torchrun`` (``WORLD_SIZE`` > 1) each line is tagged
+    ``[rank R/W]``; with ``log_ranks="main"`` the other ranks log warnings and errors only (one copy of each
+    progress line instead of one per GPU), with ``"all"`` every rank logs everything."""
+    env = os.environ if env is None else env
+    level = logging.DEBUG if verbose else logging.INFO
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    world = env.get("WORLD_SIZE", "1")
+    if world.isdigit() and int(world) > 1:
+        rank = env.get("RANK", "0")
+        fmt = f"%(levelname)s [rank {rank}/{world}] %(name)s: %(message)s"
+        if log_ranks == "main" and rank != "0":
+            level = logging.WARNING
+    logging.basicConfig(level=level, format=fmt)
+
+
+def record_error(error: BaseException, env: Mapping[str, str] | None = None) -> None:
+    """Write ``error`` where ``torchrun`` reads a failed process's error (``TORCHELASTIC_ERROR_FILE``, in the JSON of
+    torch.distributed.elastic's ``ErrorHandler``), so its failure summary shows the message instead of
+    ``error_file: <N/A>``. Nothing happens outside torchrun."""
+    env = os.environ if env is None else env
+    path = env.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    data = {"message": {"message": f"{type(error).__name__}: {error}",
+                        "extraInfo": {"py_callstack": "".join(traceback.format_exception(error)),
+                                      "timestamp": str(int(time.time()))}}}
+    try:
+        with open(path, "w") as f:
+            json.dump(data, f)
+    except OSError as e:
+        print(f"dspose: could not write torchrun's error file {path}: {e}", file=sys.stderr)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -64,6 +102,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dspose {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help=f"print tracebacks of errors (also: {DEBUG_ENV}=1)")
+    parser.add_argument("--log-ranks", choices=LOG_RANKS, default="main",
+                        help="under torchrun: 'main' = rank 0 logs everything, the others warnings and errors; "
+                             "'all' = every rank logs everything (lines are tagged [rank R/W] either way)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         if command is not None and name != command:
@@ -135,7 +176,9 @@ def run_guarded(command: str, run: Callable[[argparse.Namespace], int | None], a
     """Run a sub-command; every expected failure becomes one line on stderr and an exit status (EXIT_STATUS).
 
     Bad input (``ValueError``, ``FileNotFoundError``, ``KeyError``) -> 2, other ``OSError`` -> 3,
-    ``RuntimeError`` -> 4, Ctrl-C -> 130, SIGTERM (see :func:`sigterm_as_interrupt`) -> 143. Anything else is a bug and keeps its traceback (exit 1).
+    ``RuntimeError`` -> 4, Ctrl-C -> 130, SIGTERM (see :func:`sigterm_as_interrupt`) -> 143. Anything else is a bug
+    and keeps its traceback (exit 1). Under ``torchrun`` the error is also written to its error file
+    (:func:`record_error`).
     """
     try:
         check_device_option(args)
@@ -158,8 +201,12 @@ def run_guarded(command: str, run: Callable[[argparse.Namespace], int | None], a
         error, code, message = e, EXIT_RUNTIME, f"{type(e).__name__}: {first[0] if first else ''}"
         if _terminated:  # a DataLoader worker stopped by the same SIGTERM can fail first
             code, message = EXIT_TERMINATED, f"terminated (SIGTERM) ({message})"
+    except Exception as e:  # a bug: recorded for torchrun, then its traceback as ever
+        record_error(e)
+        raise
     if debug:
         traceback.print_exception(error)
+    record_error(error)
     print(f"dspose {command}: error: {message}", file=sys.stderr)
     return code
 
@@ -169,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_requested_command(argv)).parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose, args.log_ranks)
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     with sigterm_as_interrupt():
         return run_guarded(args.command, args._run, args, debug)

@@ -1,4 +1,4 @@
-"""``dspose train CONFIG.yaml [--resume CKPT] [--init-from WEIGHTS] [--set k=v ...] [--eval-only | --dry-run]``: the CLI of ``dspose_graph.train.pipeline``.
+"""``dspose train CONFIG.yaml [--resume CKPT|auto] [--init-from WEIGHTS] [--set k=v ...] [--eval-only | --dry-run]``: the CLI of ``dspose_graph.train.pipeline``.
 
 Under ``torchrun`` every process runs this same command (see docs/training.md); rank 0 prints the metrics.
 """
@@ -21,8 +21,10 @@ HELP = "train a model from a YAML config (single process or under torchrun)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="YAML config (see experiments/ and docs/training.md)")
-    parser.add_argument("--resume", default=None, help="checkpoint to resume from (e.g. OUT/last.pt) or, with "
-                        "--eval-only, to evaluate (a path or a shipped weight name)")
+    parser.add_argument("--resume", default=None, metavar="CKPT|auto",
+                        help="checkpoint to resume from (e.g. OUT/last.pt), or 'auto': run.out_dir's newest checkpoint "
+                             "when it has one, else a new run (the same command restarts a preempted job); with "
+                             "--eval-only, the weights to evaluate (a path or a shipped weight name)")
     parser.add_argument("--init-from", default=None, metavar="WEIGHTS",
                         help="start from these weights (a path or a shipped weight name): sets model.init_from")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -50,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     if args.init_from:
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, init_from=args.init_from))
-    if args.eval_only and args.resume is None:
-        raise ValueError("--eval-only needs --resume CHECKPOINT (the weights to evaluate)")
+    if args.eval_only and args.resume in (None, "auto"):
+        raise ValueError("--eval-only needs --resume CHECKPOINT (the weights to evaluate; not 'auto')")
     if args.dry_run:
         if args.eval_only or args.resume is not None:
             raise ValueError("--dry-run checks a training config: it takes neither --eval-only nor --resume")

@@ -151,9 +151,21 @@ def normalize_batch(images: torch.Tensor) -> torch.Tensor:
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"normalize_batch expects uint8 (B, 3, H, W) or float32 images, got {images.dtype} "
                          f"{tuple(images.shape)}")
-    scale = torch.from_numpy(_SCALE).to(images.device)[:, None, None]
-    shift = torch.from_numpy(_SHIFT).to(images.device)[:, None, None]
+    scale, shift = _normalize_constants(images.device)
     return images.float().mul_(scale).add_(shift)
+
+
+# Per device, the (3, 1, 1) scale and shift of normalize_batch: copied there once, not every batch (a copy from
+# pageable host memory blocks the host until the GPU has finished the work queued before it).
+_CONSTANTS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _normalize_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    cached = _CONSTANTS.get(device)
+    if cached is None:
+        cached = (torch.from_numpy(_SCALE)[:, None, None].to(device), torch.from_numpy(_SHIFT)[:, None, None].to(device))
+        _CONSTANTS[device] = cached
+    return cached
 
 
 def normalize_image(image: np.ndarray) -> np.ndarray:

@@ -260,6 +260,12 @@ def load_model(weights: str | Path, device: str | torch.device = "cpu") -> tuple
     the keypoints, or when the weights do not fit the model the checkpoint describes.
     """
     state = load_checkpoint(weights, map_location="cpu")
+    return model_from_state(state, weights).to(device), state
+
+
+def model_from_state(state: dict[str, Any], weights: str | Path) -> DSPose:
+    """The model checkpoint ``state`` (read from ``weights``) describes, with its weights (eval mode, on CPU);
+    errors as :func:`load_model`."""
     model_info = state["model"]
     if not isinstance(model_info, dict) or not isinstance(model_info.get("config"), dict):
         raise ValueError(f"{weights}: checkpoint field 'model' must be a dict with 'name' and 'config'")
@@ -273,7 +279,7 @@ def load_model(weights: str | Path, device: str | torch.device = "cpu") -> tuple
             f"{weights}: checkpoint schema {schema.name!r} ({schema.num_keypoints} keypoints) does not match its "
             f"model config ({model.schema.name!r}, {model.schema.num_keypoints} keypoints)")
     load_state_dict_checked(model, state["state_dict"], source=str(weights))
-    return model.eval().to(device), state
+    return model.eval()
 
 
 def export_weights(src: str | Path, dst: str | Path, **provenance: Any) -> Path:

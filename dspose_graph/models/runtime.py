@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any, ContextManager
+from typing import Any, ContextManager, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -218,11 +218,40 @@ def prepare_model(model: nn.Module, device: str | torch.device = "cpu", precisio
         model.to(memory_format=torch.channels_last)
     module = model
     if compile:
-        _use_dense_head(model)
-        module = (torch.compile(model, options={"freezing": True}) if freeze
-                  else torch.compile(model, mode=compile_mode))
+        module = compile_model(model, freeze=freeze, mode=compile_mode)
     return PreparedModel(module=module, original=model, device=device, precision=precision,
                          channels_last=channels_last, compiled=compile, frozen=freeze)
 
 
-__all__ = ["PRECISIONS", "AUTO", "cpu_flags", "resolve_precision", "autocast_dtype", "autocast_context", "PreparedModel", "prepare_model"]
+def compile_model(module: nn.Module, model: nn.Module | None = None, *, freeze: bool = False,
+                  mode: str | None = None) -> nn.Module:
+    """``torch.compile(module)`` after switching ``model``'s graph head to its dense backend (``model`` defaults
+    to ``module``; give it when ``module`` wraps the model, e.g. in ``DistributedDataParallel``)."""
+    _use_dense_head(module if model is None else model)
+    return torch.compile(module, options={"freezing": True}) if freeze else torch.compile(module, mode=mode)
+
+
+@contextlib.contextmanager
+def channels_last_weights(model: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Inside the block, ``model``'s 4-d weights and buffers are NHWC; after it, each holds its own tensor again.
+
+    For running a model that is being trained in another layout (evaluation with ``eval.channels_last`` during
+    training): the optimiser's moments keep the layout of the parameters they were created for, and CUDA's fused
+    Adam refuses parameters whose layout differs from them. The NHWC copies cost one weight copy per block.
+    """
+    if not enabled:
+        yield
+        return
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.dim() == 4]
+    saved = [t.data for t in tensors]
+    try:
+        for t in tensors:
+            t.data = t.data.contiguous(memory_format=torch.channels_last)
+        yield
+    finally:
+        for t, data in zip(tensors, saved):
+            t.data = data
+
+
+__all__ = ["PRECISIONS", "AUTO", "cpu_flags", "resolve_precision", "channels_last_weights", "compile_model", "autocast_dtype",
+           "autocast_context", "PreparedModel", "prepare_model"]

@@ -85,6 +85,10 @@ class OptimConfig:
     # The global batch (processes x batch_size) that lr was set for; 0 = not stated. Training warns when
     # the actual global batch differs and keeps lr as configured (docs/reproducing.md: the linear rule).
     global_batch: int = 0
+    # Micro-batches whose gradients are summed before each optimiser step: the global batch is processes x
+    # batch_size x accumulate. "auto" = global_batch / (processes x batch_size), to train the configured global
+    # batch on fewer GPUs (BatchNorm still sees batch_size persons at a time).
+    accumulate: int | str = 1
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     # Autocast of the training forward pass, eval.precision's names: "fp32" (none), "bf16" (CPU or CUDA),
     # "fp16" (CUDA, with GradScaler) or "auto" (models.runtime.resolve_precision picks by device and CPU).
@@ -125,6 +129,10 @@ class RunConfig:
     channels_last: bool = False  # NHWC weights and inputs in training (models/runtime.py)
     compile: bool = False  # torch.compile the training model (a sparse graph head runs dense)
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch; 0 = only at epoch ends
+    # Epoch-end checkpoints kept as epoch_NNNN.pt besides last.pt and best.pt: the newest N; 0 = none, -1 = all.
+    keep_checkpoints: int = 0
+    sync_bn: bool = False  # BatchNorm statistics over all processes' batches (SyncBatchNorm; CUDA, >1 process)
+    dist_timeout: float = 10.0  # minutes a collective waits for another rank before the run stops with an error
     log_every: int = 10  # steps between progress-bar / TensorBoard updates
     progress: bool = True
     tensorboard: bool = True
@@ -156,7 +164,8 @@ LIMITS: dict[tuple[str, str], tuple[float, bool]] = {
     ("data", "limit_train"): (0, True), ("data", "limit_val"): (0, True), ("data", "sigma"): (0, False),
     ("data", "input_size"): (1, True),
     ("run", "workers"): (0, True), ("run", "checkpoint_every"): (0, True), ("run", "log_every"): (0, True), ("run", "loader_probe"): (0, True),
-    ("run", "max_minutes"): (0, True),
+    ("run", "max_minutes"): (0, True), ("run", "keep_checkpoints"): (-1, True), ("run", "dist_timeout"): (0, False),
+    ("optim", "accumulate"): (1, True),
 }
 
 
@@ -172,6 +181,9 @@ def check_ranges(config: "TrainConfig") -> None:
                 raise ValueError(f"{name} = {v}: must be a finite number")
             if v < low or (v == low and not inclusive):
                 raise ValueError(f"{name} = {v}: must be {'>=' if inclusive else '>'} {low:g}")
+    accumulate = config.optim.accumulate
+    if isinstance(accumulate, str) and accumulate != "auto":
+        raise ValueError(f"optim.accumulate = {accumulate!r}: expected a whole number >= 1 or 'auto'")
     if config.data.input_size is not None and len(config.data.input_size) != 2:
         raise ValueError(f"data.input_size = {config.data.input_size}: must be [width, height]")
 

@@ -33,7 +33,7 @@ from dspose_graph.data.codec import Codec, get_codec
 from dspose_graph.eval.inference import predict_crops
 from dspose_graph.eval.pck import pck, pck_normalizer, swap_rate, torso_joints, torso_pck
 from dspose_graph.data.image import normalize_batch, opencv_single_thread
-from dspose_graph.train.distributed import DistInfo, all_gather_objects, broadcast_object
+from dspose_graph.train.distributed import DistInfo, all_gather_objects, on_every_rank, on_main
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,23 @@ def predict_dataset(
     ``workers`` processes load the crops (one OpenCV thread each), into pinned memory on CUDA; heatmaps are
     decoded on ``device``.
     """
+    info = info or DistInfo()
+    indices = list(range(info.rank, len(dataset), info.world_size))  # type: ignore[arg-type]
+    # A failure in one rank's shard (an unreadable image) stops every rank here, not at the gather below.
+    local = on_every_rank(lambda: _predict_shard(model, dataset, indices, batch_size=batch_size, device=device,
+                                                 flip_test=flip_test, decode=decode, codec=codec, workers=workers,
+                                                 forward=forward),
+                          info, "predicting the held-out set")
+    return _merge(all_gather_objects(local, info))
+
+
+def _predict_shard(model: torch.nn.Module, dataset: Dataset, indices: list[int], *, batch_size: int,
+                   device: torch.device | str, flip_test: bool, decode: str, codec: str | Codec | None, workers: int,
+                   forward: Callable[[torch.Tensor], torch.Tensor] | None) -> dict[str, np.ndarray]:
+    """:func:`predict_dataset`'s arrays for the samples ``indices`` of ``dataset`` (this rank's shard)."""
     base = dataset.dataset if isinstance(dataset, Subset) else dataset
     codec = get_codec(codec if codec is not None else getattr(base, "codec", None))
-    info = info or DistInfo()
     device = torch.device(device)
-    indices = list(range(info.rank, len(dataset), info.world_size))  # type: ignore[arg-type]
     if workers:
         opencv_single_thread()  # inherited by the workers (see Trainer._loader)
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=workers,
@@ -79,25 +91,27 @@ def predict_dataset(
     model.eval()
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("coords", "scores", "center", "scale", "box_score",
                                                           "image_id", "ann_id", "gt")}
-    for batch in loader:
-        images = normalize_batch(batch["image"].to(device, non_blocking=True))
-        meta = batch["meta"]
-        center = meta["center"].numpy().astype(np.float64)
-        scale = meta["scale"].numpy().astype(np.float64)
-        coords, scores = predict_crops(run, images, center, scale, codec=codec, flip_index=flip_index,
-                                       heatmap_size=heatmap_size, flip_test=flip_test, decode=decode)
-        parts["coords"].append(coords)
-        parts["scores"].append(scores)
-        parts["center"].append(center)
-        parts["scale"].append(scale)
-        parts["box_score"].append(meta["score"].numpy().astype(np.float64))
-        parts["image_id"].append(meta["image_id"].numpy().astype(np.int64))
-        parts["ann_id"].append(meta["ann_id"].numpy().astype(np.int64))
-        parts["gt"].append(meta["keypoints"].numpy().astype(np.float64))
-    model.train(was_training)
+    try:
+        for batch in loader:
+            images = normalize_batch(batch["image"].to(device, non_blocking=True))
+            meta = batch["meta"]
+            center = meta["center"].numpy().astype(np.float64)
+            scale = meta["scale"].numpy().astype(np.float64)
+            coords, scores = predict_crops(run, images, center, scale, codec=codec, flip_index=flip_index,
+                                           heatmap_size=heatmap_size, flip_test=flip_test, decode=decode)
+            parts["coords"].append(coords)
+            parts["scores"].append(scores)
+            parts["center"].append(center)
+            parts["scale"].append(scale)
+            parts["box_score"].append(meta["score"].numpy().astype(np.float64))
+            parts["image_id"].append(meta["image_id"].numpy().astype(np.int64))
+            parts["ann_id"].append(meta["ann_id"].numpy().astype(np.int64))
+            parts["gt"].append(meta["keypoints"].numpy().astype(np.float64))
+    finally:
+        model.train(was_training)
     local = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
     local["index"] = np.asarray(indices, dtype=np.int64)
-    return _merge(all_gather_objects(local, info))
+    return local
 
 
 def _merge(shards: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -112,20 +126,7 @@ def metrics_once(compute: Callable[[], dict[str, float]], info: DistInfo) -> dic
 
     An error on rank 0 is broadcast too and raised on every rank, so none waits for metrics that never come.
     """
-    if not info.enabled:
-        return compute()
-    result: Any = None
-    if info.is_main:
-        try:
-            result = compute()
-        except Exception as e:  # re-raised below on every rank, after the broadcast
-            result = e
-    result = broadcast_object(result if info.is_main else None, info)
-    if isinstance(result, Exception):
-        if info.is_main:
-            raise result
-        raise RuntimeError(f"evaluation failed on rank 0: {result}") from None
-    return result
+    return on_main(compute, info, "evaluation")
 
 
 def mean_pose(dataset: Dataset, workers: int = 0, batch_size: int = 32) -> np.ndarray:

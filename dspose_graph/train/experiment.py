@@ -122,26 +122,36 @@ def run_table(table: str, rows: list[tuple[Path, TrainConfig]], out: Path, *, dr
 
     ``changes`` are :func:`prepare`'s keyword arguments, applied to every row.
     """
+    from dspose_graph.train.distributed import on_main, process_group
     from dspose_graph.train.pipeline import build_model, count_parameters, train
 
     for item in changes.get("overrides", ()):
         check_override(item)
     # Every row is prepared (and so checked) before the first one trains: a bad row stops the table at once.
-    configs = [prepare(row, out / path.stem, **changes) for path, row in rows]
+    configs = [(path, row, prepare(row, out / path.stem, **changes)) for path, row in rows]
     results: list[RowResult] = []
-    for (path, row), config in zip(rows, configs):
-        if dry_run:
-            params, ours = count_parameters(build_model(config, load_pretrained=False))[0], None
-        else:
+    if dry_run:
+        for path, row, config in configs:
+            params = count_parameters(build_model(config, load_pretrained=False))[0]
+            results.append(_row_result(path, row, config, params, None))
+            write_results(out, table, results)
+        return results
+    # One process group for all rows: under torchrun a process joins it once (a second join after leaving hangs).
+    first = configs[0][2].run if configs else None
+    with process_group(first.device if first else "cpu", first.dist_timeout if first else 10.0) as info:
+        for path, row, config in configs:
             log.info("table %s, row %s (%s)", table, row.paper.row, path.name)
             trained = train(config, source=str(path))
-            params, ours = trained.params, our_value(config, trained.metrics)
-        results.append(RowResult(row=row.paper.row, config=path.name, model=config.model.name, params_m=params / 1e6,
-                                 paper_params_m=row.paper.params_m, metric=row.paper.metric, paper=row.paper.value,
-                                 ours=ours, epochs=config.optim.epochs,
-                                 data=config.data.train_ann or config.data.root, out_dir=config.run.out_dir))
-        write_results(out, table, results)
+            results.append(_row_result(path, row, config, trained.params, our_value(config, trained.metrics)))
+            on_main(lambda: write_results(out, table, results), info, f"writing {out / 'results.csv'}")
     return results
+
+
+def _row_result(path: Path, row: TrainConfig, config: TrainConfig, params: int, ours: float | None) -> RowResult:
+    return RowResult(row=row.paper.row, config=path.name, model=config.model.name, params_m=params / 1e6,
+                     paper_params_m=row.paper.params_m, metric=row.paper.metric, paper=row.paper.value, ours=ours,
+                     epochs=config.optim.epochs, data=config.data.train_ann or config.data.root,
+                     out_dir=config.run.out_dir)
 
 
 def _fmt(v: Any, digits: int = 1) -> str:

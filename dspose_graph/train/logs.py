@@ -131,3 +131,13 @@ def _plot_metric(ax: Any, history: list[dict[str, Any]], metric: str) -> None:
         ax.set_xlabel("epoch")
     ax.set_ylabel(f"held-out {metric}")
     ax.set_title(f"held-out {metric}", fontsize=10)
+
+
+def tensorboard_writer(path: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` writing to ``path``; ``None`` (logged) when tensorboard cannot be imported."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is an install requirement, but a broken install must not stop training
+        log.warning("tensorboard not importable; TensorBoard logs disabled")
+        return None
+    return SummaryWriter(str(path))

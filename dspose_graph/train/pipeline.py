@@ -22,7 +22,7 @@ import dataclasses
 import io
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -35,10 +35,12 @@ from dspose_graph.data.layouts import DatasetKind, dataset_kind
 from dspose_graph.data.layouts import build_dataset as build_layout_dataset
 from dspose_graph.io import FolderLock, atomic_write_json, atomic_write_text
 from dspose_graph.models import DSPose, create_model
-from dspose_graph.models.checkpoint import inference_spec, load_model
-from dspose_graph.models.runtime import PreparedModel, check_device, prepare_model, resolve_precision
+from dspose_graph.models.checkpoint import inference_spec, load_checkpoint, model_from_state
+from dspose_graph.models.runtime import (PreparedModel, channels_last_weights, check_device, prepare_model,
+                                         resolve_precision)
 from dspose_graph.train.config import TrainConfig, config_to_yaml
-from dspose_graph.train.distributed import DistInfo, cleanup, init_distributed, resolve_device, workers_per_rank
+from dspose_graph.train.distributed import DistInfo, on_main, process_group, workers_per_rank
+from dspose_graph.train.optim import accumulation_steps
 from dspose_graph.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -267,13 +269,16 @@ def build_evaluator(config: TrainConfig, model: DSPose, val_set: Dataset, device
 
     def evaluate_model(m: nn.Module) -> dict[str, float]:
         if not prepared or prepared[0].original is not m:
-            # In place: NHWC weights leave the maths (and the training of this model) unchanged.
-            prepared[:] = [prepare_model(m, device, precision=precision, channels_last=e.channels_last,
-                                         compile=e.compile, freeze=e.compile and fixed_weights)]
+            # A saved checkpoint's model is converted in place; a model in training keeps its own layout (its
+            # optimiser's moments have it) and runs NHWC copies of its weights (channels_last_weights below).
+            runner = prepare_model(m, device, precision=precision, channels_last=e.channels_last and fixed_weights,
+                                   compile=e.compile, freeze=e.compile and fixed_weights)
+            prepared[:] = [dataclasses.replace(runner, channels_last=e.channels_last)]
         runner = prepared[0]
-        pred = predict_dataset(m, val_set, batch_size=e.batch_size, device=torch.device(device),
-                               flip_test=e.flip_test, decode=e.decode, codec=codec_of(config), info=info,
-                               forward=runner, workers=workers_per_rank(config.run.workers, info))
+        with channels_last_weights(m, e.channels_last and not fixed_weights):
+            pred = predict_dataset(m, val_set, batch_size=e.batch_size, device=torch.device(device),
+                                   flip_test=e.flip_test, decode=e.decode, codec=codec_of(config), info=info,
+                                   forward=runner, workers=workers_per_rank(config.run.workers, info))
         return metrics_once(lambda: compute_metrics(pred, coco_gt=coco_gt, sigmas=sigmas, pckh_mat=pckh_mat,
                             nms_threshold=e.oks_nms_threshold, rescore_threshold=e.rescore_threshold,
                             schema=model.schema), info)
@@ -282,19 +287,26 @@ def build_evaluator(config: TrainConfig, model: DSPose, val_set: Dataset, device
 
 
 def check_global_batch(config: TrainConfig, world_size: int) -> int:
-    """Log processes x per-process batch and the lr; warn when that global batch is not ``optim.global_batch``.
+    """Log processes x per-process batch x accumulated micro-batches and the lr; warn when that global batch is not
+    ``optim.global_batch``.
 
     The lr is never rescaled here: a run on fewer GPUs than the paper's trains with the configured lr unless
-    the user changes it (docs/reproducing.md gives the linear rule). Returns the actual global batch.
+    the user changes it (docs/reproducing.md gives the linear rule) or accumulates gradients to the configured
+    global batch (``optim.accumulate``). Returns the actual global batch.
     """
     o = config.optim
-    actual = world_size * o.batch_size
-    log.info("batch: %d process(es) x %d per process = global batch %d, lr %g", world_size, o.batch_size, actual, o.lr)
+    steps = accumulation_steps(config, world_size)
+    actual = world_size * o.batch_size * steps
+    acc = f" x {steps} accumulated" if steps > 1 else ""
+    log.info("batch: %d process(es) x %d per process%s = global batch %d, lr %g", world_size, o.batch_size, acc,
+             actual, o.lr)
     if o.global_batch and actual != o.global_batch:
-        log.warning("global batch %d (%d process(es) x %d) differs from optim.global_batch %d that lr %g is set for; "
-                    "training with lr %g as configured (the linear rule would give lr %g: --set optim.lr=%g)",
-                    actual, world_size, o.batch_size, o.global_batch, o.lr, o.lr, o.lr * actual / o.global_batch,
-                    o.lr * actual / o.global_batch)
+        linear = o.lr * actual / o.global_batch
+        hint = ("; or keep that global batch with --set optim.accumulate=auto"
+                if o.global_batch % (world_size * o.batch_size) == 0 else "")
+        log.warning("global batch %d (%d process(es) x %d%s) differs from optim.global_batch %d that lr %g is set "
+                    "for; training with lr %g as configured (the linear rule would give lr %g: --set optim.lr=%g%s)",
+                    actual, world_size, o.batch_size, acc, o.global_batch, o.lr, o.lr, linear, linear, hint)
     return actual
 
 
@@ -304,38 +316,45 @@ def check_run_device(config: TrainConfig) -> None:
         check_device(config.run.device, option="config run.device")
 
 
-def _start(config: TrainConfig, lock: FolderLock) -> tuple[DistInfo, torch.device, Path]:
+@contextlib.contextmanager
+def _session(config: TrainConfig) -> Iterator[tuple[DistInfo, Path]]:
+    """In the process group (joined here unless a caller already did, see ``distributed.process_group``), with
+    ``run.out_dir`` locked by rank 0; a refused lock stops every rank."""
     check_run_device(config)
-    info = init_distributed(resolve_device(config.run.device))
-    device = resolve_device(config.run.device, info)
-    if info.is_main:
-        lock.acquire()  # before the first write: a second run on this folder stops here
-    return info, device, Path(config.run.out_dir)
+    lock = FolderLock(config.run.out_dir, "run.out_dir")
+    with process_group(config.run.device, config.run.dist_timeout) as info:
+        try:
+            # Before the first write: a second run on this folder stops here.
+            on_main(lock.acquire, info, f"taking the run folder {config.run.out_dir}")
+            yield info, Path(config.run.out_dir)
+        finally:
+            lock.release()
 
 
 def _write_config(config: TrainConfig, info: DistInfo) -> None:
     """``config.yaml``, written once every input was checked: a rejected run leaves a finished run's file alone."""
-    if info.is_main:
-        atomic_write_text(Path(config.run.out_dir) / "config.yaml", config_to_yaml(config))
+    path = Path(config.run.out_dir) / "config.yaml"
+    on_main(lambda: atomic_write_text(path, config_to_yaml(config)), info, f"writing {path}")
 
 
 def _write_metrics(path: Path, metrics: dict[str, float], model: DSPose, config: TrainConfig, source: str,
                    info: DistInfo) -> None:
-    if info.is_main:
-        trainable, frozen = count_parameters(model)
-        atomic_write_json(path, {"metrics": metrics, "params": trainable + frozen, "params_trainable": trainable,
-                                 "world_size": info.world_size, "config": source, "model": config.model.name})
+    trainable, frozen = count_parameters(model)
+    on_main(lambda: atomic_write_json(path, {"metrics": metrics, "params": trainable + frozen,
+                                             "params_trainable": trainable, "world_size": info.world_size,
+                                             "config": source, "model": config.model.name}), info, f"writing {path}")
 
 
 def train(config: TrainConfig, *, resume: str | Path | None = None, source: str = "<config>") -> TrainResult:
     """Train as ``config`` says (from the ``resume`` checkpoint when given) and evaluate on its held-out split.
 
-    ``source`` names the config in provenance records (e.g. its YAML path). A distributed process group
-    started here (under ``torchrun``) is closed before returning.
+    ``resume`` is a checkpoint path, or ``"auto"``: the run folder's newest checkpoint when it has one, else a new
+    run (``train.run_folder``). ``source`` names the config in provenance records (e.g. its YAML path). Under
+    ``torchrun`` the process group is joined here and left before returning, unless the caller joined it
+    (``distributed.process_group``, as the experiment runner does around its rows).
     """
-    lock = FolderLock(config.run.out_dir, "run.out_dir")
-    try:
-        info, device, out_dir = _start(config, lock)
+    with _session(config) as (info, out_dir):
+        device = info.device
         if info.is_main:
             check_global_batch(config, info.world_size)
         torch.manual_seed(config.run.seed)
@@ -350,9 +369,6 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, source: str 
         _write_config(config, info)
         summary = trainer.fit(resume=resume)
         _write_metrics(out_dir / "metrics.json", summary.metrics, model, config, source, info)
-    finally:
-        lock.release()
-        cleanup()
     last, best = out_dir / "last.pt", out_dir / "best.pt"
     return TrainResult(metrics=summary.metrics, out_dir=out_dir, params=trainable, params_frozen=frozen,
                        epochs=summary.epochs, global_step=summary.global_step, best=summary.best,
@@ -368,23 +384,20 @@ def evaluate(config: TrainConfig, weights: str | Path, *, source: str = "<config
     held-out crops are cut and decoded with the codec the checkpoint records (``data.codec`` is overridden).
     ``weights`` is a checkpoint path or a shipped weight name.
     """
-    lock = FolderLock(config.run.out_dir, "run.out_dir")
-    try:
-        info, device, out_dir = _start(config, lock)
-        model, state = load_model(weights, device)
+    with _session(config) as (info, out_dir):
+        # Rank 0 reads the file, the others get its content (node-local run folders, as for --resume).
+        state = on_main(lambda: load_checkpoint(weights), info, f"reading checkpoint {weights}")
+        model = model_from_state(state, weights).to(info.device)
         codec = inference_spec(state, model).codec
         if codec != config.data.codec:
             log.info("%s was trained with codec %r: evaluating with it instead of data.codec=%r", weights, codec,
                      config.data.codec)
             config = dataclasses.replace(config, data=dataclasses.replace(config.data, codec=codec))
         _, val_set = build_datasets(config, model, need_train=False)
-        evaluator = build_evaluator(config, model, val_set, device, info, fixed_weights=True)
+        evaluator = build_evaluator(config, model, val_set, info.device, info, fixed_weights=True)
         _write_config(config, info)
         metrics = evaluator(model)
         _write_metrics(out_dir / "metrics_eval.json", metrics, model, config, source, info)
-    finally:
-        lock.release()
-        cleanup()
     return metrics
 
 
@@ -395,10 +408,9 @@ def dry_run(config: TrainConfig) -> dict[str, Any]:
     truth) in minutes on a CPU; nothing is written. Returns a summary: model, trainable parameters, backbone
     file, codec, augmentation, samples per split, processes, batch and lr.
     """
-    try:
+    with process_group(config.run.device, config.run.dist_timeout) as info:
         check_run_device(config)
-        info = init_distributed(resolve_device(config.run.device))
-        device = resolve_device(config.run.device, info)
+        device = info.device
         global_batch = check_global_batch(config, info.world_size)
         model = build_model(config)
         train_set, val_set = build_datasets(config, model)
@@ -406,8 +418,6 @@ def dry_run(config: TrainConfig) -> dict[str, Any]:
         build_evaluator(config, model, val_set, device, info)
         for dataset in (train_set, val_set):
             dataset[0]
-    finally:
-        cleanup()
     params = augment_of(config)
     return {"model": config.model.name, "params": count_parameters(model)[0],
             "pretrained": config.model.pretrained, "codec": config.data.codec,

@@ -9,13 +9,16 @@ A step never waits for the device: losses are summed on it (:class:`LossMeter`) 
 one all-reduce, every ``run.log_every`` steps, before every checkpoint and at the end of each epoch. A NaN/inf
 loss is found at that read: every rank reads the same reduced flag, so all stop together, before anything is
 saved, naming the first step whose loss was not finite. On CUDA the trainer turns on cuDNN autotuning (unless
-``run.deterministic``), TF32 and fused Adam; ``run.channels_last`` and ``run.compile`` go through
-:func:`dspose_graph.models.runtime.prepare_model`, ``optim.precision`` picks its precision.
+``run.deterministic``), TF32 and fused Adam; ``run.channels_last`` goes through
+:func:`dspose_graph.models.runtime.prepare_model`, ``run.compile`` compiles the DDP-wrapped model (all-reduces
+overlap the backward), ``optim.precision`` picks its precision, ``run.sync_bn`` synchronises BatchNorm and
+``optim.accumulate`` sums micro-batches per step. Under DDP, rank 0 alone reads a resumed checkpoint and writes
+files; an error there stops every rank (``distributed.on_main``).
 """
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import dataclasses
 import logging
 import time
@@ -28,30 +31,23 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from dspose_graph.data.image import normalize_batch, opencv_single_thread
 from dspose_graph.io import provenance
 from dspose_graph.models import DSPose, load_state_dict_checked
-from dspose_graph.models.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
-from dspose_graph.models.runtime import AUTO, PRECISIONS, prepare_model, resolve_precision
+from dspose_graph.models.checkpoint import checkpoint_state, save_checkpoint
+from dspose_graph.models.runtime import AUTO, PRECISIONS, compile_model, prepare_model, resolve_precision
 from dspose_graph.train.config import TrainConfig, config_to_dict
-from dspose_graph.train.distributed import (DistInfo, all_reduce_, barrier, broadcast_buffers, broadcast_object,
-                                            workers_per_rank)
-from dspose_graph.train.logs import StepLog, plot_learning_curve, write_epoch_csv
+from dspose_graph.train.distributed import (DistInfo, barrier, broadcast_buffers, broadcast_object,
+                                            on_main, sync_batchnorm, workers_per_rank)
+from dspose_graph.train.loss import LossMeter, NonFiniteLossError, heatmap_mse_loss
+from dspose_graph.train.logs import StepLog, plot_learning_curve, tensorboard_writer, write_epoch_csv
+from dspose_graph.train.optim import (accumulation_steps, apply_schedule, load_scaler_state, load_scheduler_state,
+                                      make_optimizer, make_scheduler, match_state_layout, scheduler_state)
+from dspose_graph.train.run_folder import keep_epoch_checkpoint, load_resume_state
 from dspose_graph.train.rng import rng_state, set_rng_state
 from dspose_graph.train.sampling import ResumableSampler, SeededDataset
 
 log = logging.getLogger(__name__)
+__all__ = ["Trainer", "FitSummary", "NonFiniteLossError", "LossMeter", "heatmap_mse_loss", "make_optimizer",
+           "load_scaler_state", "cuda_defaults", "set_deterministic"]
 
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training stopped because the loss became NaN or infinite."""
-
-
-def heatmap_mse_loss(pred: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor) -> torch.Tensor:
-    """Mean squared heatmap error with per-keypoint weights (0 for unlabelled keypoints), halved as in TokenPose.
-
-    Shapes: ``pred``, ``target`` (B, K, h, w); ``target_weight`` (B, K).
-    """
-    w = target_weight[:, :, None, None]
-    return 0.5 * torch.mean((pred.float() * w - target.float() * w) ** 2)
 
 
 def set_deterministic(seed: int, deterministic: bool) -> None:
@@ -71,64 +67,6 @@ def cuda_defaults(device: torch.device, deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-
-
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
-    """Adam over ``model``'s parameters; the fused CUDA kernel (one launch for all tensors) on CUDA."""
-    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
-
-
-def scheduler_state(scheduler: Any) -> dict[str, Any]:
-    """The scheduler's state with its ``Counter`` (MultiStepLR's milestones) as a dict: torch < 2.4's
-    ``weights_only`` loader refuses ``collections.Counter``, and every checkpoint must load on torch >= 2.3."""
-    return {k: dict(v) if isinstance(v, collections.Counter) else v for k, v in scheduler.state_dict().items()}
-
-
-def load_scheduler_state(scheduler: Any, saved: dict[str, Any]) -> None:
-    """Restore :func:`scheduler_state` output (or a torch state dict), turning the milestones back into a Counter
-    (a plain dict would raise KeyError on every epoch that is not a milestone)."""
-    scheduler.load_state_dict({k: collections.Counter(v) if isinstance(getattr(scheduler, k, None), collections.Counter)
-                               else v for k, v in saved.items()})
-
-
-def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict[str, Any], source: str) -> None:
-    """Restore a GradScaler, or keep a fresh one where the checkpoint's scaler was off (a none/bf16 run resumed
-    with fp16: there is no scale to restore)."""
-    if scaler.is_enabled() and not saved:
-        log.info("%s was trained without fp16 loss scaling: starting a fresh GradScaler (scale %g)", source,
-                 scaler.get_scale())
-        return
-    scaler.load_state_dict(saved)
-
-
-class LossMeter:
-    """The losses of the steps since the last read, summed on the device, and the first step whose loss was not
-    finite; :meth:`read` all-reduces both over the ranks and waits for them once."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.reset()
-
-    def reset(self) -> None:
-        self.total = torch.zeros((), dtype=torch.float64, device=self.device)
-        self.first_bad = torch.full((), float("inf"), dtype=torch.float64, device=self.device)
-        self.steps = 0
-
-    def add(self, loss: torch.Tensor, global_step: int) -> None:
-        """Queue ``loss`` (a 0-d device tensor) of optimiser step ``global_step``; no host wait."""
-        loss = loss.detach().double()
-        self.total += loss
-        self.first_bad = torch.where(torch.isfinite(loss), self.first_bad, self.first_bad.clamp(max=float(global_step)))
-        self.steps += 1
-
-    def read(self, info: DistInfo) -> tuple[float, int | None]:
-        """``(mean loss per step over the ranks, first non-finite global step or None)``, then reset."""
-        total = all_reduce_(self.total.clone(), info, "sum")
-        bad = all_reduce_(self.first_bad.clone(), info, "min")
-        total_v, bad_v = torch.stack([total, bad]).tolist()
-        mean = total_v / (self.steps * info.world_size)
-        self.reset()
-        return mean, None if bad_v == float("inf") else int(bad_v)
 
 
 @dataclasses.dataclass
@@ -177,26 +115,32 @@ class Trainer:
         self.provenance = dict(provenance or {})
         set_deterministic(self.run.seed, self.run.deterministic)
         cuda_defaults(self.device, self.run.deterministic)
-        self.model = model
+        self.model = sync_batchnorm(model, self.info, self.device) if self.run.sync_bn else model
         precision, why = resolve_precision(self.optim.precision, self.device)
         if self.info.is_main:
             log.info("training precision %s (optim.precision=%s: %s)", precision, self.optim.precision, why)
         self.precision = precision
-        self.prepared = prepare_model(model, self.device, precision,
-                                      channels_last=self.run.channels_last, compile=self.run.compile)
-        self.net: torch.nn.Module = self.prepared.module
+        self.prepared = prepare_model(self.model, self.device, precision, channels_last=self.run.channels_last)
+        self.net: torch.nn.Module = self.model
+        self.ddp: torch.nn.parallel.DistributedDataParallel | None = None
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+            self.ddp = self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if self.run.compile:
+            # compile(DDP(model)): the compiled graph is split at DDP's buckets, so each bucket's all-reduce
+            # overlaps the rest of the backward pass (DDP(compile(model)) would wait for the whole backward).
+            self.net = compile_model(self.net, self.model)
+        self.accumulate = accumulation_steps(config, self.info.world_size)
         self.train_set = SeededDataset(train_set, self.run.seed)
         self.sampler = ResumableSampler(len(train_set), seed=self.run.seed, shuffle=True,  # type: ignore[arg-type]
                                         rank=self.info.rank, world_size=self.info.world_size, with_epoch=True)
         self.workers = workers_per_rank(self.run.workers, self.info)
-        # The last partial batch is trained, as official TokenPose's DataLoader does (drop_last off).
-        self.steps_per_epoch = -(-len(self.sampler) // self.optim.batch_size)
+        # The last partial batch is trained, as official TokenPose's DataLoader does (drop_last off); the last step
+        # of an epoch sums the micro-batches left when they do not fill optim.accumulate.
+        micro_batches = -(-len(self.sampler) // self.optim.batch_size)
+        self.steps_per_epoch = -(-micro_batches // self.accumulate)
         self.optimizer = make_optimizer(self.model, self.optim.lr, self.optim.weight_decay, self.device)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(self.optim.milestones),
-                                                              self.optim.gamma)
+        self.scheduler = make_scheduler(self.optimizer, self.optim)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.epoch = 0
         self.step_in_epoch = 0
@@ -207,7 +151,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._epoch_loss_sum = 0.0
         self.resumed_metrics: dict[str, float] = {}  # the last evaluation stored in the resumed checkpoint
-        self.resumed_from: str | Path | None = None
+        self.resumed_from: str | None = None  # what resume() was asked for ("auto" or a path)
+        self.resumed = False  # whether a checkpoint was restored
         self.meter = LossMeter(self.device)
         self.loader = self._loader()
         self.loader_img_s: float | None = None  # the loader-alone probe's rate (run.loader_probe)
@@ -222,16 +167,36 @@ class Trainer:
             step_in_epoch=self.step_in_epoch, global_step=self.global_step, epoch_loss_sum=self._epoch_loss_sum,
             best=self.best, best_key=self.best_key, history=self.history,
             optimizer=self.optimizer.state_dict(), scheduler=scheduler_state(self.scheduler),
-            scaler=self.scaler.state_dict(), rng=rng_state(), world_size=self.info.world_size)
+            scaler=self.scaler.state_dict(), rng=rng_state(), world_size=self.info.world_size,
+            samples_per_step=self.optim.batch_size * self.accumulate)
 
-    def save(self, name: str, metrics: dict[str, float] | None = None) -> Path | None:
-        if not self.info.is_main:
-            return None
-        return save_checkpoint(self.out_dir / name, self.state(metrics))
+    def save(self, name: str, metrics: dict[str, float] | None = None, keep: bool = False) -> Path | None:
+        """Rank 0 writes checkpoint ``name`` (with ``keep``, also its epoch copy, ``run.keep_checkpoints``); a
+        failure (a full disk) stops every rank. Returns the path on rank 0, ``None`` elsewhere."""
+        def write() -> Path:
+            path = save_checkpoint(self.out_dir / name, self.state(metrics))
+            if keep:
+                keep_epoch_checkpoint(path, self.epoch, self.run.keep_checkpoints)
+            return path
 
-    def resume(self, path: str | Path) -> None:
-        """Restore everything from a checkpoint written by this trainer (same model name and keypoints)."""
-        state = load_checkpoint(path)
+        path = on_main(write, self.info, f"saving {self.out_dir / name}")
+        return path if self.info.is_main else None
+
+    def resume(self, path: str | Path) -> bool:
+        """Restore everything from a checkpoint written by this trainer (same model name and keypoints).
+
+        ``path`` may be ``"auto"``: the run folder's newest checkpoint (``train.run_folder``), or a new start
+        when it has none (returns ``False``). Only rank 0 reads the file; the others get its content, so node-local
+        run folders need the checkpoint on rank 0's node only.
+        """
+        loaded = on_main(lambda: load_resume_state(path, self.out_dir), self.info, f"reading checkpoint {path}")
+        self.resumed_from = str(path)
+        if loaded is not None:
+            self._restore(*loaded)
+            self.resumed = True
+        return self.resumed
+
+    def _restore(self, path: Path, state: dict[str, Any]) -> None:
         if state["model"].get("name") != self.config.model.name:
             raise ValueError(f"{path}: checkpoint is for model {state['model'].get('name')!r}, "
                              f"this run trains {self.config.model.name!r}")
@@ -251,8 +216,19 @@ class Trainer:
                     f"{saved_world} process(es), or from a checkpoint written at an epoch end")
             log.info("%s: written by %d process(es), resumed by %d at the start of epoch %d", path, saved_world,
                      self.info.world_size, int(state["epoch"]) + 1)
+        saved_optim = (state.get("config") or {}).get("optim") or {}
+        saved_samples = int(state.get("samples_per_step", saved_optim.get("batch_size", 0)))
+        samples = self.optim.batch_size * self.accumulate
+        if step_in_epoch and saved_samples and saved_samples != samples:
+            raise ValueError(
+                f"{path}: checkpoint was written with {saved_samples} persons per process per step (optim.batch_size "
+                f"x optim.accumulate) in the middle of epoch {int(state['epoch']) + 1}; this run has {samples}. Where "
+                f"the rest of that epoch starts depends on it: resume with the checkpoint's optim.batch_size and "
+                f"optim.accumulate, or from a checkpoint written at an epoch end")
         self.optimizer.load_state_dict(state["optimizer"])
+        match_state_layout(self.optimizer)  # run.channels_last may differ from the run that saved it
         load_scheduler_state(self.scheduler, state["scheduler"])
+        apply_schedule(self.optimizer, self.scheduler, self.optim, str(path))
         load_scaler_state(self.scaler, state["scaler"], str(path))
         self.epoch = int(state["epoch"])
         self.step_in_epoch = step_in_epoch
@@ -263,26 +239,43 @@ class Trainer:
         self.history = list(state.get("history", []))
         self.resumed_metrics = dict(state.get("metrics") or {})
         set_rng_state(state["rng"])
-        self.resumed_from = path
-        log.info("resumed from %s at epoch %d, step %d (global step %d)", path, self.epoch,
-                 self.step_in_epoch, self.global_step)
+        log.info("resumed from %s at epoch %d, step %d (global step %d), lr %g", path, self.epoch,
+                 self.step_in_epoch, self.global_step, self.optimizer.param_groups[0]["lr"])
 
     # ----------------------------------------------------------------- training
-    def _train_step(self, batch: dict[str, Any]) -> None:
-        images = self.prepared.prepare_input(normalize_batch(batch["image"].to(self.device, non_blocking=True)))
-        target = batch["heatmap"].to(self.device, non_blocking=True)
-        weight = batch["target_weight"].to(self.device, non_blocking=True)
-        with self.prepared.autocast():
-            pred = self.net(images)
-        loss = heatmap_mse_loss(pred, target, weight)
+    def _train_step(self, batches: list[dict[str, Any]]) -> None:
+        """One optimiser step on the mean loss of ``batches`` (micro-batches; DDP syncs after the last only)."""
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        total: torch.Tensor | None = None
+        for i, batch in enumerate(batches):
+            images = self.prepared.prepare_input(normalize_batch(batch["image"].to(self.device, non_blocking=True)))
+            target = batch["heatmap"].to(self.device, non_blocking=True)
+            weight = batch["target_weight"].to(self.device, non_blocking=True)
+            last = i == len(batches) - 1
+            with contextlib.nullcontext() if last or self.ddp is None else self.ddp.no_sync():
+                with self.prepared.autocast():
+                    pred = self.net(images)
+                loss = heatmap_mse_loss(pred, target, weight)
+                self.scaler.scale(loss if len(batches) == 1 else loss / len(batches)).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        assert total is not None
         if self.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.meter.add(loss, self.global_step + 1)
+        self.meter.add(total if len(batches) == 1 else total / len(batches), self.global_step + 1)
+
+    def _next_step(self, batches: Any) -> list[dict[str, Any]]:
+        """The next optimiser step's micro-batches from ``batches``: ``optim.accumulate`` of them, fewer at the end
+        of the epoch, none after it."""
+        group: list[dict[str, Any]] = []
+        while len(group) < self.accumulate:
+            batch = next(batches, None)
+            if batch is None:
+                break
+            group.append(batch)
+        return group
 
     def _loader(self) -> DataLoader:
         """The training DataLoader, built once: workers persist across epochs and get each sample's epoch from
@@ -351,17 +344,18 @@ class Trainer:
     def fit(self, resume: str | Path | None = None) -> FitSummary:
         """Train to ``optim.epochs`` (from the ``resume`` checkpoint when given; not read again when
         :meth:`resume` already restored it)."""
-        if resume is not None and self.resumed_from != resume:
+        if resume is not None and self.resumed_from != str(resume):
             self.resume(resume)
+        resumed = self.resumed
         main = self.info.is_main
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        steps_log = StepLog(self.out_dir / "steps.csv", resume_step=self.global_step if resume else None) \
+        steps_log = StepLog(self.out_dir / "steps.csv", resume_step=self.global_step if resumed else None) \
             if main else None
-        writer = _tensorboard(self.out_dir / "tb") if main and self.run.tensorboard else None
+        writer = tensorboard_writer(self.out_dir / "tb") if main and self.run.tensorboard else None
         # A finished run resumed again trains nothing: it reports the metrics its checkpoint holds.
         metrics: dict[str, float] = dict(self.resumed_metrics)
-        if resume is not None and self.epoch >= self.optim.epochs:
+        if resumed and self.epoch >= self.optim.epochs:
             log.warning("%s: the run already finished its %d epochs; nothing to train (raise optim.epochs to "
                         "continue it); its metrics are kept", resume, self.optim.epochs)
         if main and self.run.loader_probe and self.epoch < self.optim.epochs:
@@ -384,12 +378,15 @@ class Trainer:
                 steps_log.close()
             if writer is not None:
                 writer.close()
-        if main and self.history:
-            write_epoch_csv(self.out_dir / "epochs.csv", self.history)
-            plot_learning_curve(self.out_dir / "steps.csv", self.history, self.out_dir / "loss_curve.png",
-                                metric=self.best_metric)
+        if self.history:
+            on_main(self._write_curves, self.info, f"writing {self.out_dir / 'epochs.csv'}")
         barrier(self.info)
         return FitSummary(self.epoch, self.global_step, self.best, metrics, self.history)
+
+    def _write_curves(self) -> None:
+        write_epoch_csv(self.out_dir / "epochs.csv", self.history)
+        plot_learning_curve(self.out_dir / "steps.csv", self.history, self.out_dir / "loss_curve.png",
+                            metric=self.best_metric)
 
     def _run_epoch(self, steps_log: StepLog | None, writer: Any) -> dict[str, float] | None:
         from tqdm.auto import tqdm
@@ -401,18 +398,19 @@ class Trainer:
                    disable=not (self.run.progress and self.info.is_main), leave=False, dynamic_ncols=True)
         seen = 0
         waited = 0.0  # seconds this process sat waiting for the loader: a data-bound run shows here
-        self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * self.optim.batch_size)
+        self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * self.optim.batch_size * self.accumulate)
         batches = iter(self.loader)
         while True:
             asked = time.perf_counter()
-            batch = next(batches, None)
+            group = self._next_step(batches)
             waited += time.perf_counter() - asked
-            if batch is None:
+            if not group:
+                batches = None  # the epoch's iterator: evaluation may drop the loader and its workers
                 break
-            self._train_step(batch)
+            self._train_step(group)
             self.step_in_epoch += 1
             self.global_step += 1
-            seen += batch["image"].shape[0] * self.info.world_size
+            seen += sum(batch["image"].shape[0] for batch in group) * self.info.world_size
             save = bool(self.run.checkpoint_every) and self.global_step % self.run.checkpoint_every == 0 \
                 and self.step_in_epoch < self.steps_per_epoch
             if save or (self.run.log_every and self.global_step % self.run.log_every == 0):
@@ -423,6 +421,7 @@ class Trainer:
             if self.step_budget_reached():
                 log.info("step budget optim.max_steps=%d reached in epoch %d", self.optim.max_steps, self.epoch + 1)
                 break
+        del batches  # the epoch's iterator holds the persistent workers, which evaluation stops (_evaluate)
         self._read_losses(steps_log, writer, lr, bar, seen / max(time.perf_counter() - start_time, 1e-9))
         bar.close()
         train_loss = self._epoch_loss_sum / max(1, self.step_in_epoch)
@@ -458,18 +457,10 @@ class Trainer:
         is_best = key is not None and (self.best_key is None or key > self.best_key)
         if is_best:
             self.best, self.best_key = key[0], key
-        self.save("last.pt", metrics)
+        self.save("last.pt", metrics, keep=True)
         if is_best:
             self.save("best.pt", metrics)
-        if self.info.is_main:
-            write_epoch_csv(self.out_dir / "epochs.csv", self.history)
+        on_main(lambda: write_epoch_csv(self.out_dir / "epochs.csv", self.history), self.info,
+                f"writing {self.out_dir / 'epochs.csv'}")
         return metrics
 
-
-def _tensorboard(path: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is an install requirement, but a broken install must not stop training
-        log.warning("tensorboard not importable; TensorBoard logs disabled")
-        return None
-    return SummaryWriter(str(path))

@@ -11,25 +11,16 @@ from __future__ import annotations
 
 import csv
 import datetime
-import hashlib
 import platform
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from dspose_graph.io import atomic_write_json
+from dspose_graph.io import atomic_write_json, sha256_file
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 # The held-out metrics a card keeps, when the evaluation produced them (per-joint torso PCK is kept too).
 CARD_METRICS = ("torso_PCK@0.2", "PCK@0.2", "AP", "AP50", "AR", "swap", "torso_persons")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _code_commit() -> str:
@@ -84,13 +75,14 @@ def ship(checkpoint: str | Path, name: str, *, metrics: dict[str, float], card: 
         raise ValueError(f"weights name {name!r} must be a plain identifier (letters, digits, _): it becomes a file name")
     state = load_checkpoint(checkpoint)
     model = state["model"]
-    weights = export_weights(checkpoint, out_dir / f"{name}.pt", shipped_as=name)
+    weights = export_weights(checkpoint, out_dir / f"{name}.pt", shipped_as=name,
+                             **({"recipe": card["recipe"]} if "recipe" in card else {}))
     kept = {k: round(float(metrics[k]), 4 if k.startswith(("AP", "AR")) else 2) for k in CARD_METRICS if k in metrics}
     kept["per_joint_torso_PCK@0.2"] = {k.split("/", 1)[1]: round(float(v), 1) for k, v in metrics.items()
                                        if k.startswith("torso_PCK@0.2/")}
     config = model.get("config", {})
     record = {
-        "name": name, "file": weights.name, "sha256": _sha256(weights), "bytes": weights.stat().st_size,
+        "name": name, "file": weights.name, "sha256": sha256_file(weights), "bytes": weights.stat().st_size,
         "model": model.get("name"), "schema": (state.get("schema") or {}).get("name"),
         "input_size": config.get("input_size"), "conv": config.get("conv"), "head": config.get("head"),
         **card,
