@@ -62,7 +62,8 @@ def test_two_process_gloo_run_matches_one_process(coco_mini, tmp_path, child_env
                                    "--set", "optim.lr=1e30", "--set", "run.log_every=0"),
                          env=child_env(), capture_output=True, text=True, timeout=120)
     assert res.returncode != 0
-    assert res.stderr.count("loss became nan at global step 2") == 2, res.stderr[-3000:]
+    # Each rank says so (torchrun's error-file report repeats the message per rank as well).
+    assert res.stderr.count("loss became nan at global step 2") >= 2, res.stderr[-3000:]
     assert not (tmp_path / "nan" / "last.pt").exists()
 
 

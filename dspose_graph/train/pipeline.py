@@ -325,7 +325,8 @@ def _session(config: TrainConfig) -> Iterator[tuple[DistInfo, Path]]:
     with process_group(config.run.device, config.run.dist_timeout) as info:
         try:
             # Before the first write: a second run on this folder stops here.
-            on_main(lock.acquire, info, f"taking the run folder {config.run.out_dir}")
+            # Only the outcome crosses to the other ranks (the lock object holds its refresh thread's lock).
+            on_main(lambda: lock.acquire() and None, info, f"taking the run folder {config.run.out_dir}")
             yield info, Path(config.run.out_dir)
         finally:
             lock.release()
