@@ -26,24 +26,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from timing import round_robin
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
-
-
-def _round_robin(fns: dict[str, Callable[[], None]], rounds: int, warmup: int) -> dict[str, float]:
-    """Median seconds per call; configurations alternate so that load changes on a shared machine hit all."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for r in range(warmup + rounds):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    return {k: _median(v) for k, v in times.items()}
 
 
 def _build(preset: str, backend: str):
@@ -147,8 +132,8 @@ def fast_paths(args: argparse.Namespace) -> None:
     for name in (n for n in TRAIN_PATHS if n in names):
         step_fns[name] = _fast_step(prepare_model(copy.deepcopy(base), **PATHS[name]), images, target)
         first_step[name] = _first_call(step_fns[name])
-    fwd = _round_robin(fwd_fns, args.rounds, args.warmup)
-    stp = _round_robin(step_fns, args.rounds, args.warmup)
+    fwd = round_robin(fwd_fns, args.rounds, args.warmup)
+    stp = round_robin(step_fns, args.rounds, args.warmup)
     print(f"fast paths of {preset}: batch {args.batch}, {args.threads} threads, median of {args.rounds} interleaved "
           f"rounds, reference = fp32 eager (shared machine: absolute times inflated, ratios comparable)")
     print(f"{'path':<28}{'forward s':>10}{'x fp32':>8}{'compile s':>11}{'step s':>9}{'x fp32':>8}{'compile s':>11}")
@@ -186,7 +171,7 @@ def kernels(args: argparse.Namespace) -> None:
         def run(low: bool) -> None:
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
                 conv(x)
-        ms = _round_robin({None: lambda: run(False), torch.bfloat16: lambda: run(True)}, 20, 3)
+        ms = round_robin({None: lambda: run(False), torch.bfloat16: lambda: run(True)}, 20, 3)
         print(f"{f'conv 3x3 {channels}->{channels} at {h}x{w}':<44}{1e3 * ms[None]:>9.2f}"
               f"{1e3 * ms[torch.bfloat16]:>9.2f}{ms[None] / ms[torch.bfloat16]:>7.2f}{flops / ms[None] / 1e9:>14.0f}"
               f"{flops / ms[torch.bfloat16] / 1e9:>14.0f}")
@@ -203,7 +188,7 @@ def kernels(args: argparse.Namespace) -> None:
                         if grad:
                             out.backward(g)
                 fns[dtype, kernel] = attend
-        ms = _round_robin(fns, 10, 3)
+        ms = round_robin(fns, 10, 3)
         for kernel in ("fused", "as the model runs it"):
             print(f"{f'{name}, {kernel}':<44}{1e3 * ms[torch.float32, kernel]:>9.2f}"
                   f"{1e3 * ms[torch.bfloat16, kernel]:>9.2f}"
@@ -261,9 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     tp, ds = _build(f"tokenpose_{size}", "dense"), _build(f"dspose_{size}", "dense")
     w, h = tp.input_size
     images, target = torch.randn(args.batch, 3, h, w), torch.rand(args.batch, tp.num_keypoints, h // 4, w // 4)
-    fwd = _round_robin({ref_name: _forward_fn(tp, images), dense_name: _forward_fn(ds, images, "dense"),
+    fwd = round_robin({ref_name: _forward_fn(tp, images), dense_name: _forward_fn(ds, images, "dense"),
                         sparse_name: _forward_fn(ds, images, "sparse")}, args.rounds, args.warmup)
-    stp = _round_robin({ref_name: _step_fn(tp, images, target), dense_name: _step_fn(ds, images, target, "dense"),
+    stp = round_robin({ref_name: _step_fn(tp, images, target), dense_name: _step_fn(ds, images, target, "dense"),
                         sparse_name: _step_fn(ds, images, target, "sparse")}, args.rounds, args.warmup)
     tokens = torch.randn(args.batch, tp.num_keypoints, tp.encoder.out_dim, requires_grad=True)
 
@@ -275,11 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         return run
 
     heads = {ref_name: head_fn(tp), dense_name: head_fn(ds, "dense"), sparse_name: head_fn(ds, "sparse")}
-    head = _round_robin(heads, args.rounds * 10, args.warmup * 3)
+    head = round_robin(heads, args.rounds * 10, args.warmup * 3)
     # Small ops pay OpenMP synchronisation; on an oversubscribed machine that dominates the head's time at
     # 2 threads, so the head is also timed on one thread.
     torch.set_num_threads(1)
-    head1 = _round_robin(heads, args.rounds * 10, args.warmup * 3)
+    head1 = round_robin(heads, args.rounds * 10, args.warmup * 3)
     torch.set_num_threads(args.threads)
     ds.head.set_backend("dense")
     mem = {} if args.no_memory else {

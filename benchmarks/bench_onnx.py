@@ -17,26 +17,12 @@ from __future__ import annotations
 import argparse
 import copy
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-
-def _median(xs: list[float]) -> float:
-    return sorted(xs)[len(xs) // 2]
-
-
-def _round_robin(fns: dict[str, Callable[[], object]], rounds: int, warmup: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for r in range(warmup + rounds):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    return {k: _median(v) for k, v in times.items()}
+from timing import round_robin
 
 
 def _model(args: argparse.Namespace):
@@ -85,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         fns["onnxruntime fp32"] = lambda: session(images)
         for fn in fns.values():  # first calls: compiling, ORT's graph optimisation
             fn()
-        seconds = _round_robin(fns, args.rounds, args.warmup)
+        seconds = round_robin(fns, args.rounds, args.warmup)
     ort_version = import_onnxruntime().__version__
     print(f"forward pass of {what}: batch {args.batch}, {args.threads} threads, median of {args.rounds} interleaved "
           f"rounds (torch {torch.__version__}, onnxruntime {ort_version})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import sys
 from pathlib import Path
 
 HELP = "run speed/memory benchmarks (benchmarks/bench_<area>.py) of a source checkout"
@@ -36,10 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_file(path: Path, argv: list[str]) -> int:
-    spec = importlib.util.spec_from_file_location(f"dspose_bench_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return int(module.main(argv) or 0)
+    """Run ``path``'s ``main(argv)`` with its folder first on ``sys.path``, as ``python path`` would have it, so
+    benchmarks share helpers (``benchmarks/timing.py``)."""
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(f"dspose_bench_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return int(module.main(argv) or 0)
+    finally:
+        sys.path.remove(str(path.parent))
 
 
 def run(args: argparse.Namespace) -> int:
