@@ -139,3 +139,19 @@ def test_load_model_refuses_a_checkpoint_whose_config_builds_no_model(tmp_path):
                                                      "flip_pairs": []}})
     with pytest.raises(ValueError, match=r"bad\.pt: checkpoint field 'model.config'.*depth_typo"):
         load_model(tmp_path / "bad.pt")
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_link_or_copy_stages_then_renames_with_or_without_hard_links(tmp_path, monkeypatch, hard_links):
+    from dspose_graph.models.checkpoint import link_or_copy
+
+    src = tmp_path / "last.pt"
+    src.write_bytes(b"state")
+    if not hard_links:
+        def no_link(*args):
+            raise OSError("hard links not supported")
+        monkeypatch.setattr("os.link", no_link)
+    dst = link_or_copy(src, tmp_path / "epoch_0001.pt")
+    assert dst.read_bytes() == b"state" and src.read_bytes() == b"state"
+    assert (dst.stat().st_ino == src.stat().st_ino) == hard_links
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_0001.pt", "last.pt"]  # no staging file left

@@ -137,16 +137,22 @@ def _write_error(path: Path, error: RuntimeError) -> OSError:
                    str(path))
 
 
-def _keep_previous(path: Path) -> None:
-    """Make ``<path>.prev`` a copy of ``path`` while ``path`` stays in place (a hard link where the disk allows)."""
-    prev = previous_path(path)
-    staging = prev.with_name(f".{prev.name}.tmp")
+def link_or_copy(src: Path, dst: Path) -> Path:
+    """Make ``dst`` a copy of ``src`` (a hard link where the file system has them) while ``src`` stays in place;
+    ``dst`` appears whole or not at all (staged beside it, then renamed)."""
+    staging = dst.with_name(f".{dst.name}.tmp")
     staging.unlink(missing_ok=True)
     try:
-        os.link(path, staging)
+        os.link(src, staging)
     except OSError:  # file systems without hard links
-        shutil.copyfile(path, staging)
-    os.replace(staging, prev)
+        shutil.copyfile(src, staging)
+    os.replace(staging, dst)
+    return dst
+
+
+def _keep_previous(path: Path) -> None:
+    """Make ``<path>.prev`` a copy of ``path`` while ``path`` stays in place."""
+    link_or_copy(path, previous_path(path))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -8,13 +8,11 @@ one it replaced, ``best.pt`` the best held-out epoch, and with ``run.keep_checkp
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
-from dspose_graph.models.checkpoint import load_checkpoint, previous_path
+from dspose_graph.models.checkpoint import link_or_copy, load_checkpoint, previous_path
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +69,7 @@ def keep_epoch_checkpoint(last: Path, epoch: int, keep: int) -> Path | None:
     the newest ``keep`` (``-1``: keep all; ``0``: keep none, nothing is written). Returns the copy."""
     if keep == 0:
         return None
-    target = last.with_name(EPOCH_FILE.format(epoch))
-    staging = target.with_name(f".{target.name}.tmp")
-    staging.unlink(missing_ok=True)
-    try:
-        os.link(last, staging)
-    except OSError:  # file systems without hard links
-        shutil.copyfile(last, staging)
-    os.replace(staging, target)
+    target = link_or_copy(last, last.with_name(EPOCH_FILE.format(epoch)))
     if keep > 0:
         for old in epoch_checkpoints(last.parent)[:-keep]:
             old.unlink(missing_ok=True)
