@@ -10,6 +10,10 @@ Test modules share helpers only through the fixtures below, never by importing o
 from __future__ import annotations
 
 import os
+import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
@@ -114,6 +118,38 @@ def _child_env() -> dict[str, str]:
 def child_env() -> Callable[[], dict[str, str]]:
     """``child_env()``: the environment for a ``dspose`` subprocess (one thread, fixed hash seed)."""
     return _child_env
+
+
+def _signal_training(config: Path, env: dict[str, str], sig: int, at_step: int, cwd: Path) -> tuple[int, str, str]:
+    """Run ``dspose -v train config``, send ``sig`` once its log reaches optimiser step ``at_step``, and wait (at most
+    300 s) for it to end. Returns the exit status, the log up to the signal and the log after it.
+
+    The child gets SIGINT's default disposition: a shell without job control starts background jobs with SIGINT
+    ignored and children inherit that (the run would then train all its epochs), as from a terminal it does not.
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "dspose_graph", "-v", "train", str(config)], env=env, cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines = []
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        lines.append(line)
+        m = re.search(r"step (\d+) loss", line)
+        if m and int(m.group(1)) >= at_step:
+            proc.send_signal(sig)
+            break
+    try:
+        _, rest = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"dspose train did not stop within 300 s of {signal.Signals(sig).name}")
+    return proc.returncode, "".join(lines), rest
+
+
+@pytest.fixture(scope="session")
+def signal_training() -> Callable[..., tuple[int, str, str]]:
+    """``signal_training(config, env, sig, at_step, cwd)``: interrupt a training child at a step (see above)."""
+    return _signal_training
 
 
 def _write_config(path: Path, coco_mini: Path, out: Path, **run) -> Path:

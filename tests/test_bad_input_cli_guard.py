@@ -170,7 +170,7 @@ def test_real_command_one_line_without_debug_traceback_with_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_training_exits_130_and_the_run_resumes(coco_mini, tmp_path):
+def test_ctrl_c_during_training_exits_130_and_the_run_resumes(coco_mini, tmp_path, signal_training):
     out = tmp_path / "run"
     cfg = {
         "model": {"name": "dspose_t"},
@@ -188,24 +188,9 @@ def test_ctrl_c_during_training_exits_130_and_the_run_resumes(coco_mini, tmp_pat
     config.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     env.pop("DSPOSE_DEBUG", None)
-    # A shell without job control starts background jobs with SIGINT ignored, and children inherit that (the
-    # run would then train all its epochs): the child gets the default disposition, as from a terminal.
-    proc = subprocess.Popen([sys.executable, "-m", "dspose_graph", "-v", "train", str(config)], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    lines = []
-    for line in proc.stderr:
-        lines.append(line)
-        m = re.search(r"step (\d+) loss", line)
-        if m and int(m.group(1)) >= 6:  # epoch 2, step 2 of 4: last.pt was written at step 5
-            proc.send_signal(signal.SIGINT)
-            break
-    try:
-        _, rest = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail("dspose train did not stop within 300 s of SIGINT")
-    assert proc.returncode == EXIT_INTERRUPTED, "".join(lines) + rest
+    # Step 6 is epoch 2, step 2 of 4: last.pt was written at step 5.
+    code, before, rest = signal_training(config, env, signal.SIGINT, at_step=6, cwd=REPO)
+    assert code == EXIT_INTERRUPTED, before + rest
     assert "Traceback" not in rest and rest.rstrip().splitlines()[-1].startswith("dspose train: error: interrupted")
     state = load_checkpoint(out / "last.pt")
     assert state["global_step"] >= 5

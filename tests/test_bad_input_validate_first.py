@@ -353,28 +353,16 @@ def test_sigterm_is_handled_as_ctrl_c_with_exit_143(capsys):
 
 @pytest.mark.slow
 def test_sigterm_during_training_exits_143_says_how_to_resume_and_resumes(coco_mini, tmp_path, write_config,
-                                                                         child_env):
+                                                                         child_env, signal_training):
     out = tmp_path / "run"
     config = write_config(tmp_path / "c.yaml", coco_mini, out, workers=0)
     raw = yaml.safe_load(config.read_text())
     raw["optim"]["epochs"] = 1000  # still training whenever the signal arrives
     config.write_text(yaml.safe_dump(raw))
     env = dict(child_env(), PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "dspose_graph", "-v", "train", str(config)], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    lines = []
-    for line in proc.stderr:
-        lines.append(line)
-        m = re.search(r"step (\d+) loss", line)
-        if m and int(m.group(1)) >= 8:  # epoch 2: last.pt was written at step 7
-            proc.send_signal(signal.SIGTERM)
-            break
-    try:
-        _, rest = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail("dspose train did not stop within 300 s of SIGTERM")
-    assert proc.returncode == EXIT_TERMINATED, "".join(lines) + rest
+    # Step 8 is in epoch 2: last.pt was written at step 7.
+    code, before, rest = signal_training(config, env, signal.SIGTERM, at_step=8, cwd=REPO)
+    assert code == EXIT_TERMINATED, before + rest
     last = rest.rstrip().splitlines()[-1]
     assert "Traceback" not in rest and last.startswith("dspose train: error: terminated (SIGTERM); the last good "
                                                        f"checkpoint is {out / 'last.pt'}; resume with: "), rest
