@@ -114,3 +114,13 @@ def test_lspet_run_logs_lsp_metrics_throughput_and_the_curve(tmp_path, data_root
         header = next(csv.reader(f))
     assert {"img_s", "data_wait_pct", "loader_img_s", "minutes", "torso_PCK@0.2"} <= set(header)
     assert (tmp_path / "run" / "loss_curve.png").stat().st_size > 0
+
+
+def test_cpu_description_names_the_model_cores_and_vector_extensions(monkeypatch):
+    info = {"model name": "Example CPU 9000", "flags": "fpu sse2 avx2 avx512f avx512_bf16"}
+    monkeypatch.setattr(runtime, "_cpuinfo", info.get)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert runtime.cpu_flags() >= {"avx2", "avx512_bf16"}
+    assert runtime.cpu_description() == "Example CPU 9000, 2 cores, AVX2, AVX-512, AVX512-BF16, no AMX"
+    info["flags"] = "avx2 amx_tile amx_bf16"
+    assert runtime.cpu_description() == "Example CPU 9000, 2 cores, AVX2, AMX"

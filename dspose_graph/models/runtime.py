@@ -48,16 +48,39 @@ AUTO = "auto"
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+# The vector extensions a figure's CPU is described by (flag -> name), in the order they are listed.
+VECTOR_EXTENSIONS = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "amx_tile": "AMX"}
+
+
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` line's value of Linux ``/proc/cpuinfo`` (``None`` elsewhere or when absent)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    return set((_cpuinfo("flags") or "").split())
+
+
+def cpu_description() -> str:
+    """The CPU a figure was measured on: model, cores, vector extensions, e.g. ``"AMD EPYC, 2 cores, AVX2,
+    AVX-512, AVX512-BF16, no AMX"``."""
+    import os
+    import platform
+
+    flags = cpu_flags()
+    extensions = [name for flag, name in VECTOR_EXTENSIONS.items() if flag in flags]
+    if "amx_tile" not in flags:
+        extensions.append("no AMX")
+    name = _cpuinfo("model name") or platform.processor() or platform.machine()
+    return ", ".join([name, f"{os.cpu_count()} cores", *extensions])
 
 
 @functools.lru_cache(maxsize=None)
@@ -256,5 +279,5 @@ def channels_last_weights(model: nn.Module, enabled: bool = True) -> Iterator[No
             t.data = data
 
 
-__all__ = ["PRECISIONS", "AUTO", "cpu_flags", "resolve_precision", "channels_last_weights", "compile_model", "autocast_dtype",
+__all__ = ["PRECISIONS", "AUTO", "cpu_flags", "cpu_description", "resolve_precision", "channels_last_weights", "compile_model", "autocast_dtype",
            "autocast_context", "PreparedModel", "prepare_model"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import platform
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -29,18 +28,6 @@ def _code_commit() -> str:
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
-
-
-def cpu_name() -> str:
-    """The CPU model name (Linux ``/proc/cpuinfo``), else the platform's processor string."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def training_summary(run_dir: str | Path) -> dict[str, Any]:

@@ -3,10 +3,9 @@
 Run from the repository root after `dspose train experiments/lsp/dspose_t_lspet.yaml`.
 """
 
-import os
-
 from dspose_graph.models.checkpoint import load_checkpoint
-from dspose_graph.weights.card import cpu_name, ship, training_summary
+from dspose_graph.models.runtime import cpu_description
+from dspose_graph.weights.card import ship, training_summary
 
 run = "runs/lsp/dspose_t_lspet"
 ckpt = f"{run}/best.pt"
@@ -29,7 +28,7 @@ card = {
     },
     "start": "backbone + Transformer of dspose_t_synthetic (trained only on the project's generated people), fresh GraphConv graph head",
     "training": {**summary, "checkpoint_epoch": int(state["epoch"]),
-                 "machine": f"{os.cpu_count()} CPU cores ({cpu_name()}), bf16 autocast chosen by optim.precision auto, "
+                 "machine": f"{cpu_description()}; bf16 autocast chosen by optim.precision auto, "
                             "1 loader process; the machine was shared with other jobs at idle priority"},
     "val_protocol": "500 val persons, ground-truth boxes (labelled joints + 10 % margin, x1.25 crop padding), flip test, "
                     "DARK decoding. torso_PCK@0.2: within 0.2 x |left shoulder - right hip|, over the persons with both "
