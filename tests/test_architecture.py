@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Module prefix -> layer; a module may import its own layer and those below, never one above.
 LAYERS = {
     "dspose_graph.io": 0,
+    "dspose_graph.process": 0,
     "dspose_graph.formats": 0,
     "dspose_graph.topology": 1,
     "dspose_graph.graph": 2,
