@@ -9,16 +9,6 @@ import json
 
 HELP = "show a model preset's configuration, parameter counts and (--flops) FLOPs per image"
 
-# What the paper reports for a preset at that preset's input size (../shared/paper_tables.md). It gives
-# parameters only: none of its tables has a FLOPs column.
-PAPER_AT_INPUT = {
-    "dspose_b": "13.5M (Tab. 1-2, COCO 256x192)",
-    "tokenpose_b": "13.5M (Tab. 2, COCO 256x192)",
-    "dspose_l": "20.9M (Tab. 4, MPII 256x256)",
-    "tokenpose_l": "21.4M (Tab. 4, MPII 256x256)",
-}
-PAPER_FLOPS_NOTE = ("paper: no FLOPs figure in any of its tables (1-8), parameters only; pose papers' "
-                    "'GFLOPs' count multiply-adds, our GMACs column")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", help="preset name (omit with --list)")
@@ -34,21 +24,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dspose_graph.models import create_model, list_models
+    from dspose_graph.models.complexity import PAPER_FLOPS_NOTE, flops_record, parameter_counts
     from dspose_graph.models.flops import preset_flops
     from dspose_graph.models.presets import PAPER_PARAMS_M
     from dspose_graph.train.config import model_overrides
-    from dspose_graph.train.pipeline import count_parameters
 
     if args.flops and not args.model:
-        return print_flops_table(list_models(), as_json=args.json)
+        return print_flops_table(as_json=args.json)
     if args.list or not args.model:
         for name in list_models():
             print(name)
         return 0
     # Shapes only: counting parameters needs no memory or initialisation.
     model = create_model(args.model, device="meta", **model_overrides(args.set))
-    parts = {"backbone": model.backbone, "encoder": model.encoder, "head": model.head, "total": model}
-    counts = {name: count_parameters(m) for name, m in parts.items()}
+    counts = parameter_counts(model)
     paper = PAPER_PARAMS_M.get(args.model) if not args.set else None
     flops = preset_flops(args.model, **model_overrides(args.set)) if args.flops else None
     if args.json:
@@ -56,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
                "parameters": {k: {"trainable": t, "frozen": f} for k, (t, f) in counts.items()},
                "paper_params_m": paper[0] if paper else None}
         if flops is not None:
-            out["flops"] = _flops_json(flops)
+            out["flops"] = flops_record(flops)
         print(json.dumps(out, indent=2))
         return 0
     cfg = model.config
@@ -79,25 +68,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _flops_json(flops) -> dict:
-    return {"input_size": list(flops.input_size), "flops": flops.flops, "gflops": round(flops.gflops, 4),
-            "gmacs": round(flops.gmacs, 4), "by_module": flops.by_module,
-            "paper": PAPER_AT_INPUT.get(flops.model)}
+def print_flops_table(as_json: bool = False) -> int:
+    """FLOPs per image of every preset at its own input size, the paper's figures beside."""
+    from dspose_graph.models.complexity import PAPER_AT_INPUT, PAPER_FLOPS_NOTE, flops_record, preset_costs
 
-
-def print_flops_table(names: list[str], as_json: bool = False) -> int:
-    """FLOPs per image of every preset in ``names`` at its own input size, the paper's figures beside."""
-    from dspose_graph.models import create_model
-    from dspose_graph.models.flops import preset_flops
-    from dspose_graph.train.pipeline import count_parameters
-
-    rows = []
-    for name in names:
-        flops = preset_flops(name)
-        params = count_parameters(create_model(name, device="meta"))[0]
-        rows.append((name, flops, params))
+    rows = preset_costs()
     if as_json:
-        print(json.dumps({name: dict(_flops_json(f), params=p) for name, f, p in rows}, indent=2))
+        print(json.dumps({name: dict(flops_record(f), params=p) for name, f, p in rows}, indent=2))
         return 0
     print("FLOPs of one image's forward pass, torch.utils.flop_counter.FlopCounterMode: convolutions, matmuls "
           "and attention at 2 FLOPs per multiply-add (norms, activations, softmax not counted)")

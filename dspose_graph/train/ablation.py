@@ -307,7 +307,8 @@ def run_ablation(name: str, out: Path, *, seeds: Sequence[int] = (0, 1, 2), step
                  command: str = "") -> list[RunResult] | list[tuple[str, int]]:
     """Train every ``rows`` x ``seeds`` run of ablation ``name`` under ``out`` (seed by seed), rewriting the report
     after each; ``dry_run`` only builds each row's model and returns ``(row, trainable parameters)``."""
-    from dspose_graph.train.pipeline import build_model, count_parameters
+    from dspose_graph.models.complexity import count_parameters
+    from dspose_graph.train.pipeline import build_model
 
     if name not in ABLATIONS:
         raise ValueError(f"unknown ablation {name!r}; valid: {', '.join(ABLATIONS)}")

@@ -122,8 +122,9 @@ def run_table(table: str, rows: list[tuple[Path, TrainConfig]], out: Path, *, dr
 
     ``changes`` are :func:`prepare`'s keyword arguments, applied to every row.
     """
+    from dspose_graph.models.complexity import count_parameters
     from dspose_graph.train.distributed import on_main, process_group
-    from dspose_graph.train.pipeline import build_model, count_parameters, train
+    from dspose_graph.train.pipeline import build_model, train
 
     for item in changes.get("overrides", ()):
         check_override(item)
