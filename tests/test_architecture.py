@@ -24,6 +24,7 @@ LAYERS = {
     "dspose_graph.predict_files": 6,
     "dspose_graph.detect": 6,
     "dspose_graph.export": 6,
+    "dspose_graph.benchmarks": 6,
     "dspose_graph.viz": 6,
     "dspose_graph.demo": 6,
     "dspose_graph.cli": 7,
