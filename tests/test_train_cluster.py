@@ -1,6 +1,7 @@
 """What a cluster job needs from the trainer, on CPU: optimiser state in its parameters' layout (CUDA's fused Adam
 check done here in Python), the config's schedule on resume, gradient accumulation, ``--resume auto``, epoch
-checkpoints kept, the resume command an interrupted run prints, and a resume read by rank 0 alone (two gloo processes)."""
+checkpoints kept, the resume command an interrupted run prints, and a resume read by rank 0 alone (two gloo
+processes)."""
 
 from __future__ import annotations
 
