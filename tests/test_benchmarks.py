@@ -24,7 +24,8 @@ def test_the_checkouts_benchmarks_are_found_by_name(tmp_path):
         select_benchmarks("nope")
     # A bench file's main(argv) runs with its folder on sys.path (for shared helpers), removed after.
     (tmp_path / "bench_x_helper.py").write_text("ANSWER = 3\n")
-    (tmp_path / "bench_x.py").write_text("import bench_x_helper as h\ndef main(argv):\n    return h.ANSWER + len(argv)\n")
+    (tmp_path / "bench_x.py").write_text("import bench_x_helper as h\n"
+                                         "def main(argv):\n    return h.ANSWER + len(argv)\n")
     assert run_benchmark(tmp_path / "bench_x.py", ["a"]) == 4 and str(tmp_path) not in sys.path
 
 

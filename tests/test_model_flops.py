@@ -12,7 +12,9 @@ from torch import nn
 
 from dspose_graph.cli.main import main
 from dspose_graph.models import create_model, list_models
-from dspose_graph.models.complexity import count_parameters, flops_record, parameter_counts, preset_costs
+from dspose_graph.models.complexity import (PAPER_FLOPS_NOTE, count_parameters, flops_record, format_flops_table,
+                                            format_model_report, model_report, parameter_counts, preset_costs)
+from dspose_graph.models.presets import PAPER_PARAMS_M
 from dspose_graph.models.flops import count_forward_flops, preset_flops
 from dspose_graph.models.transformer import Attention
 
@@ -95,6 +97,22 @@ def test_preset_costs_and_their_record_carry_the_papers_figure():
     assert record["paper"] == "13.5M (Tab. 1-2, COCO 256x192)" and record["input_size"] == [192, 256]
     assert record["flops"] == flops.flops and record["gmacs"] == pytest.approx(flops.gmacs, abs=1e-4)
     assert flops_record(preset_flops("dspose_t"))["paper"] is None
+
+
+def test_a_models_report_as_json_and_text(capsys):
+    model = create_model("dspose_b", device="meta")
+    record = model_report(model, PAPER_PARAMS_M["dspose_b"])
+    assert record["paper_params_m"] == 13.5 and "flops" not in record and record["config"]["dim"] == model.config.dim
+    assert record["parameters"]["total"] == dict(zip(("trainable", "frozen"), parameter_counts(model)["total"]))
+    text = format_model_report("dspose_b", model, PAPER_PARAMS_M["dspose_b"])
+    assert text.splitlines()[0].startswith("dspose_b: ") and "input 192x256" in text.splitlines()[0]
+    assert f"{record['parameters']['total']['trainable'] / 1e6:.3f}M trainable" in text and "paper: 13.5M" in text
+    flops = preset_flops("dspose_t")
+    text = format_model_report("dspose_t", create_model("dspose_t", device="meta"), flops=flops)
+    assert "paper:" not in text and f"{flops.gflops:.3f} GFLOPs" in text and text.endswith(PAPER_FLOPS_NOTE)
+    table = format_flops_table([("dspose_b", preset_flops("dspose_b"), 13_000_000)]).splitlines()
+    assert len(table) == 4 and table[2].startswith("dspose_b")
+    assert table[2].endswith("13.00M  13.5M (Tab. 1-2, COCO 256x192)")
 
 
 def test_info_flops_lists_every_preset_beside_the_paper(capsys):

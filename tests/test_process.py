@@ -49,7 +49,8 @@ def test_record_error_writes_torchruns_json(tmp_path):
         record_error(e, {"TORCHELASTIC_ERROR_FILE": str(tmp_path / "error.json")})
     record = json.loads((tmp_path / "error.json").read_text())["message"]
     assert record["message"] == "ValueError: bad field 'x' in a.json"
-    assert "Traceback" in record["extraInfo"]["py_callstack"] and "raise ValueError" in record["extraInfo"]["py_callstack"]
+    assert "Traceback" in record["extraInfo"]["py_callstack"]
+    assert "raise ValueError" in record["extraInfo"]["py_callstack"]
     assert int(record["extraInfo"]["timestamp"]) > 0
 
 

@@ -108,9 +108,9 @@ def run_guarded(command: str, run: Callable[[argparse.Namespace], int | None], a
     """Run a sub-command; every expected failure becomes one line on stderr and an exit status (EXIT_STATUS).
 
     Bad input (``ValueError``, ``FileNotFoundError``, ``KeyError``) -> 2, other ``OSError`` -> 3,
-    ``RuntimeError`` -> 4, Ctrl-C -> 130, SIGTERM (see :func:`~dspose_graph.process.sigterm_as_interrupt`) -> 143. Anything else is a bug
-    and keeps its traceback (exit 1). Under ``torchrun`` the error is also written to its error file
-    (:func:`~dspose_graph.process.record_error`).
+    ``RuntimeError`` -> 4, Ctrl-C -> 130, SIGTERM (see :func:`~dspose_graph.process.sigterm_as_interrupt`) -> 143.
+    Anything else is a bug and keeps its traceback (exit 1). Under ``torchrun`` the error is also written to its
+    error file (:func:`~dspose_graph.process.record_error`).
     """
     try:
         check_device_option(args)
