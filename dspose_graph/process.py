@@ -39,6 +39,13 @@ def configure_logging(verbose: bool = False, log_ranks: str = "main", env: Mappi
     logging.basicConfig(level=level, format=fmt)
 
 
+def is_main_rank(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process reports results: rank 0 under ``torchrun`` (which runs the same command in every
+    process and sets ``RANK``), or a single process."""
+    env = os.environ if env is None else env
+    return int(env.get("RANK", "0")) == 0
+
+
 def record_error(error: BaseException, env: Mapping[str, str] | None = None) -> None:
     """Write ``error`` where ``torchrun`` reads a failed process's error (``TORCHELASTIC_ERROR_FILE``, in the JSON of
     torch.distributed.elastic's ``ErrorHandler``), so its failure summary shows the message instead of

@@ -4,13 +4,14 @@ and of ``dspose_graph.train.ablation`` (the ``lsp-*`` ablations: rows x seeds on
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 from pathlib import Path
 
 from dspose_graph.io import check_output_dir
+from dspose_graph.process import is_main_rank
 from dspose_graph.train.ablation import ABLATIONS, run_ablation
-from dspose_graph.train.experiment import default_experiments_dir, render_markdown, run_table, table_rows
+from dspose_graph.train.experiment import (default_experiments_dir, format_table_list, render_markdown, run_table,
+                                           table_rows)
 
 HELP = ("run the rows of a paper table (experiments/*.yaml) and write a results table beside the paper's numbers; "
         "lsp-table5, lsp-convs, lsp-table7, lsp-table8: the ablations on LSPET, seeds x rows with error bars")
@@ -95,19 +96,16 @@ def run(args: argparse.Namespace) -> int:
     for option, value in (("--seeds", args.seeds), ("--steps", args.steps), ("--rows", args.rows)):
         if value is not None:
             raise ValueError(f"{option} is for the lsp-* ablations ({', '.join(ABLATIONS)}), not {args.table}")
-    tables = table_rows(args.experiments or default_experiments_dir())
     if args.table == "list":
-        for name, rows in sorted(tables.items()):
-            print(f"{name}: {', '.join(c.paper.row for _, c in rows)}")
-        for name, ablation in ABLATIONS.items():
-            print(f"{name}: {', '.join(r.name for r in ablation.rows)} (LSPET, reference {ablation.reference})")
+        print(format_table_list(args.experiments or default_experiments_dir()))
         return 0
+    tables = table_rows(args.experiments or default_experiments_dir())
     if args.table not in tables:
         raise ValueError(f"unknown table {args.table!r}; valid: {', '.join([*sorted(tables), *ABLATIONS])}")
     out = args.out / args.table
     results = run_table(args.table, tables[args.table], out, dry_run=args.dry_run, epochs=args.epochs,
                         data=args.data, limit=args.limit, tiny=args.tiny, overrides=args.overrides)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun every process runs this command; rank 0 reports
+    if is_main_rank():  # under torchrun every process runs this command; rank 0 reports
         print(render_markdown(args.table, results))
         print(f"\nwrote {out / 'results.md'} and {out / 'results.csv'}")
     return 0

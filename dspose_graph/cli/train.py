@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 from pathlib import Path
 
+from dspose_graph.process import is_main_rank
 from dspose_graph.train.config import load_config
 from dspose_graph.train.pipeline import dry_run, evaluate, train
 from dspose_graph.train.run_folder import resume_hint
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         if args.eval_only or args.resume is not None:
             raise ValueError("--dry-run checks a training config: it takes neither --eval-only nor --resume")
         summary = dry_run(config)
-        if os.environ.get("RANK", "0") == "0":
+        if is_main_rank():
             print(json.dumps(summary, indent=1))
         return 0
     # A non-finite loss (NonFiniteLossError, a RuntimeError) ends in the entry guard: one line, exit status 4.
@@ -57,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
             metrics = train(config, resume=args.resume, source=str(args.config)).metrics
         except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: say where the run stands and how it goes on
             raise type(e)(resume_hint(config.run.out_dir, args.config, args.overrides)) from None
-    if os.environ.get("RANK", "0") == "0":
+    if is_main_rank():
         print(json.dumps({k: round(v, 6) for k, v in metrics.items()}, indent=1))
     return 0

@@ -67,6 +67,18 @@ def table_rows(directory: Path) -> dict[str, list[tuple[Path, TrainConfig]]]:
     return tables
 
 
+def format_table_list(directory: Path) -> str:
+    """Every table ``dspose experiment`` runs, one a line with its rows: the paper tables of the row YAMLs in
+    ``directory``, then the ablations on LSPET with their reference row."""
+    from dspose_graph.train.ablation import ABLATIONS
+
+    tables = sorted(table_rows(directory).items())
+    lines = [f"{name}: {', '.join(c.paper.row for _, c in rows)}" for name, rows in tables]
+    lines += [f"{name}: {', '.join(r.name for r in ablation.rows)} (LSPET, reference {ablation.reference})"
+              for name, ablation in ABLATIONS.items()]
+    return "\n".join(lines)
+
+
 def scale_milestones(milestones: list[int], epochs: int, new_epochs: int) -> list[int]:
     """Milestones at the same fractions of a shorter (or longer) run; those that fall on 0 or the end are dropped."""
     return sorted({round(m * new_epochs / epochs) for m in milestones} - {0} - {new_epochs})
