@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from dspose_graph.train.experiment import default_experiments_dir, format_table_list, scale_milestones, table_rows
+from dspose_graph.train.ablation import recipe_path
+from dspose_graph.train.experiment import (default_experiments_dir, format_table_list, paper_table, scale_milestones,
+                                           table_rows)
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +35,14 @@ def test_the_table_list_names_every_table_and_ablation_with_its_rows(tables):
     assert f"table8: {', '.join(c.paper.row for _, c in tables['table8'])}" in lines
     with pytest.raises(FileNotFoundError, match="does not exist"):
         format_table_list(default_experiments_dir() / "nope")
+
+
+def test_a_paper_table_by_name_and_the_ablations_recipe(tables, tmp_path):
+    assert paper_table("table8", default_experiments_dir()) == tables["table8"]
+    with pytest.raises(ValueError, match=r"unknown table 'table99'; valid: .*table8.*lsp-table5"):
+        paper_table("table99", default_experiments_dir())
+    assert recipe_path() == default_experiments_dir() / "lsp" / "ablation.yaml" and recipe_path().is_file()
+    assert recipe_path(tmp_path) == tmp_path / "lsp" / "ablation.yaml"
 
 
 def test_paper_numbers_given_in_the_brief(tables):

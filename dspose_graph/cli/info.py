@@ -35,8 +35,7 @@ def run(args: argparse.Namespace) -> int:
               else format_flops_table(rows))
         return 0
     if args.list or not args.model:
-        for name in list_models():
-            print(name)
+        print("\n".join(list_models()))
         return 0
     # Shapes only: counting parameters needs no memory or initialisation.
     model = create_model(args.model, device="meta", **model_overrides(args.set))

@@ -83,10 +83,11 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
 )}
 
 
-def recipe_path() -> Path:
+def recipe_path(experiments: Path | None = None) -> Path:
+    """The shared recipe ``lsp/ablation.yaml`` of the experiments folder ``experiments`` (default: the checkout's)."""
     from dspose_graph.train.experiment import default_experiments_dir
 
-    return default_experiments_dir() / "lsp" / "ablation.yaml"
+    return (experiments or default_experiments_dir()) / "lsp" / "ablation.yaml"
 
 
 def lspet_root(data: Path) -> Path:

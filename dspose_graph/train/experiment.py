@@ -67,6 +67,17 @@ def table_rows(directory: Path) -> dict[str, list[tuple[Path, TrainConfig]]]:
     return tables
 
 
+def paper_table(name: str, directory: Path) -> list[tuple[Path, TrainConfig]]:
+    """The rows of paper table ``name`` among the row YAMLs in ``directory``; ``ValueError`` naming every valid
+    table (the ablations on LSPET too) for an unknown one."""
+    from dspose_graph.train.ablation import ABLATIONS
+
+    tables = table_rows(directory)
+    if name not in tables:
+        raise ValueError(f"unknown table {name!r}; valid: {', '.join([*sorted(tables), *ABLATIONS])}")
+    return tables[name]
+
+
 def format_table_list(directory: Path) -> str:
     """Every table ``dspose experiment`` runs, one a line with its rows: the paper tables of the row YAMLs in
     ``directory``, then the ablations on LSPET with their reference row."""
