@@ -109,7 +109,7 @@ def test_a_models_report_as_json_and_text(capsys):
     assert f"{record['parameters']['total']['trainable'] / 1e6:.3f}M trainable" in text and "paper: 13.5M" in text
     flops = preset_flops("dspose_t")
     text = format_model_report("dspose_t", create_model("dspose_t", device="meta"), flops=flops)
-    assert "paper:" not in text and f"{flops.gflops:.3f} GFLOPs" in text and text.endswith(PAPER_FLOPS_NOTE)
+    assert "ours:" not in text and f"{flops.gflops:.3f} GFLOPs" in text and text.endswith(PAPER_FLOPS_NOTE)
     table = format_flops_table([("dspose_b", preset_flops("dspose_b"), 13_000_000)]).splitlines()
     assert len(table) == 4 and table[2].startswith("dspose_b")
     assert table[2].endswith("13.00M  13.5M (Tab. 1-2, COCO 256x192)")
