@@ -316,3 +316,38 @@ def test_resume_with_another_process_count(coco_mini, tmp_path):
     torch.save(dict(end, world_size=4), tmp_path / "boundary.pt")  # an epoch end: any process count
     trainer.resume(tmp_path / "boundary.pt")
     assert (trainer.epoch, trainer.step_in_epoch) == (1, 0)
+
+
+def test_epoch_means_are_drawn_where_their_epochs_end():
+    """steps.csv logs every log_every steps, so the epoch-mean points sit at each epoch's last optimiser step, not
+    at (epoch + 1) x the number of logged rows per epoch."""
+    from dspose_graph.train.logs import epoch_end_steps
+
+    rows = [{"global_step": g, "epoch": (g - 1) // 282} for g in range(20, 847, 20)]  # every 20 steps
+    with_steps = [{"epoch": e, "train_loss": 1.0, "global_step": (e + 1) * 282} for e in range(3)]
+    assert epoch_end_steps(rows, with_steps) == [282, 564, 846]
+    without = [{"epoch": e, "train_loss": 1.0} for e in range(3)]  # an older run's rows: the last logged step
+    assert epoch_end_steps(rows, without) == [280, 560, 840]
+
+
+def test_a_run_folders_curve_is_redrawn_from_its_csv_files(tmp_path):
+    """plot_run_curve reads epochs.csv / steps.csv (strings, empty cells where no evaluation ran) and the metric
+    that chose best.pt from config.yaml; a folder that is not a run, or lacks the metric, is named."""
+    import shutil
+
+    from dspose_graph.train.logs import plot_run_curve
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(FileNotFoundError, match="epochs.csv"):
+        plot_run_curve(run)
+    from pathlib import Path
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "experiments/lsp/dspose_t_lspet.yaml", run / "config.yaml")  # data.kind lspet: torso PCK chooses
+    (run / "steps.csv").write_text("global_step,epoch,step,loss,lr\n10,0,10,0.5,0.1\n20,1,10,0.25,0.1\n")
+    (run / "epochs.csv").write_text("epoch,train_loss,global_step,minutes,torso_PCK@0.2\n0,0.5,10,1.0,\n"
+                                    "1,0.25,20,2.0,40.0\n")
+    out = plot_run_curve(run)
+    assert out == run / "loss_curve.png" and out.stat().st_size > 0
+    with pytest.raises(ValueError, match="no column 'AP'"):
+        plot_run_curve(run, tmp_path / "x.png", metric="AP")

@@ -76,6 +76,16 @@ def write_epoch_csv(path: str | Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(path, _to_csv(history, fields))
 
 
+def epoch_end_steps(step_rows: list[dict[str, Any]], history: list[dict[str, Any]]) -> list[int]:
+    """The optimiser step at which each epoch of ``history`` ended: its ``global_step`` when the row carries one
+    (every run since the rows do), else the last step logged for that epoch in ``steps.csv``."""
+    last: dict[int, int] = {}
+    for r in step_rows:
+        last[int(r["epoch"])] = max(last.get(int(r["epoch"]), 0), int(r["global_step"]))
+    return [int(h["global_step"]) if h.get("global_step") is not None else last.get(int(h["epoch"]), 0)
+            for h in history]
+
+
 def plot_learning_curve(steps_csv: str | Path, history: list[dict[str, Any]], path: str | Path,
                         metric: str | None = None) -> Path:
     """Loss per step (and its per-epoch mean) and, when present, the held-out ``metric`` per epoch."""
@@ -92,9 +102,7 @@ def plot_learning_curve(steps_csv: str | Path, history: list[dict[str, Any]], pa
     ax = axes[0][0]
     ax.plot(steps, losses, lw=0.8, alpha=0.6, label="step loss")
     if history and steps:
-        per_epoch = len(steps) / max(1, len(history))
-        ax.plot([(i + 1) * per_epoch for i in range(len(history))], [h["train_loss"] for h in history],
-                "o-", ms=3, label="epoch mean")
+        ax.plot(epoch_end_steps(rows, history), [h["train_loss"] for h in history], "o-", ms=3, label="epoch mean")
     ax.set_xlabel("step")
     ax.set_ylabel("MSE heatmap loss")
     ax.set_yscale("log")
@@ -141,3 +149,21 @@ def tensorboard_writer(path: Path) -> Any:
         log.warning("tensorboard not importable; TensorBoard logs disabled")
         return None
     return SummaryWriter(str(path))
+
+
+def plot_run_curve(run_dir: str | Path, out: str | Path | None = None, metric: str | None = None) -> Path:
+    """Redraw a finished run folder's learning curve (``loss_curve.png`` by default) from its ``epochs.csv`` and
+    ``steps.csv``, with the held-out ``metric`` (default: the one that chose ``best.pt``, from its ``config.yaml``)."""
+    run_dir = Path(run_dir)
+    for name in ("epochs.csv", "steps.csv", "config.yaml"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir / name}: not found (is {run_dir} a training run folder?)")
+    if metric is None:
+        from dspose_graph.train.config import load_config
+
+        metric = load_config(run_dir / "config.yaml").best_metric
+    history = [{k: float(v) if k != "epoch" else int(v) for k, v in row.items() if v not in ("", None)}
+               for row in read_csv(run_dir / "epochs.csv")]
+    if not any(metric in h for h in history):
+        raise ValueError(f"{run_dir / 'epochs.csv'}: no column {metric!r} (held-out metric) in any row")
+    return plot_learning_curve(run_dir / "steps.csv", history, out or run_dir / "loss_curve.png", metric=metric)
