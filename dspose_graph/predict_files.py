@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -27,6 +28,7 @@ import numpy as np
 
 from dspose_graph.formats.coco import image_names, keypoint_categories, keypoint_result, read_detections, write_keypoint_results
 from dspose_graph.io import atomic_path, check_output_dir, read_json
+from dspose_graph.models.runtime import autocast_dtype
 from dspose_graph.predict import Predictor
 from dspose_graph.topology.schemas import KeypointSchema
 
@@ -44,6 +46,32 @@ class PredictionSummary:
     results: Path
     drawn: Path
     failed: list[str]
+
+
+def check_prediction_options(*, batch_size: int = 32, max_frames: int = 0, det_thr: float | None = None,
+                             kpt_thr: float = 0.3, detector: str | None = None, max_persons: int | None = None,
+                             precision: str = "fp32", device: str = "cpu") -> None:
+    """Refuse impossible option values of :func:`predict_images` / :func:`predict_video`, naming ``dspose
+    predict``'s option, before anything is read or written. ``det_thr`` and ``max_persons`` are ``None`` where
+    the caller left them to their defaults."""
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if max_frames < 0:
+        raise ValueError(f"--max-frames must be >= 0 (0 = all frames), got {max_frames}")
+    for option, value in (("--det-threshold", det_thr), ("--kpt-thr", kpt_thr)):
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{option} must be a finite number, got {value}")
+    if detector is None and max_persons is not None:
+        raise ValueError("--max-persons selects the persons of --detector; with --boxes, use --det-threshold")
+    if det_thr is not None and not 0.0 <= det_thr <= 1.0:
+        raise ValueError(f"--det-threshold must be in [0, 1] (a detection score), got {det_thr}")
+    if detector is not None:
+        if max_persons is not None and max_persons < 1:
+            raise ValueError(f"--max-persons must be >= 1, got {max_persons}")
+    try:
+        autocast_dtype(precision, device)
+    except ValueError as e:
+        raise ValueError(f"--precision {precision}: {e}") from None
 
 
 def list_images(path: Path) -> list[Path]:

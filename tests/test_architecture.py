@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Module prefix -> layer; a module may import its own layer and those below, never one above.
 LAYERS = {
     "dspose_graph.io": 0,
+    "dspose_graph.process": 0,
     "dspose_graph.formats": 0,
     "dspose_graph.topology": 1,
     "dspose_graph.graph": 2,
@@ -23,6 +24,7 @@ LAYERS = {
     "dspose_graph.predict_files": 6,
     "dspose_graph.detect": 6,
     "dspose_graph.export": 6,
+    "dspose_graph.benchmarks": 6,
     "dspose_graph.viz": 6,
     "dspose_graph.demo": 6,
     "dspose_graph.cli": 7,

@@ -18,7 +18,7 @@ from dspose_graph.cli.main import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_OS
 from dspose_graph.detect import PERSON_LABEL, PersonDetector
 from dspose_graph.predict import Predictor
 from dspose_graph.formats.coco import write_keypoint_results
-from dspose_graph.predict_files import predict_images, result_entries
+from dspose_graph.predict_files import check_prediction_options, predict_images, result_entries
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +195,17 @@ def test_impossible_options_name_the_option(tmp_path, capsys, ckpt, images, case
                             *extra)
     assert code == EXIT_INPUT and re.search(expected, err), err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_option_check_is_callable_from_python():
+    check_prediction_options()  # the defaults of predict_images
+    check_prediction_options(detector="retinanet", det_thr=0.0, max_persons=1, max_frames=0, batch_size=1)
+    for kwargs, expected in [({"det_thr": float("inf")}, "--det-threshold must be a finite number"),
+                             ({"det_thr": -0.1}, r"--det-threshold must be in \[0, 1\]"),
+                             ({"precision": "fp16"}, r"--precision fp16: "),
+                             ({"precision": "fp8"}, r"--precision fp8: ")]:
+        with pytest.raises(ValueError, match=expected):
+            check_prediction_options(**kwargs)
 
 
 def test_boxes_and_detector_together_is_a_usage_error(tmp_path, capsys, ckpt, images):

@@ -21,12 +21,12 @@ import pytest
 import torch
 import yaml
 
-from dspose_graph.cli.main import (EXIT_INPUT, EXIT_OK, EXIT_OS, EXIT_TERMINATED, main, run_guarded,
-                                   sigterm_as_interrupt)
+from dspose_graph.cli.main import EXIT_INPUT, EXIT_OK, EXIT_OS, EXIT_TERMINATED, main, run_guarded
 from dspose_graph.io import LOCK_NAME
 from dspose_graph.models import create_model
 from dspose_graph.models.checkpoint import load_checkpoint, save_checkpoint
 from dspose_graph.predict import Predictor
+from dspose_graph.process import sigterm_as_interrupt
 from dspose_graph.train.logs import StepLog, plot_learning_curve
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,5 +1,6 @@
-"""The benchmarks run: ``dspose bench gpu`` without CUDA says so, the data benchmark's references agree with our
-pipeline before it times them (on real images), the kernel table prints. Timings themselves are never asserted."""
+"""The benchmarks are found by name and run: ``dspose bench gpu`` without CUDA says so, the data benchmark's
+references agree with our pipeline before it times them (on real images), the kernel table prints. Timings
+themselves are never asserted."""
 
 from __future__ import annotations
 
@@ -7,11 +8,25 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from dspose_graph.cli import bench
+from dspose_graph.benchmarks import available, benchmarks_dir, run_benchmark, select_benchmarks
+
+
+def test_the_checkouts_benchmarks_are_found_by_name(tmp_path):
+    assert benchmarks_dir() == Path(__file__).resolve().parents[1] / "benchmarks"
+    assert select_benchmarks("codec") == {"codec": benchmarks_dir() / "bench_codec.py"}
+    assert select_benchmarks("all") == available() and {"codec", "data", "gpu", "model"} <= set(available())
+    with pytest.raises(ValueError, match=r"unknown benchmark 'nope'; available: \['codec', .*\] or 'all'"):
+        select_benchmarks("nope")
+    # A bench file's main(argv) runs with its folder on sys.path (for shared helpers), removed after.
+    (tmp_path / "bench_x_helper.py").write_text("ANSWER = 3\n")
+    (tmp_path / "bench_x.py").write_text("import bench_x_helper as h\n"
+                                         "def main(argv):\n    return h.ANSWER + len(argv)\n")
+    assert run_benchmark(tmp_path / "bench_x.py", ["a"]) == 4 and str(tmp_path) not in sys.path
 
 
 @pytest.mark.slow
@@ -20,11 +35,11 @@ def test_bench_gpu_without_cuda_runs_the_training_path_on_the_cpu_and_says_so(mo
     # CUDA-less mode: the same path (config's loader with a worker, uint8 crops, trainer, evaluation) on the CPU.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     config = write_config(tmp_path / "tiny.yaml", coco_mini, tmp_path / "unused")
-    benches = bench.available()
+    benches = available()
     assert "gpu" in benches
     argv = ["--config", str(config), "--set", "data.image_dtype=uint8", "--precision", "fp32,bf16", "--steps", "2",
             "--eval-crops", "4", "--json", str(tmp_path / "rows.json")]
-    assert bench._run_file(benches["gpu"], argv) == 0
+    assert run_benchmark(benches["gpu"], argv) == 0
     out = capsys.readouterr().out
     assert "CUDA-less mode: no CUDA device is available here" in out and "say nothing about a GPU" in out
     assert "2 epochs of 2 steps (8 crops each" in out and "evaluation of 4 crops" in out
@@ -60,12 +75,12 @@ def test_bench_gpu_refuses_an_unknown_precision(monkeypatch, coco_mini, write_co
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     config = write_config(tmp_path / "tiny.yaml", coco_mini, tmp_path / "unused")
     with pytest.raises(ValueError, match="--precision 'none': expected a comma-separated list of fp32, bf16, fp16"):
-        bench._run_file(bench.available()["gpu"], ["--config", str(config), "--precision", "none"])
+        run_benchmark(available()["gpu"], ["--config", str(config), "--precision", "none"])
 
 
 def test_bench_data_checks_its_references_then_prints_the_table(coco_mini, capsys):
     """bench_data first checks that both references build our crops and targets (it raises otherwise)."""
-    assert bench._run_file(bench.available()["data"], ["--root", str(coco_mini), "--samples", "8", "--workers", "0",
+    assert run_benchmark(available()["data"], ["--root", str(coco_mini), "--samples", "8", "--workers", "0",
                                                        "--batch", "4", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     for row in ("reference, per-pixel targets", "reference, HRNet patch loop", "ours ", "ours' decoding alone"):
@@ -75,7 +90,7 @@ def test_bench_data_checks_its_references_then_prints_the_table(coco_mini, capsy
 
 
 def test_bench_model_kernels_prints_fp32_and_bf16(capsys):
-    assert bench._run_file(bench.available()["model"], ["--kernels", "--batch", "1", "--threads", "1"]) == 0
+    assert run_benchmark(available()["model"], ["--kernels", "--batch", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     convs = [line for line in out.splitlines() if line.startswith("conv 3x3")]
     assert len(convs) == 3 and all(len(re.findall(r"\d+\.\d\d", line)) == 3 for line in convs)  # ms, ms, ratio

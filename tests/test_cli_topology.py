@@ -9,7 +9,9 @@ import pytest
 from dspose_graph.cli import topology as cli
 from dspose_graph.cli.main import main
 from dspose_graph.graph.keypoint_graph import KeypointGraph
+from dspose_graph.topology.build import format_topology_summary
 from dspose_graph.topology.files import load_topology
+from dspose_graph.viz.topology import write_topology_files
 
 
 def run_cli(argv: list[str]) -> int:
@@ -33,6 +35,17 @@ def test_mpii_prints_the_six_clusters_and_writes_files(tmp_path, capsys, mpii_an
     assert graph.num_nodes == 16 and graph.provenance["a"] == 0.9
     for png in ("mpii_mi.png", "mpii_skeleton.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_summary_and_files_from_python(tmp_path):
+    topo = load_topology("mpii")
+    lines = format_topology_summary(topo, "mpii").splitlines()
+    assert lines[0].startswith("mpii: 6 clusters from ") and len(lines) == 8
+    assert lines[1:7] == [f"  {i}: {', '.join(group)}" for i, group in enumerate(topo.named_groups)]
+    assert lines[7].startswith("  partition equals the shipped ") and lines[7].endswith("shipped MI| = 0.00e+00")
+    written = write_topology_files(topo, tmp_path, "x", a=0.8)
+    assert [p.name for p in written] == ["x_topology.json", "x_graph.json", "x_mi.png", "x_skeleton.png"]
+    assert KeypointGraph.load(tmp_path / "x_graph.json").provenance["a"] == 0.8
 
 
 def test_coco_through_the_dspose_command(tmp_path, capsys):

@@ -11,6 +11,8 @@ import scipy.io
 
 from dspose_graph.cli import eval_coco, eval_mpii
 from dspose_graph.cli.main import COMMANDS
+from dspose_graph.eval.coco_eval import evaluate_coco_files
+from dspose_graph.topology.schemas import COCO17
 
 
 def run_command(module, argv: list[str]) -> int:
@@ -54,6 +56,18 @@ def test_eval_coco_cli(tmp_path, coco_mini, capsys):
     assert run_command(eval_coco, argv) == 0
     assert "100.00" in capsys.readouterr().out
     assert json.loads(out.read_text())["metrics"]["AP"] == 1.0
+
+
+def test_evaluate_coco_files_from_python(tmp_path, coco_mini):
+    ann = coco_mini / "annotations" / "person_keypoints_val.json"
+    data = json.loads(ann.read_text())
+    results = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": s}
+               for a, s in zip([a for a in data["annotations"] if a["num_keypoints"] > 0], [1.0, 0.1])]
+    pred = tmp_path / "results.json"
+    pred.write_text(json.dumps(results))
+    stats, scored, sigmas = evaluate_coco_files(pred, ann, sigmas_from_schema=True, score_threshold=0.5)
+    assert scored == 1 and 0.0 < stats["AP"] < 1.0 and sigmas == pytest.approx(list(COCO17.sigmas))
+    assert evaluate_coco_files(pred, ann)[1:] == (2, None)
 
 
 def test_eval_coco_cli_rejects_other_category(tmp_path, coco_mini):

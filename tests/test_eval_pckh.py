@@ -126,6 +126,7 @@ def test_prediction_file_formats(tmp_path, mat, layout):
         path = tmp_path / "p.json"
         path.write_text(json.dumps({"preds": nk2.tolist()}))
     np.testing.assert_array_equal(load_predictions(path), nk2)
+    np.testing.assert_array_equal(load_predictions(path, zero_based=True), nk2 + 1.0)
 
 
 def test_bad_predictions(tmp_path, gt_mat, gt):

@@ -1,5 +1,6 @@
-"""FLOPs per image (``dspose_graph.models.flops``, ``dspose info --flops``): hand-counted small modules, the
-attention that a CPU count would miss, and every preset beside the paper's figures."""
+"""FLOPs per image and parameter counts (``dspose_graph.models.flops``, ``models.complexity``, ``dspose info
+--flops``): hand-counted small modules, the attention that a CPU count would miss, and every preset beside the
+paper's figures."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import torch
 from torch import nn
 
 from dspose_graph.cli.main import main
-from dspose_graph.models import list_models
+from dspose_graph.models import create_model, list_models
+from dspose_graph.models.complexity import (PAPER_FLOPS_NOTE, count_parameters, flops_record, format_flops_table,
+                                            format_model_report, model_report, parameter_counts, preset_costs)
+from dspose_graph.models.presets import PAPER_PARAMS_M
 from dspose_graph.models.flops import count_forward_flops, preset_flops
 from dspose_graph.models.transformer import Attention
 
@@ -71,6 +75,44 @@ def test_presets_count_per_image_in_parts_that_add_up():
     assert tokenpose.by_module["head"] != b.by_module["head"]
     # A 2x larger crop in each side quadruples the backbone's convolutions (same channels, 4x the pixels).
     assert preset_flops("dspose_t", input_size=(192, 256)).by_module["backbone"] == 4 * t.by_module["backbone"]
+
+
+def test_parameter_counts_split_the_model_into_parts_that_add_up():
+    linear = nn.Linear(3, 4)
+    linear.bias.requires_grad_(False)
+    assert count_parameters(linear) == (12, 4)
+    counts = parameter_counts(create_model("dspose_t", device="meta"))
+    assert list(counts) == ["backbone", "encoder", "head", "total"]
+    for i in (0, 1):
+        assert sum(counts[part][i] for part in ("backbone", "encoder", "head")) == counts["total"][i]
+    assert counts["total"][1] > 0, "the frozen sine table"
+    assert parameter_counts(create_model("dspose_t")) == counts, "meta counts what a real model has"
+
+
+def test_preset_costs_and_their_record_carry_the_papers_figure():
+    (name, flops, params), = preset_costs(["dspose_b"])
+    assert name == "dspose_b" and flops == preset_flops("dspose_b")
+    assert params == count_parameters(create_model("dspose_b", device="meta"))[0]
+    record = flops_record(flops)
+    assert record["paper"] == "13.5M (Tab. 1-2, COCO 256x192)" and record["input_size"] == [192, 256]
+    assert record["flops"] == flops.flops and record["gmacs"] == pytest.approx(flops.gmacs, abs=1e-4)
+    assert flops_record(preset_flops("dspose_t"))["paper"] is None
+
+
+def test_a_models_report_as_json_and_text(capsys):
+    model = create_model("dspose_b", device="meta")
+    record = model_report(model, PAPER_PARAMS_M["dspose_b"])
+    assert record["paper_params_m"] == 13.5 and "flops" not in record and record["config"]["dim"] == model.config.dim
+    assert record["parameters"]["total"] == dict(zip(("trainable", "frozen"), parameter_counts(model)["total"]))
+    text = format_model_report("dspose_b", model, PAPER_PARAMS_M["dspose_b"])
+    assert text.splitlines()[0].startswith("dspose_b: ") and "input 192x256" in text.splitlines()[0]
+    assert f"{record['parameters']['total']['trainable'] / 1e6:.3f}M trainable" in text and "paper: 13.5M" in text
+    flops = preset_flops("dspose_t")
+    text = format_model_report("dspose_t", create_model("dspose_t", device="meta"), flops=flops)
+    assert "ours:" not in text and f"{flops.gflops:.3f} GFLOPs" in text and text.endswith(PAPER_FLOPS_NOTE)
+    table = format_flops_table([("dspose_b", preset_flops("dspose_b"), 13_000_000)]).splitlines()
+    assert len(table) == 4 and table[2].startswith("dspose_b")
+    assert table[2].endswith("13.00M  13.5M (Tab. 1-2, COCO 256x192)")
 
 
 def test_info_flops_lists_every_preset_beside_the_paper(capsys):

@@ -104,10 +104,10 @@ def test_onnx_file_without_codec_or_metadata_is_refused(tmp_path):
 
 
 def test_bench_onnx_prints_onnxruntime_against_eager_and_the_fastest_pytorch_path(capsys):
-    from dspose_graph.cli import bench
+    from dspose_graph.benchmarks import available, run_benchmark
 
     argv = ["--weights", SHIPPED, "--batch", "2", "--threads", "1", "--rounds", "1", "--warmup", "0"]
-    assert bench._run_file(bench.available()["onnx"], argv) == 0
+    assert run_benchmark(available()["onnx"], argv) == 0
     out = capsys.readouterr().out
     rows = {line.split()[0] + " " + line.split()[1]: line for line in out.splitlines()
             if line.startswith(("pytorch ", "onnxruntime fp32 "))}

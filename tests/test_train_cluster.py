@@ -1,10 +1,12 @@
 """What a cluster job needs from the trainer, on CPU: optimiser state in its parameters' layout (CUDA's fused Adam
 check done here in Python), the config's schedule on resume, gradient accumulation, ``--resume auto``, epoch
-checkpoints kept, and a resume read by rank 0 alone (two gloo processes)."""
+checkpoints kept, the resume command an interrupted run prints, and a resume read by rank 0 alone (two gloo
+processes)."""
 
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
 
 import pytest
@@ -19,6 +21,7 @@ from dspose_graph.train.config import EvalConfig, ModelConfig, OptimConfig, RunC
 from dspose_graph.train.distributed import DistInfo
 from dspose_graph.train.logs import read_csv
 from dspose_graph.train.optim import layout_mismatches
+from dspose_graph.train.run_folder import resume_hint
 from dspose_graph.train.trainer import Trainer
 
 
@@ -198,6 +201,18 @@ def test_resume_auto_starts_then_continues_and_skips_a_damaged_checkpoint(tmp_pa
     third = Trainer(create_model("dspose_t"), Heatmaps(4), _config(out, epochs=3))
     assert third.resume("auto") and third.epoch == 2
     assert "skipping" in caplog.text and "last.pt.prev" in caplog.text
+
+
+def test_the_resume_hint_names_the_last_good_checkpoint_and_the_command(tmp_path):
+    config = tmp_path / "my run.yaml"
+    assert resume_hint(tmp_path, config) == (f"no checkpoint was written yet in {tmp_path}; run the same command "
+                                             "again to start over")
+    (tmp_path / "last.pt").write_bytes(b"a checkpoint")
+    hint = resume_hint(tmp_path, config, ["optim.lr=1e-3"], env={"WORLD_SIZE": "1"})
+    assert hint == (f"the last good checkpoint is {tmp_path / 'last.pt'}; resume with: dspose train "
+                    f"{shlex.quote(str(config))} --resume {shlex.quote(str(tmp_path / 'last.pt'))} --set optim.lr=1e-3")
+    assert resume_hint(tmp_path, config, env={"WORLD_SIZE": "2"}).endswith(
+        " (under torchrun: the same torchrun command with --resume)")
 
 
 def _resume_worker(rank: int, world: int, init_file: str, paths: list[str], out_dir: str, results) -> None:

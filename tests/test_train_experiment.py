@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from dspose_graph.train.experiment import default_experiments_dir, scale_milestones, table_rows
+from dspose_graph.train.ablation import recipe_path
+from dspose_graph.train.experiment import (default_experiments_dir, format_table_list, paper_table, scale_milestones,
+                                           table_rows)
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +26,23 @@ def test_every_paper_table_is_there(tables):
     assert {c.model.name for _, c in tables["coco"]} == {"dspose_b", "tokenpose_b"}
     assert {"gat", "gatv2", "graphconv"} <= {c.model.overrides["conv"] for _, c in tables["convs"]}
     assert all(c.data.kind == "mpii" for _, c in tables["table6"] + tables["mpii"])
+
+
+def test_the_table_list_names_every_table_and_ablation_with_its_rows(tables):
+    lines = format_table_list(default_experiments_dir()).splitlines()
+    names = [line.split(":")[0] for line in lines]
+    assert names[:len(tables)] == sorted(tables) and "lsp-table5" in names[len(tables):]
+    assert f"table8: {', '.join(c.paper.row for _, c in tables['table8'])}" in lines
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        format_table_list(default_experiments_dir() / "nope")
+
+
+def test_a_paper_table_by_name_and_the_ablations_recipe(tables, tmp_path):
+    assert paper_table("table8", default_experiments_dir()) == tables["table8"]
+    with pytest.raises(ValueError, match=r"unknown table 'table99'; valid: .*table8.*lsp-table5"):
+        paper_table("table99", default_experiments_dir())
+    assert recipe_path() == default_experiments_dir() / "lsp" / "ablation.yaml" and recipe_path().is_file()
+    assert recipe_path(tmp_path) == tmp_path / "lsp" / "ablation.yaml"
 
 
 def test_paper_numbers_given_in_the_brief(tables):

@@ -1,15 +1,7 @@
 """``dspose demo --out runs/demo``: the project's main job, end to end on a laptop CPU in minutes.
 
-1. Data: the COCO-format dataset given with ``--data``/``$DATA``, else LSP Extended from the shared data
-   folder (real images, read in place), else people the project generates.
-2. Physical topology: the MPII clusters, the COCO groups and the trained skeleton's groups, with figures.
-3. A small model (``dspose_t`` by default) trained for a few minutes: on real data fine-tuned from the
-   shipped weights pretrained on generated people; on generated people from their backbone and Transformer
-   with a fresh GraphConv graph head (docs/decisions/synthetic.md, decision 15).
-4. Held-out evaluation (OKS AP, PCK@0.2, left/right swap rate) against the untrained network, the starting
-   weights and the mean pose; ``report.md`` with the table, figures and the checkpoint.
-
-The steps are :mod:`dspose_graph.demo`; this module only parses the options and prints the outcome.
+The steps (data, topology, training, held-out evaluation against baselines, report) are :mod:`dspose_graph.demo`;
+this module only parses the options and prints the outcome.
 """
 
 from __future__ import annotations

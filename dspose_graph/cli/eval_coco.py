@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dspose_graph.eval.coco_eval import evaluate_coco, format_coco_table, schema_sigmas
-from dspose_graph.formats.coco import check_ground_truth, check_scorable, load_coco, read_keypoint_results
+from dspose_graph.eval.coco_eval import evaluate_coco_files, format_coco_table
 from dspose_graph.io import atomic_write_json, check_output_file, provenance
 
 HELP = "OKS AP/AR of a COCO keypoint results JSON (pycocotools COCOeval)"
@@ -24,15 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_output_file(args.out)
-    coco_gt = load_coco(args.annotations)
-    check_ground_truth(coco_gt, str(args.annotations))
-    check_scorable(coco_gt, f"--annotations {args.annotations}")
-    sigmas = schema_sigmas(coco_gt, str(args.annotations)) if args.sigmas_from_schema else None
-    results = read_keypoint_results(args.pred, coco_gt, score_threshold=args.score_threshold)
-    stats = evaluate_coco(results, coco_gt, sigmas=sigmas)
+    stats, num_results, sigmas = evaluate_coco_files(args.pred, args.annotations, args.sigmas_from_schema,
+                                                     args.score_threshold)
     print(format_coco_table(stats))
     if args.out is not None:
-        record = {"metrics": stats, "num_results": len(results),
+        record = {"metrics": stats, "num_results": num_results,
                   "provenance": provenance(args.pred, annotations=str(args.annotations), sigmas=sigmas)}
         atomic_write_json(args.out, record)
         print(f"wrote {args.out}")

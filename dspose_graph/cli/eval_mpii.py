@@ -29,9 +29,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.out)
     check_threshold(args.threshold, "--threshold")
     check_threshold(args.low_threshold, "--low-threshold")
-    preds = load_predictions(args.pred, key=args.key)
-    if args.zero_based:
-        preds = preds + 1.0
+    preds = load_predictions(args.pred, key=args.key, zero_based=args.zero_based)
     gt = args.gt if args.gt is not None else default_gt_path()
     result = evaluate_pckh(preds, gt, threshold=args.threshold, low_threshold=args.low_threshold, source=str(args.pred))
     print(format_pckh_table(result))

@@ -4,13 +4,14 @@ and of ``dspose_graph.train.ablation`` (the ``lsp-*`` ablations: rows x seeds on
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 from pathlib import Path
 
 from dspose_graph.io import check_output_dir
-from dspose_graph.train.ablation import ABLATIONS, run_ablation
-from dspose_graph.train.experiment import default_experiments_dir, render_markdown, run_table, table_rows
+from dspose_graph.process import is_main_rank
+from dspose_graph.train.ablation import ABLATIONS, recipe_path, run_ablation
+from dspose_graph.train.experiment import (default_experiments_dir, format_table_list, paper_table, render_markdown,
+                                           run_table)
 
 HELP = ("run the rows of a paper table (experiments/*.yaml) and write a results table beside the paper's numbers; "
         "lsp-table5, lsp-convs, lsp-table7, lsp-table8: the ablations on LSPET, seeds x rows with error bars")
@@ -71,8 +72,7 @@ def run_lsp(args: argparse.Namespace) -> int:
     command = "dspose experiment " + shlex.join(_as_given(args))
     result = run_ablation(args.table, out, seeds=args.seeds or [0, 1, 2], steps=args.steps, rows=args.rows,
                           data=args.data, limit=args.limit, overrides=args.overrides, dry_run=args.dry_run,
-                          recipe=args.experiments / "lsp" / "ablation.yaml" if args.experiments else None,
-                          command=command)
+                          recipe=recipe_path(args.experiments), command=command)
     if args.dry_run:
         for row, params in result:
             print(f"{args.table} {row}: {params / 1e6:.3f}M trainable parameters")
@@ -95,19 +95,14 @@ def run(args: argparse.Namespace) -> int:
     for option, value in (("--seeds", args.seeds), ("--steps", args.steps), ("--rows", args.rows)):
         if value is not None:
             raise ValueError(f"{option} is for the lsp-* ablations ({', '.join(ABLATIONS)}), not {args.table}")
-    tables = table_rows(args.experiments or default_experiments_dir())
     if args.table == "list":
-        for name, rows in sorted(tables.items()):
-            print(f"{name}: {', '.join(c.paper.row for _, c in rows)}")
-        for name, ablation in ABLATIONS.items():
-            print(f"{name}: {', '.join(r.name for r in ablation.rows)} (LSPET, reference {ablation.reference})")
+        print(format_table_list(args.experiments or default_experiments_dir()))
         return 0
-    if args.table not in tables:
-        raise ValueError(f"unknown table {args.table!r}; valid: {', '.join([*sorted(tables), *ABLATIONS])}")
+    rows = paper_table(args.table, args.experiments or default_experiments_dir())
     out = args.out / args.table
-    results = run_table(args.table, tables[args.table], out, dry_run=args.dry_run, epochs=args.epochs,
+    results = run_table(args.table, rows, out, dry_run=args.dry_run, epochs=args.epochs,
                         data=args.data, limit=args.limit, tiny=args.tiny, overrides=args.overrides)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun every process runs this command; rank 0 reports
+    if is_main_rank():  # under torchrun every process runs this command; rank 0 reports
         print(render_markdown(args.table, results))
         print(f"\nwrote {out / 'results.md'} and {out / 'results.csv'}")
     return 0

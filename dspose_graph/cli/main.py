@@ -7,20 +7,15 @@ Each sub-command is a module of this package with ``HELP`` (one line), ``add_arg
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
-import json
-import logging
 import os
-import signal
 import sys
-import threading
-import time
 import traceback
 import warnings
-from typing import Callable, Iterator, Mapping
+from typing import Callable
 
 from dspose_graph import __version__
+from dspose_graph.process import LOG_RANKS, configure_logging, record_error, sigterm_as_interrupt, terminated
 
 COMMANDS = {
     "eval-coco": "dspose_graph.cli.eval_coco",
@@ -55,41 +50,6 @@ EXIT_STATUS = f"""exit status:
        checkpoint and the command that resumes it
 Errors print one line on stderr; --debug (or DSPOSE_DEBUG=1) adds the traceback."""
 DEBUG_ENV = "DSPOSE_DEBUG"
-LOG_RANKS = ("main", "all")
-
-
-def configure_logging(verbose: bool = False, log_ranks: str = "main", env: Mapping[str, str] | None = None) -> None:
-    """Log to stderr at INFO (DEBUG with ``verbose``). Under ``torchrun`` (``WORLD_SIZE`` > 1) each line is tagged
-    ``[rank R/W]``; with ``log_ranks="main"`` the other ranks log warnings and errors only (one copy of each
-    progress line instead of one per GPU), with ``"all"`` every rank logs everything."""
-    env = os.environ if env is None else env
-    level = logging.DEBUG if verbose else logging.INFO
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    world = env.get("WORLD_SIZE", "1")
-    if world.isdigit() and int(world) > 1:
-        rank = env.get("RANK", "0")
-        fmt = f"%(levelname)s [rank {rank}/{world}] %(name)s: %(message)s"
-        if log_ranks == "main" and rank != "0":
-            level = logging.WARNING
-    logging.basicConfig(level=level, format=fmt)
-
-
-def record_error(error: BaseException, env: Mapping[str, str] | None = None) -> None:
-    """Write ``error`` where ``torchrun`` reads a failed process's error (``TORCHELASTIC_ERROR_FILE``, in the JSON of
-    torch.distributed.elastic's ``ErrorHandler``), so its failure summary shows the message instead of
-    ``error_file: <N/A>``. Nothing happens outside torchrun."""
-    env = os.environ if env is None else env
-    path = env.get("TORCHELASTIC_ERROR_FILE")
-    if not path:
-        return
-    data = {"message": {"message": f"{type(error).__name__}: {error}",
-                        "extraInfo": {"py_callstack": "".join(traceback.format_exception(error)),
-                                      "timestamp": str(int(time.time()))}}}
-    try:
-        with open(path, "w") as f:
-            json.dump(data, f)
-    except OSError as e:
-        print(f"dspose: could not write torchrun's error file {path}: {e}", file=sys.stderr)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -127,34 +87,6 @@ def _requested_command(argv: list[str]) -> str | None:
     return None
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread: a ``KeyboardInterrupt`` so that everything that cleans up after Ctrl-C
-    (atomic writes, the run-folder lock, DataLoader workers) does the same for a scheduler's stop."""
-
-
-_terminated: list[int] = []  # the SIGTERMs received by this process
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    _terminated.append(signum)
-    if len(_terminated) == 1:  # a second SIGTERM during the clean-up does not cut it short
-        raise Terminated()
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While inside, SIGTERM raises :class:`Terminated` in the main thread (the previous handler comes back after)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        _terminated.clear()
-
-
 def check_device_option(args: argparse.Namespace) -> None:
     """Refuse a ``--device`` that torch does not know or that this machine lacks, before any work starts."""
     name = getattr(args, "device", None)
@@ -176,9 +108,9 @@ def run_guarded(command: str, run: Callable[[argparse.Namespace], int | None], a
     """Run a sub-command; every expected failure becomes one line on stderr and an exit status (EXIT_STATUS).
 
     Bad input (``ValueError``, ``FileNotFoundError``, ``KeyError``) -> 2, other ``OSError`` -> 3,
-    ``RuntimeError`` -> 4, Ctrl-C -> 130, SIGTERM (see :func:`sigterm_as_interrupt`) -> 143. Anything else is a bug
-    and keeps its traceback (exit 1). Under ``torchrun`` the error is also written to its error file
-    (:func:`record_error`).
+    ``RuntimeError`` -> 4, Ctrl-C -> 130, SIGTERM (see :func:`~dspose_graph.process.sigterm_as_interrupt`) -> 143.
+    Anything else is a bug and keeps its traceback (exit 1). Under ``torchrun`` the error is also written to its
+    error file (:func:`~dspose_graph.process.record_error`).
     """
     try:
         check_device_option(args)
@@ -188,7 +120,7 @@ def run_guarded(command: str, run: Callable[[argparse.Namespace], int | None], a
         # A command may say what to do next (``dspose train``: the checkpoint and the command that resumes it).
         hint = e.args[0] if e.args and isinstance(e.args[0], str) else \
             "files already written are complete (a training run resumes from OUT/last.pt with --resume)"
-        code, message = (EXIT_TERMINATED, f"terminated (SIGTERM); {hint}") if _terminated else \
+        code, message = (EXIT_TERMINATED, f"terminated (SIGTERM); {hint}") if terminated() else \
             (EXIT_INTERRUPTED, f"interrupted; {hint}")
     except (ValueError, FileNotFoundError, KeyError) as e:
         error, code, message = e, EXIT_INPUT, str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
@@ -199,7 +131,7 @@ def run_guarded(command: str, run: Callable[[argparse.Namespace], int | None], a
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         error, code, message = e, EXIT_RUNTIME, f"{type(e).__name__}: {first[0] if first else ''}"
-        if _terminated:  # a DataLoader worker stopped by the same SIGTERM can fail first
+        if terminated():  # a DataLoader worker stopped by the same SIGTERM can fail first
             code, message = EXIT_TERMINATED, f"terminated (SIGTERM) ({message})"
     except Exception as e:  # a bug: recorded for torchrun, then its traceback as ever
         record_error(e)

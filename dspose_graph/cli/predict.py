@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 HELP = "predict keypoints on images, a folder or a video (COCO-results JSON + drawn skeletons)"
@@ -41,34 +40,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=0, help="video: stop after N frames (0 = all)")
 
 
-def check_options(args: argparse.Namespace) -> None:
-    """Refuse impossible option values, naming the option, before anything is read or written."""
-    from dspose_graph.models.runtime import autocast_dtype
-
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.max_frames < 0:
-        raise ValueError(f"--max-frames must be >= 0 (0 = all frames), got {args.max_frames}")
-    for option, value in (("--det-threshold", args.det_thr), ("--kpt-thr", args.kpt_thr)):
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"{option} must be a finite number, got {value}")
-    if args.detector is None and args.max_persons is not None:
-        raise ValueError("--max-persons selects the persons of --detector; with --boxes, use --det-threshold")
-    if args.det_thr is not None and not 0.0 <= args.det_thr <= 1.0:
-        raise ValueError(f"--det-threshold must be in [0, 1] (a detection score), got {args.det_thr}")
-    if args.detector is not None:
-        if args.max_persons is not None and args.max_persons < 1:
-            raise ValueError(f"--max-persons must be >= 1, got {args.max_persons}")
-    try:
-        autocast_dtype(args.precision, args.device)
-    except ValueError as e:
-        raise ValueError(f"--precision {args.precision}: {e}") from None
-
-
 def run(args: argparse.Namespace) -> int:
-    from dspose_graph.predict_files import predict_images, predict_video
+    from dspose_graph.predict_files import check_prediction_options, predict_images, predict_video
 
-    check_options(args)  # predict_images / predict_video check --out first themselves
+    # Options first; predict_images / predict_video then check --out first themselves.
+    check_prediction_options(batch_size=args.batch_size, max_frames=args.max_frames, det_thr=args.det_thr,
+                             kpt_thr=args.kpt_thr, detector=args.detector, max_persons=args.max_persons,
+                             precision=args.precision, device=args.device)
     det_thr = args.det_thr if args.det_thr is not None else DEFAULT_DET_THRESHOLD if args.detector else 0.0
     common = dict(boxes=args.boxes, det_thr=det_thr, kpt_thr=args.kpt_thr, device=args.device,
                   flip_test=not args.no_flip, batch_size=args.batch_size, detector=args.detector,

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
-from dspose_graph.graph.keypoint_graph import KeypointGraph
 from dspose_graph.io import check_output_dir
-from dspose_graph.viz.topology import plot_mi_matrix, plot_topology_skeleton
-from dspose_graph.topology.build import build_topology, compare_with_shipped
-from dspose_graph.topology.files import save_topology
+from dspose_graph.topology.build import build_topology, format_topology_summary
 from dspose_graph.topology.physical import ESTIMATORS, VARIABLES
-
-log = logging.getLogger(__name__)
+from dspose_graph.viz.topology import write_topology_files
 
 HELP = "physical-space topology: MI + spectral clustering of joints (mpii, coco, or a COCO-format json)"
 
@@ -40,27 +35,7 @@ def run(args: argparse.Namespace) -> int:
         options["bins"] = args.bins
     topo = build_topology(args.dataset, args.annotations, args.clusters, args.seed, **options)
     name = topo.schema.name if args.dataset in ("mpii", "coco") else Path(args.dataset).stem
-    params = topo.provenance.get("parameters", {})
-    origin = "shipped MI" if params.get("from_shipped_mi") else topo.provenance.get("source", "?")
-    print(f"{name}: {topo.num_clusters} clusters from {origin}")
-    for i, group in enumerate(topo.named_groups):
-        print(f"  {i}: {', '.join(group)}")
-    if "direct_groups" in params:
-        print(f"  (direct clustering of this MI into {len(params['direct_groups'])}: "
-              + " | ".join(", ".join(g) for g in params["direct_groups"]) + ")")
-    if not params.get("from_shipped_mi"):
-        cmp = compare_with_shipped(topo)
-        if cmp is not None:
-            verdict = "equals" if cmp["same_partition"] else "DIFFERS FROM"
-            diff = "" if cmp["max_abs_mi_difference"] is None else f", max |MI - shipped MI| = {cmp['max_abs_mi_difference']:.2e}"
-            print(f"  partition {verdict} the shipped {cmp['shipped_file']}{diff}")
-    graph = KeypointGraph.from_topology(topo, a=args.a)
-    written = [save_topology(topo, args.out / f"{name}_topology.json"), graph.save(args.out / f"{name}_graph.json")]
-    if topo.mi is not None:
-        plot_mi_matrix(topo, args.out / f"{name}_mi.png")
-        written.append(args.out / f"{name}_mi.png")
-    plot_topology_skeleton(topo, args.out / f"{name}_skeleton.png")
-    written.append(args.out / f"{name}_skeleton.png")
-    for p in written:
+    print(format_topology_summary(topo, name))
+    for p in write_topology_files(topo, args.out, name, a=args.a):
         print(f"  wrote {p}")
     return 0

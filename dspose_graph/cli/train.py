@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import shlex
 from pathlib import Path
 
+from dspose_graph.process import is_main_rank
 from dspose_graph.train.config import load_config
 from dspose_graph.train.pipeline import dry_run, evaluate, train
+from dspose_graph.train.run_folder import resume_hint
 
 
 HELP = "train a model from a YAML config (single process or under torchrun)"
@@ -36,18 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "of each split, print a summary and stop before training; writes nothing")
 
 
-def resume_hint(args: argparse.Namespace, out_dir: Path) -> str:
-    """What an interrupted run left and the command that continues it (printed by the CLI's entry guard)."""
-    last = out_dir / "last.pt"
-    if not last.is_file():
-        return f"no checkpoint was written yet in {out_dir}; run the same command again to start over"
-    argv = ["dspose", "train", str(args.config), "--resume", str(last)]
-    for item in args.overrides:
-        argv += ["--set", item]
-    torchrun = " (under torchrun: the same torchrun command with --resume)" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-    return f"the last good checkpoint is {last}; resume with: {shlex.join(argv)}{torchrun}"
-
-
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     if args.init_from:
@@ -58,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         if args.eval_only or args.resume is not None:
             raise ValueError("--dry-run checks a training config: it takes neither --eval-only nor --resume")
         summary = dry_run(config)
-        if os.environ.get("RANK", "0") == "0":
+        if is_main_rank():
             print(json.dumps(summary, indent=1))
         return 0
     # A non-finite loss (NonFiniteLossError, a RuntimeError) ends in the entry guard: one line, exit status 4.
@@ -68,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             metrics = train(config, resume=args.resume, source=str(args.config)).metrics
         except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: say where the run stands and how it goes on
-            raise type(e)(resume_hint(args, Path(config.run.out_dir))) from None
-    if os.environ.get("RANK", "0") == "0":
+            raise type(e)(resume_hint(config.run.out_dir, args.config, args.overrides)) from None
+    if is_main_rank():
         print(json.dumps({k: round(v, 6) for k, v in metrics.items()}, indent=1))
     return 0

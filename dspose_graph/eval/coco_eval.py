@@ -25,8 +25,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from dspose_graph.formats.coco import (check_ground_truth, check_keypoint_results, keypoint_category, keypoint_result,
-                                       write_keypoint_results)
+from dspose_graph.formats.coco import (check_ground_truth, check_keypoint_results, check_scorable, keypoint_category,
+                                       keypoint_result, load_coco, read_keypoint_results, write_keypoint_results)
 from dspose_graph.topology.schemas import COCO17, KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -201,3 +201,16 @@ def format_coco_table(stats: dict[str, float]) -> str:
     header = " | ".join(f"{k:>6}" for k in STAT_NAMES)
     row = " | ".join(f"{100.0 * stats[k]:6.2f}" if stats[k] >= 0 else f"{'n/a':>6}" for k in STAT_NAMES)
     return f"{header}\n{row}"
+
+
+def evaluate_coco_files(pred: str | Path, annotations: str | Path, sigmas_from_schema: bool = False,
+                        score_threshold: float = 0.0) -> tuple[dict[str, float], int, list[float] | None]:
+    """OKS AP/AR of a COCO keypoint results file against a COCO-format ground-truth file, both checked first
+    (messages name ``dspose eval-coco``'s options). Returns ``(stats, results scored, sigmas)``: ``sigmas`` is
+    ``None`` for COCO's own, else those of the annotation file's keypoint schema (``sigmas_from_schema``)."""
+    coco_gt = load_coco(annotations)
+    check_ground_truth(coco_gt, str(annotations))
+    check_scorable(coco_gt, f"--annotations {annotations}")
+    sigmas = schema_sigmas(coco_gt, str(annotations)) if sigmas_from_schema else None
+    results = read_keypoint_results(pred, coco_gt, score_threshold=score_threshold)
+    return evaluate_coco(results, coco_gt, sigmas=sigmas), len(results), sigmas

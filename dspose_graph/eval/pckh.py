@@ -215,11 +215,12 @@ def _from_array(arr: np.ndarray, source: str) -> np.ndarray:
     raise ValueError(f"{source}: predictions must be (N, 16, 2), (N, 16, 3) or (16, 2, N); got shape {a.shape}")
 
 
-def load_predictions(path: str | Path, key: str = "preds") -> np.ndarray:
+def load_predictions(path: str | Path, key: str = "preds", zero_based: bool = False) -> np.ndarray:
     """Read MPII predictions as ``(N, 16, 2)`` from ``.mat`` (field ``key``), ``.npy`` or ``.json``.
 
     ``.json`` holds either a nested list, or a dict with field ``key``. Arrays may be ``(N, 16, 2)``,
-    ``(N, 16, 3)`` (a score column, dropped) or the MATLAB layout ``(16, 2, N)``.
+    ``(N, 16, 3)`` (a score column, dropped) or the MATLAB layout ``(16, 2, N)``. ``zero_based``: the file holds
+    0-based pixel coordinates (HRNet's saved preds before its +1); 1 is added to match the 1-based ground truth.
     """
     path = Path(path)
     if path.is_dir():
@@ -253,4 +254,5 @@ def load_predictions(path: str | Path, key: str = "preds") -> np.ndarray:
             raise ValueError(f"{path}: field {key!r} is not a rectangular numeric array") from None
     else:
         raise ValueError(f"{path}: unsupported prediction format {suffix!r}; expected .mat, .npy or .json")
-    return _from_array(arr, str(path))
+    preds = _from_array(arr, str(path))
+    return preds + 1.0 if zero_based else preds

@@ -157,3 +157,22 @@ def compare_with_shipped(topo: PhysicalTopology) -> dict[str, Any] | None:
     return {"same_partition": shipped.same_partition(topo), "max_abs_mi_difference": mi_diff,
             "same_source": same_source, "shipped_file": str(shipped_path(topo.schema.name)),
             "shipped_source_sha256": shipped.provenance.get("source_sha256")}
+
+
+def format_topology_summary(topo: PhysicalTopology, name: str) -> str:
+    """What ``dspose topology`` prints: the clusters by joint name, where the MI came from, a direct clustering's
+    own groups, and (for a topology built from raw data) how it compares with the shipped one."""
+    params = topo.provenance.get("parameters", {})
+    origin = "shipped MI" if params.get("from_shipped_mi") else topo.provenance.get("source", "?")
+    lines = [f"{name}: {topo.num_clusters} clusters from {origin}"]
+    lines += [f"  {i}: {', '.join(group)}" for i, group in enumerate(topo.named_groups)]
+    if "direct_groups" in params:
+        lines.append(f"  (direct clustering of this MI into {len(params['direct_groups'])}: "
+                     + " | ".join(", ".join(g) for g in params["direct_groups"]) + ")")
+    cmp = None if params.get("from_shipped_mi") else compare_with_shipped(topo)
+    if cmp is not None:
+        verdict = "equals" if cmp["same_partition"] else "DIFFERS FROM"
+        diff = "" if cmp["max_abs_mi_difference"] is None else \
+            f", max |MI - shipped MI| = {cmp['max_abs_mi_difference']:.2e}"
+        lines.append(f"  partition {verdict} the shipped {cmp['shipped_file']}{diff}")
+    return "\n".join(lines)

@@ -20,13 +20,13 @@ import datetime
 import io
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
 from dspose_graph.io import atomic_write_json, atomic_write_text
+from dspose_graph.process import is_main_rank
 from dspose_graph.train.ablation_report import METRIC, RunResult, plot_curves, render_markdown
 from dspose_graph.train.config import (TrainConfig, apply_override, check_override, config_from_dict, config_to_dict,
                                       load_config)
@@ -83,10 +83,11 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
 )}
 
 
-def recipe_path() -> Path:
+def recipe_path(experiments: Path | None = None) -> Path:
+    """The shared recipe ``lsp/ablation.yaml`` of the experiments folder ``experiments`` (default: the checkout's)."""
     from dspose_graph.train.experiment import default_experiments_dir
 
-    return default_experiments_dir() / "lsp" / "ablation.yaml"
+    return (experiments or default_experiments_dir()) / "lsp" / "ablation.yaml"
 
 
 def lspet_root(data: Path) -> Path:
@@ -198,7 +199,7 @@ def run_one(config: TrainConfig, row: Row, source: str) -> RunResult:
         step = int(load_checkpoint(resume, map_location="cpu").get("global_step", 0))
         log.info("%s: resuming from %s at global step %d", folder, resume, step)
         resumed_at.append(step)
-        if _is_main():
+        if is_main_rank():
             atomic_write_json(resumes_path, resumed_at)
     trained = train(config, resume=resume, source=source)
     curve = [{"global_step": int(h["global_step"]), METRIC: float(h[METRIC]), "swap": float(h.get("swap", "nan")),
@@ -210,10 +211,6 @@ def run_one(config: TrainConfig, row: Row, source: str) -> RunResult:
     if trained.is_main:
         atomic_write_json(folder / RESULT_FILE, dataclasses.asdict(result))
     return result
-
-
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def paper_values(ablation: Ablation) -> dict[str, float | None]:
@@ -307,7 +304,8 @@ def run_ablation(name: str, out: Path, *, seeds: Sequence[int] = (0, 1, 2), step
                  command: str = "") -> list[RunResult] | list[tuple[str, int]]:
     """Train every ``rows`` x ``seeds`` run of ablation ``name`` under ``out`` (seed by seed), rewriting the report
     after each; ``dry_run`` only builds each row's model and returns ``(row, trainable parameters)``."""
-    from dspose_graph.train.pipeline import build_model, count_parameters
+    from dspose_graph.models.complexity import count_parameters
+    from dspose_graph.train.pipeline import build_model
 
     if name not in ABLATIONS:
         raise ValueError(f"unknown ablation {name!r}; valid: {', '.join(ABLATIONS)}")
@@ -333,6 +331,6 @@ def run_ablation(name: str, out: Path, *, seeds: Sequence[int] = (0, 1, 2), step
     for (row_name, seed), config in configs.items():
         log.info("%s: row %s, seed %d (%d steps) in %s", name, row_name, seed, budget, config.run.out_dir)
         run_one(config, ablation.row(row_name), source=f"{recipe or recipe_path()} ({name}, {row_name})")
-        if _is_main():
+        if is_main_rank():
             write_report(ablation, out, budget, seeds, requested, command)
     return collect(ablation, out, budget)[0]

@@ -67,6 +67,29 @@ def table_rows(directory: Path) -> dict[str, list[tuple[Path, TrainConfig]]]:
     return tables
 
 
+def paper_table(name: str, directory: Path) -> list[tuple[Path, TrainConfig]]:
+    """The rows of paper table ``name`` among the row YAMLs in ``directory``; ``ValueError`` naming every valid
+    table (the ablations on LSPET too) for an unknown one."""
+    from dspose_graph.train.ablation import ABLATIONS
+
+    tables = table_rows(directory)
+    if name not in tables:
+        raise ValueError(f"unknown table {name!r}; valid: {', '.join([*sorted(tables), *ABLATIONS])}")
+    return tables[name]
+
+
+def format_table_list(directory: Path) -> str:
+    """Every table ``dspose experiment`` runs, one a line with its rows: the paper tables of the row YAMLs in
+    ``directory``, then the ablations on LSPET with their reference row."""
+    from dspose_graph.train.ablation import ABLATIONS
+
+    tables = sorted(table_rows(directory).items())
+    lines = [f"{name}: {', '.join(c.paper.row for _, c in rows)}" for name, rows in tables]
+    lines += [f"{name}: {', '.join(r.name for r in ablation.rows)} (LSPET, reference {ablation.reference})"
+              for name, ablation in ABLATIONS.items()]
+    return "\n".join(lines)
+
+
 def scale_milestones(milestones: list[int], epochs: int, new_epochs: int) -> list[int]:
     """Milestones at the same fractions of a shorter (or longer) run; those that fall on 0 or the end are dropped."""
     return sorted({round(m * new_epochs / epochs) for m in milestones} - {0} - {new_epochs})
@@ -122,8 +145,9 @@ def run_table(table: str, rows: list[tuple[Path, TrainConfig]], out: Path, *, dr
 
     ``changes`` are :func:`prepare`'s keyword arguments, applied to every row.
     """
+    from dspose_graph.models.complexity import count_parameters
     from dspose_graph.train.distributed import on_main, process_group
-    from dspose_graph.train.pipeline import build_model, count_parameters, train
+    from dspose_graph.train.pipeline import build_model, train
 
     for item in changes.get("overrides", ()):
         check_override(item)

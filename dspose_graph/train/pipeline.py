@@ -36,6 +36,7 @@ from dspose_graph.data.layouts import build_dataset as build_layout_dataset
 from dspose_graph.io import FolderLock, atomic_write_json, atomic_write_text
 from dspose_graph.models import DSPose, create_model
 from dspose_graph.models.checkpoint import inference_spec, load_checkpoint, model_from_state
+from dspose_graph.models.complexity import count_parameters
 from dspose_graph.models.runtime import (PreparedModel, channels_last_weights, check_device, prepare_model,
                                          resolve_precision)
 from dspose_graph.train.config import TrainConfig, config_to_yaml
@@ -78,13 +79,6 @@ class TrainResult:
     val_set: Dataset
     world_size: int = 1
     is_main: bool = True
-
-
-def count_parameters(module: nn.Module) -> tuple[int, int]:
-    """``(trainable, frozen)`` parameter counts (frozen: ``requires_grad=False``, e.g. the sine table)."""
-    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
-    return trainable, frozen
 
 
 def data_path(config: TrainConfig, field: str, must_exist: bool = True) -> Path:

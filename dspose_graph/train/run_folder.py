@@ -1,4 +1,5 @@
-"""The checkpoints of a run folder: which one ``--resume auto`` continues from, and which epoch copies are kept.
+"""The checkpoints of a run folder: which one ``--resume auto`` continues from, which epoch copies are kept, and
+what an interrupted run says about resuming.
 
 ``last.pt`` is the newest state (every epoch end, and every ``run.checkpoint_every`` steps), ``last.pt.prev`` the
 one it replaced, ``best.pt`` the best held-out epoch, and with ``run.keep_checkpoints`` the epoch ends as
@@ -8,9 +9,11 @@ one it replaced, ``best.pt`` the best held-out epoch, and with ``run.keep_checkp
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from dspose_graph.models.checkpoint import link_or_copy, load_checkpoint, previous_path
 
@@ -74,3 +77,20 @@ def keep_epoch_checkpoint(last: Path, epoch: int, keep: int) -> Path | None:
         for old in epoch_checkpoints(last.parent)[:-keep]:
             old.unlink(missing_ok=True)
     return target
+
+
+def resume_hint(folder: str | Path, config: str | Path, overrides: Sequence[str] = (),
+                env: Mapping[str, str] | None = None) -> str:
+    """What an interrupted run left in ``folder`` and the ``dspose train`` command (``config`` with its
+    ``--set`` ``overrides``) that continues it; under ``torchrun`` (``WORLD_SIZE`` > 1 in ``env``) the same
+    torchrun command with ``--resume``."""
+    env = os.environ if env is None else env
+    last = Path(folder) / LAST
+    if not last.is_file():
+        return f"no checkpoint was written yet in {folder}; run the same command again to start over"
+    argv = ["dspose", "train", str(config), "--resume", str(last)]
+    for item in overrides:
+        argv += ["--set", item]
+    distributed = int(env.get("WORLD_SIZE", "1")) > 1
+    torchrun = " (under torchrun: the same torchrun command with --resume)" if distributed else ""
+    return f"the last good checkpoint is {last}; resume with: {shlex.join(argv)}{torchrun}"

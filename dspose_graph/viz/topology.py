@@ -18,8 +18,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+from dspose_graph.graph.keypoint_graph import KeypointGraph
+from dspose_graph.topology.files import PhysicalTopology, save_topology
 from dspose_graph.viz.adjacency import save_figure
-from dspose_graph.topology.files import PhysicalTopology
 from dspose_graph.topology.mapping import canonical_name
 from dspose_graph.topology.schemas import KeypointSchema
 
@@ -94,6 +95,21 @@ def write_topology_figures(topo: PhysicalTopology, out: Path, formats: str, sour
     for path in output_paths(out, "topology_skeleton", formats):
         plot_topology_skeleton(topo, path)
         written.append(path)
+    return written
+
+
+def write_topology_files(topo: PhysicalTopology, out: Path, name: str, a: float = 0.9) -> list[Path]:
+    """Everything ``dspose topology`` writes under ``out``: ``NAME_topology.json`` (the clusters),
+    ``NAME_graph.json`` (the :class:`~dspose_graph.graph.keypoint_graph.KeypointGraph` with
+    ``A_p = a*A_s + (1-a)*ones``, Eq. 4), ``NAME_mi.png`` (when ``topo`` stores the MI) and ``NAME_skeleton.png``.
+    Returns the paths written, in that order."""
+    graph = KeypointGraph.from_topology(topo, a=a)
+    written = [save_topology(topo, out / f"{name}_topology.json"), graph.save(out / f"{name}_graph.json")]
+    if topo.mi is not None:
+        plot_mi_matrix(topo, out / f"{name}_mi.png")
+        written.append(out / f"{name}_mi.png")
+    plot_topology_skeleton(topo, out / f"{name}_skeleton.png")
+    written.append(out / f"{name}_skeleton.png")
     return written
 
 
