@@ -21,7 +21,7 @@ import matplotlib.image as mpimg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
 
-PANELS = [("physical topology (MPII)", "topology_mpii.png"), ("learned adjacency", "adjacency.png"),
+PANELS = [("MPII topology", "topology_mpii.png"), ("learned adjacency", "adjacency.png"),
           ("held-out predictions", "predictions.png")]
 DEFAULT_OUT = Path(__file__).with_name("overview.png")
 # dspose_graph.data.synthetic writes this at the start of every annotation file's info.description.
