@@ -215,8 +215,9 @@ def _intact_foreign_file(path: Path, error: Exception) -> str:
         with zipfile.ZipFile(path) as z:
             if z.testzip() is not None:
                 return ""
-        # torch >= 2.4 says "Unsupported global: GLOBAL mod.Name", torch 2.3 "Unsupported class mod.Name".
-        refused = re.search(r"Unsupported (?:global: GLOBAL|class) (\S+)", str(error))
+        # torch >= 2.4 says "Unsupported global: GLOBAL mod.Name", torch 2.3 "Unsupported class mod.Name"; a
+        # builtin is "object" in the one, "__builtin__.object" (the pickle's Python 2 spelling) in the other.
+        refused = re.search(r"Unsupported (?:global: GLOBAL|class) (?:__builtin__\.|builtins\.)?(\S+)", str(error))
         found = f" (first found: {refused.group(1)})" if refused else ""
         return (f"an intact torch.save file holding pickled Python objects{found}, not plain weights: a whole "
                 f"model or another program's state")
