@@ -76,19 +76,27 @@ def test_compile_uses_the_dense_graph_backend(monkeypatch):
     assert prepare_model(create_model("dspose_t", backend="sparse")).original.head.layers[0].backend == "sparse"
 
 
+def _cpu_autocast() -> tuple[bool, torch.dtype]:
+    """Whether CPU autocast is on, and its dtype; torch 2.3 has only the CPU-specific getters (no device argument)."""
+    try:
+        return torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    except TypeError:  # torch < 2.4: is_autocast_enabled() takes no arguments
+        return torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+
+
 def test_fp32_is_a_plain_call(shipped):
     model, images, reference = shipped
     prepared = prepare_model(model)
-    assert prepared.module is model and not torch.is_autocast_enabled("cpu")
+    assert prepared.module is model and not _cpu_autocast()[0]
     with torch.no_grad():
         assert torch.equal(prepared(images), reference)
 
 
 def test_autocast_context_matches_the_precision():
     with autocast_context("bf16", "cpu"):
-        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert _cpu_autocast() == (True, torch.bfloat16)
     with autocast_context("fp32", "cpu"):
-        assert not torch.is_autocast_enabled("cpu")
+        assert not _cpu_autocast()[0]
 
 
 def test_bad_precisions_are_refused(monkeypatch):

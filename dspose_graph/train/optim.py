@@ -1,4 +1,4 @@
-"""The optimiser and its schedule: Adam (fused on CUDA), the multistep decay, and what a resume must fix in them.
+"""The optimiser and its schedule: Adam (fused on CUDA where torch has the kernel), the multistep decay, and what a resume must fix in them.
 
 A resumed run restores the optimiser and scheduler states of its checkpoint, which carry the lr, milestones and
 weight decay the checkpoint was trained with, and moment tensors in the memory layout of its parameters then.
@@ -21,8 +21,19 @@ log = logging.getLogger(__name__)
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
-    """Adam over ``model``'s parameters; the fused CUDA kernel (one launch for all tensors) on CUDA."""
-    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
+    """Adam over ``model``'s parameters; the fused kernel (one launch for all tensors) on CUDA where this torch has
+    one for the parameters' devices, else the default implementation.
+
+    Whether it has one is asked of torch itself (constructing the fused Adam), not of its version: the devices with
+    fused kernels grew between releases (torch 2.3 has them for CUDA only, later ones for the CPU as well)."""
+    params = list(model.parameters())
+    if device.type == "cuda":
+        try:
+            return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+        except RuntimeError as e:  # "`fused=True` requires all the params to be ... of supported devices"
+            log.info("fused Adam unavailable for parameters on %s with torch %s (%s); using the default Adam",
+                     sorted({p.device.type for p in params}), torch.__version__, e)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
 def accumulation_steps(config: TrainConfig, world_size: int) -> int:
