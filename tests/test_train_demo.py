@@ -126,10 +126,10 @@ def test_demo_convolution_defaults_follow_the_data_and_the_head():
     assert with_defaults(DemoOptions(model="dspose_t", conv="gat"), real=False).conv == "gat"
 
 
-def _pair_distance_ratio(conv: str) -> float:
+def _pair_distance_ratio(conv: str, seed: int) -> float:
     """Mean distance between the heatmaps of a left joint and its right partner over the mean distance between
-    any two joints, for a freshly built dspose_t on random crops."""
-    torch.manual_seed(0)
+    any two joints, for a freshly built dspose_t (drawn from ``seed``) on random crops."""
+    torch.manual_seed(seed)
     model = create_model("dspose_t", conv=conv).eval()
     with torch.no_grad():
         heat = model(torch.randn(4, 3, 128, 96)).flatten(2)
@@ -139,9 +139,16 @@ def _pair_distance_ratio(conv: str) -> float:
 
 
 def test_demo_convolution_breaks_the_graph_heads_symmetric_start():
-    """The paper's A_m X W starts with each left/right pair nearly on one heatmap; GraphConv's root term not."""
-    assert _pair_distance_ratio("dspose") < 0.3
-    assert _pair_distance_ratio("graphconv") > 0.7
+    """The paper's A_m X W starts with each left/right pair nearly on one heatmap; GraphConv's root term not.
+
+    One initialisation's ratio scatters (A_m X W: 0.10 to 0.52 over seeds 0-5 on torch 2.3.1, 0.16 to 0.33 on
+    2.14.1, whose generators draw the initial weights differently; GraphConv 0.88 to 1.06), so the claim is
+    checked on six: A_m X W below GraphConv for every seed, and far apart on average."""
+    seeds = range(6)
+    ours = [_pair_distance_ratio("dspose", s) for s in seeds]
+    graphconv = [_pair_distance_ratio("graphconv", s) for s in seeds]
+    assert all(a < g for a, g in zip(ours, graphconv)), (ours, graphconv)
+    assert sum(ours) / len(ours) < 0.4 and sum(graphconv) / len(graphconv) > 0.8, (ours, graphconv)
 
 
 def test_body_start_keeps_the_shipped_body_and_draws_a_new_head(tmp_path):
