@@ -183,7 +183,14 @@ def test_train_step_bf16_stays_close_to_fp32(shipped, step_reference, channels_l
     _close_step(got, ref, 1e-2, cosine=0.99)
 
 
+_TORCH_2_3 = tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 4)
+
+
 @pytest.mark.slow
+@pytest.mark.xfail(_TORCH_2_3, strict=True, reason=(
+    "torch 2.3's inductor: the compiled training step's loss equals eager's to 1e-5 but the first layers' "
+    "gradients do not (max |diff| 0.0178 against a largest eager gradient of 0.0015 with torch 2.3.1); "
+    "strict, so a torch 2.3 that gets it right makes this fail and the mark gets removed"))
 def test_train_step_compile_equals_fp32(shipped, step_reference):
     model, images, _ = shipped
     target, *ref = step_reference
