@@ -334,16 +334,12 @@ class Trainer:
     def _evaluate(self) -> dict[str, float]:
         """Evaluate the weights a checkpoint of this moment holds: rank 0's (buffers broadcast first)."""
         assert self.evaluate is not None
-        # Evaluation starts its own workers, so a rank never holds two sets of worker processes (and their memory).
-        self._stop_workers()
+        if self.workers:
+            # A new loader drops the old one and its persistent workers: evaluation starts its own, so a rank never
+            # holds two sets of worker processes (and their memory); they start again with the next epoch.
+            self.loader = self._loader()
         broadcast_buffers(self.model, self.info)
         return self.evaluate(self.model)
-
-    def _stop_workers(self) -> None:
-        """End the training loader's persistent worker processes: a new loader drops the old one and its workers;
-        its own start with the next epoch."""
-        if self.workers:
-            self.loader = self._loader()
 
     def fit(self, resume: str | Path | None = None) -> FitSummary:
         """Train to ``optim.epochs`` (from the ``resume`` checkpoint when given; not read again when
@@ -378,9 +374,6 @@ class Trainer:
                         self.history[-1].update(metrics)
                     break
         finally:
-            # Not left running until this trainer is garbage collected (it may sit in a reference cycle for long):
-            # the next run in this process (an experiment's next row) would hold them besides its own.
-            self._stop_workers()
             if steps_log is not None:
                 steps_log.close()
             if writer is not None:
