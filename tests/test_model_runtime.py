@@ -217,3 +217,19 @@ def test_bf16_training_attention_matches_fp32():
         assert torch.equal(attention(*low), torch.nn.functional.scaled_dot_product_attention(*low))  # fused
     for a, b in zip(low, ref):
         torch.testing.assert_close(a.grad.float(), b.grad, rtol=0, atol=0.05 * b.grad.abs().max().item())
+
+
+def test_compiling_a_training_model_on_an_old_torch_warns(monkeypatch, caplog):
+    """torch < 2.4 compiles the training step with wrong early gradients (the xfail above): compile_model says so
+    when the module is in training mode, and stays quiet for inference and on newer torch."""
+    from dspose_graph.models import runtime
+
+    monkeypatch.setattr(runtime.torch, "compile", lambda module, **kw: module)  # the warning, not the compile
+    net = torch.nn.Linear(2, 2)
+    for version, training, warns in (("2.3.1+cu121", True, True), ("2.3.1", False, False), ("2.14.1", True, False)):
+        monkeypatch.setattr(runtime.torch, "__version__", version)
+        caplog.clear()
+        net.train(training)
+        with caplog.at_level("WARNING", logger=runtime.__name__):
+            runtime.compile_model(net)
+        assert ("train with torch >= 2.4" in caplog.text) is warns, (version, training)

@@ -249,11 +249,19 @@ def prepare_model(model: nn.Module, device: str | torch.device = "cpu", precisio
                          channels_last=channels_last, compiled=compile, frozen=freeze)
 
 
+def _torch_older_than(major: int, minor: int) -> bool:
+    return tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) < (major, minor)
+
+
 def compile_model(module: nn.Module, model: nn.Module | None = None, *, freeze: bool = False,
                   mode: str | None = None) -> nn.Module:
     """``torch.compile(module)`` after switching ``model``'s graph head to its dense backend (``model`` defaults
     to ``module``; give it when ``module`` wraps the model, e.g. in ``DistributedDataParallel``)."""
     _use_dense_head(module if model is None else model)
+    if module.training and _torch_older_than(2, 4):
+        log.warning("torch %s: its inductor compiles the training step with gradients that differ from eager "
+                    "(first layers, measured on torch 2.3.1); train with torch >= 2.4 or without compile",
+                    torch.__version__)
     return torch.compile(module, options={"freezing": True}) if freeze else torch.compile(module, mode=mode)
 
 
