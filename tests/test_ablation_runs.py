@@ -121,3 +121,17 @@ def test_a_killed_experiment_continues_where_it_stopped(tmp_path, data_root, chi
     steps = [int(r["global_step"]) for r in csv.DictReader(open(folder / "steps.csv"))]
     assert steps == list(range(1, budget + 1))  # one loss per step, each logged once
     assert json.loads((folder / "resumed_at.json").read_text()) == [stopped_at]
+
+
+def test_an_interrupted_experiment_says_the_same_command_resumes(tmp_path, data_root, monkeypatch):
+    """Ctrl-C or SIGTERM inside a run: the interrupt goes on up (same class, so the exit status stays 130 / 143)
+    carrying the hint dspose prints: the run that stopped and the command that resumes it."""
+    from dspose_graph.process import Terminated
+    from dspose_graph.train import ablation
+
+    def stop(*args, **kwargs):
+        raise Terminated()
+
+    monkeypatch.setattr(ablation, "run_one", stop)
+    with pytest.raises(Terminated, match=r"mlp seed 0 resumes from its last.pt: run `dspose experiment x --rows mlp`"):
+        _tiny(data_root, tmp_path / "t", seeds=[0], steps=5, rows=["mlp"], command="dspose experiment x --rows mlp")

@@ -330,7 +330,11 @@ def run_ablation(name: str, out: Path, *, seeds: Sequence[int] = (0, 1, 2), step
     command = command or f"dspose experiment {name}"
     for (row_name, seed), config in configs.items():
         log.info("%s: row %s, seed %d (%d steps) in %s", name, row_name, seed, budget, config.run.out_dir)
-        run_one(config, ablation.row(row_name), source=f"{recipe or recipe_path()} ({name}, {row_name})")
+        try:
+            run_one(config, ablation.row(row_name), source=f"{recipe or recipe_path()} ({name}, {row_name})")
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: say how to go on (run_guarded prints the hint)
+            raise type(e)(f"finished runs are kept, {row_name} seed {seed} resumes from its last.pt: "
+                          f"run `{command}` again") from e
         if is_main_rank():
             write_report(ablation, out, budget, seeds, requested, command)
     return collect(ablation, out, budget)[0]
