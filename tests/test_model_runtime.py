@@ -17,7 +17,7 @@ from dspose_graph.data.image import normalize_image
 from dspose_graph.data.synthetic import generate_image
 from dspose_graph.eval.decode import decode_heatmaps
 from dspose_graph.models import create_model
-from dspose_graph.models.runtime import autocast_context, autocast_dtype, prepare_model
+from dspose_graph.models.runtime import _torch_older_than, autocast_context, autocast_dtype, prepare_model
 from dspose_graph.models.checkpoint import load_model
 from dspose_graph.weights import shipped_path
 
@@ -183,7 +183,7 @@ def test_train_step_bf16_stays_close_to_fp32(shipped, step_reference, channels_l
     _close_step(got, ref, 1e-2, cosine=0.99)
 
 
-_TORCH_2_3 = tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 4)
+_TORCH_2_3 = _torch_older_than(2, 4)  # the version check compile_model warns by
 
 
 @pytest.mark.slow
