@@ -369,3 +369,19 @@ def test_a_run_folders_curve_is_redrawn_from_its_csv_files(tmp_path):
     assert out == run / "loss_curve.png" and out.stat().st_size > 0
     with pytest.raises(ValueError, match="no column 'AP'"):
         plot_run_curve(run, tmp_path / "x.png", metric="AP")
+
+
+def test_epoch_log_names_the_step_budget_when_there_is_one(coco_mini, tmp_path, caplog):
+    """A run bounded by optim.max_steps logs "epoch 2, step 4/5" (its epochs only bound the steps), else "epoch 2/3"."""
+    torch.manual_seed(0)
+    model = create_model("dspose_t")
+    data = _coco_train(coco_mini, model, 4)
+    with caplog.at_level("INFO", logger="dspose_graph.train.trainer"):
+        Trainer(model, data, _config(tmp_path / "steps", epochs=5, max_steps=5, batch_size=2)).fit()
+    lines = [r.getMessage() for r in caplog.records if "img/s" in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1, step 2/5", "epoch 2, step 4/5", "epoch 3, step 5/5"]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="dspose_graph.train.trainer"):
+        Trainer(model, data, _config(tmp_path / "epochs", epochs=2, batch_size=2)).fit()
+    lines = [r.getMessage() for r in caplog.records if "img/s" in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]

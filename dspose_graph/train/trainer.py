@@ -311,6 +311,12 @@ class Trainer:
             writer.add_scalar("train/loss", value, self.global_step)
             writer.add_scalar("train/lr", lr, self.global_step)
 
+    def progress(self, epoch: int) -> str:
+        """``epoch 3/20``, or with a step budget ``epoch 3, step 846/3000`` (the epochs then only bound the steps)."""
+        if self.optim.max_steps:
+            return f"epoch {epoch}, step {self.global_step}/{self.optim.max_steps}"
+        return f"epoch {epoch}/{self.optim.epochs}"
+
     def step_budget_reached(self) -> bool:
         """Whether ``optim.max_steps`` optimiser steps are done (a budget in steps: the same figures on any machine)."""
         return bool(self.optim.max_steps) and self.global_step >= self.optim.max_steps
@@ -394,7 +400,7 @@ class Trainer:
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
         start_time = time.perf_counter()
-        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.optim.epochs}",
+        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=self.progress(self.epoch + 1),
                    disable=not (self.run.progress and self.info.is_main), leave=False, dynamic_ncols=True)
         seen = 0
         waited = 0.0  # seconds this process sat waiting for the loader: a data-bound run shows here
@@ -449,8 +455,8 @@ class Trainer:
         if writer is not None:
             writer.add_scalar("train/epoch_loss", train_loss, self.epoch)
         shown = {k: v for k, v in (metrics or {}).items() if "/" not in k}  # per-joint values: epochs.csv
-        log.info("epoch %d/%d: loss %.4e, %.1f img/s (waiting on data %.0f%% of the time)%s", self.epoch,
-                 self.optim.epochs, train_loss, row["img_s"], row["data_wait_pct"],
+        log.info("%s: loss %.4e, %.1f img/s (waiting on data %.0f%% of the time)%s", self.progress(self.epoch),
+                 train_loss, row["img_s"], row["data_wait_pct"],
                  "".join(f", {k} {v:.4g}" for k, v in shown.items()))
         key = [float(metrics[self.best_metric]), float(metrics.get("PCK@0.2", float("-inf")))] \
             if metrics and self.best_metric in metrics else None
