@@ -1,5 +1,5 @@
 """PCK: the fraction of labelled keypoints that lie within a fraction of the person's size of the truth,
-and the left/right swap rate.
+and two left/right errors: the swap rate and the mirror rate.
 
 Two sizes:
 
@@ -66,6 +66,14 @@ def torso_joints(schema: KeypointSchema) -> tuple[int, int] | None:
     return found[0], found[1]
 
 
+def torso_sizes(gt: np.ndarray, torso: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Each person's torso size ``(N,)`` (left shoulder to right hip, pixels) and whether it has one ``(N,)``: both
+    joints labelled and apart."""
+    shoulder, hip = torso
+    size = np.linalg.norm(gt[:, shoulder, :2] - gt[:, hip, :2], axis=-1)
+    return size, (gt[:, shoulder, 2] > 0) & (gt[:, hip, 2] > 0) & (size > 0)
+
+
 def torso_pck(coords: np.ndarray, gt: np.ndarray, torso: tuple[int, int], threshold: float = 0.2
               ) -> dict[str, Any]:
     """Torso PCK@threshold in percent: mean over labelled keypoints and per keypoint.
@@ -82,9 +90,7 @@ def torso_pck(coords: np.ndarray, gt: np.ndarray, torso: tuple[int, int], thresh
     coords, gt = np.asarray(coords, dtype=np.float64), np.asarray(gt, dtype=np.float64)
     if coords.ndim != 3 or coords.shape[-1] != 2 or gt.shape != coords.shape[:2] + (3,):
         raise ValueError(f"expected coords (N, K, 2) and gt (N, K, 3); got {coords.shape}, {gt.shape}")
-    shoulder, hip = torso
-    size = np.linalg.norm(gt[:, shoulder, :2] - gt[:, hip, :2], axis=-1)
-    has_torso = (gt[:, shoulder, 2] > 0) & (gt[:, hip, 2] > 0) & (size > 0)
+    size, has_torso = torso_sizes(gt, torso)
     counted = (gt[..., 2] > 0) & has_torso[:, None]
     if not counted.any():
         raise ValueError("torso PCK: no person with a labelled left shoulder and right hip and another labelled keypoint")
@@ -121,3 +127,36 @@ def swap_rate(coords: np.ndarray, gt: np.ndarray, schema: KeypointSchema) -> flo
     if total == 0:
         raise ValueError("swap rate: no held-out person has both joints of a left/right pair labelled")
     return 100.0 * swapped / total
+
+
+def mirror_rate(coords: np.ndarray, gt: np.ndarray, schema: KeypointSchema, torso: tuple[int, int],
+                threshold: float = 0.2) -> float:
+    """Percent of left/right pairs predicted clearly mirrored, on the torso scale.
+
+    A pair (l, r) with both joints labelled, of a person with a torso size (as :func:`torso_pck`), is mirrored when
+    each predicted joint lies within ``threshold x`` torso of the *other* side's label and the two do not both lie
+    within it of their own (Ronchi & Perona's "inversion" error, ICCV 2017, with torso PCK's distance instead of
+    OKS). Unlike :func:`swap_rate`, which counts every pair whose crossed assignment is the closer one however far
+    both predictions are, a pair predicted far from both labels is not mirrored: this is the part of the swap rate
+    that a model gets confidently wrong (a person seen from behind predicted facing the camera).
+    """
+    coords, gt = np.asarray(coords, dtype=np.float64), np.asarray(gt, dtype=np.float64)
+    if coords.ndim != 3 or coords.shape[-1] != 2 or gt.shape != coords.shape[:2] + (3,):
+        raise ValueError(f"expected coords (N, K, 2) and gt (N, K, 3); got {coords.shape}, {gt.shape}")
+    if not schema.flip_pairs:
+        raise ValueError(f"mirror rate: schema {schema.name!r} has no left/right pairs")
+    size, has_torso = torso_sizes(gt, torso)
+    limit = threshold * np.where(has_torso, size, 1.0)
+
+    def near(a: int, b: int) -> np.ndarray:  # prediction of joint a within the limit of joint b's label
+        return np.linalg.norm(coords[:, a] - gt[:, b, :2], axis=-1) < limit
+
+    mirrored = total = 0
+    for left, right in schema.flip_pairs:
+        both = has_torso & (gt[:, left, 2] > 0) & (gt[:, right, 2] > 0)
+        crossed = near(left, right) & near(right, left) & ~(near(left, left) & near(right, right))
+        mirrored += int((both & crossed).sum())
+        total += int(both.sum())
+    if total == 0:
+        raise ValueError("mirror rate: no person with a torso size has both joints of a left/right pair labelled")
+    return 100.0 * mirrored / total

@@ -12,7 +12,9 @@ Metrics:
   out when the boxes are detections (they carry no ground truth).
 - With the skeleton given: torso PCK@0.2 (``torso_PCK@0.2``, the LSP papers' metric: 0.2 x the distance between
   left shoulder and right hip) and per joint (``torso_PCK@0.2/<joint>``), for skeletons that have those two
-  joints, over the ``torso_persons`` persons whose two torso joints are labelled; the left/right swap rate (``swap``, percent of labelled pairs predicted crossed).
+  joints, over the ``torso_persons`` persons whose two torso joints are labelled; the left/right swap rate
+  (``swap``, percent of labelled pairs whose crossed assignment is the closer) and mirror rate (``mirror``, percent
+  of those persons' labelled pairs with both joints within 0.2 torso of the other side's label).
 
 Crops go through :func:`~dspose_graph.eval.inference.predict_crops` (the path ``Predictor`` takes too) with the
 codec the dataset encoded its targets with (``data.codec``): its flip shift, DARK's blur border and its crop
@@ -31,7 +33,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from dspose_graph.data.codec import Codec, get_codec
 from dspose_graph.eval.inference import predict_crops
-from dspose_graph.eval.pck import pck, pck_normalizer, swap_rate, torso_joints, torso_pck
+from dspose_graph.eval.pck import (mirror_rate, pck, pck_normalizer, swap_rate, torso_joints, torso_pck,
+                                   torso_sizes)
 from dspose_graph.data.image import normalize_batch, opencv_single_thread
 from dspose_graph.train.distributed import DistInfo, all_gather_objects, on_every_rank, on_main
 
@@ -215,7 +218,7 @@ def compute_metrics(
 
 
 def _skeleton_metrics(pred: dict[str, np.ndarray], schema: Any) -> dict[str, float]:
-    """Torso PCK@0.2 (mean, per joint) and the swap rate, where the skeleton and the labels allow them."""
+    """Torso PCK@0.2 (mean, per joint), the swap rate and the mirror rate, where the skeleton and labels allow them."""
     metrics: dict[str, float] = {}
     torso = torso_joints(schema)
     gt = pred["gt"]
@@ -225,7 +228,10 @@ def _skeleton_metrics(pred: dict[str, np.ndarray], schema: Any) -> dict[str, flo
         metrics["torso_persons"] = float(result["persons"])  # persons with a torso size (the others are left out)
         metrics.update({f"torso_PCK@0.2/{name}": float(v) for name, v in zip(schema.keypoints, result["per_joint"])
                         if np.isfinite(v)})
-    pairs_labelled = any(((gt[:, a, 2] > 0) & (gt[:, b, 2] > 0)).any() for a, b in schema.flip_pairs)
-    if pairs_labelled:
+    both = [(gt[:, a, 2] > 0) & (gt[:, b, 2] > 0) for a, b in schema.flip_pairs]
+    if any(pair.any() for pair in both):
         metrics["swap"] = swap_rate(pred["coords"], gt, schema)
+    if "torso_persons" in metrics and any((pair & torso_sizes(gt, torso)[1]).any() for pair in both):
+        metrics["mirror"] = mirror_rate(pred["coords"], gt, schema, torso)
     return metrics
+
