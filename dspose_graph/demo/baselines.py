@@ -2,8 +2,8 @@
 
 Rows: ``mean pose`` (the mean normalised training pose placed in each held-out box), ``untrained`` (the same
 network with the run's random weights), the starting weights before training when the run started from
-some, and ``trained``. Metrics are OKS AP/AR (pycocotools, in [0, 1]), PCK@0.2 (percent) and the
-left/right swap rate (percent, :func:`swap_rate`).
+some, and ``trained``. Metrics are OKS AP/AR (pycocotools, in [0, 1]), PCK@0.2 (percent), torso PCK@0.2 and the
+left/right swap and mirror rates (percent, :func:`swap_rate`, :func:`~dspose_graph.eval.pck.mirror_rate`).
 
 Shapes: N held-out persons, K keypoints.
 """
@@ -20,8 +20,8 @@ from dspose_graph.eval.pck import swap_rate
 from dspose_graph.train.evaluate import compute_metrics, mean_pose, mean_pose_predictions, oks_sigmas, predict_dataset
 from dspose_graph.topology.schemas import KeypointSchema
 
-METRICS = ("AP", "AP50", "AP75", "AR", "PCK@0.2", "torso_PCK@0.2", "swap")
-PERCENT = ("PCK@0.2", "torso_PCK@0.2", "swap")  # already in percent; OKS AP/AR are shown x 100
+METRICS = ("AP", "AP50", "AP75", "AR", "PCK@0.2", "torso_PCK@0.2", "swap", "mirror")
+PERCENT = ("PCK@0.2", "torso_PCK@0.2", "swap", "mirror")  # already in percent; OKS AP/AR are shown x 100
 START_ROW = "pretrained, not fine-tuned"
 ROWS = ("mean pose", "untrained", START_ROW, "trained")
 
