@@ -377,9 +377,11 @@ def test_epoch_log_names_the_step_budget_when_there_is_one(coco_mini, tmp_path, 
     model = create_model("dspose_t")
     data = _coco_train(coco_mini, model, 4)
     with caplog.at_level("INFO", logger="dspose_graph.train.trainer"):
-        Trainer(model, data, _config(tmp_path / "steps", epochs=5, max_steps=5, batch_size=2)).fit()
+        trainer = Trainer(model, data, _config(tmp_path / "steps", epochs=5, max_steps=5, batch_size=2))
+        trainer.fit()
     lines = [r.getMessage() for r in caplog.records if "img/s" in r.getMessage()]
     assert [line.split(":")[0] for line in lines] == ["epoch 1, step 2/5", "epoch 2, step 4/5", "epoch 3, step 5/5"]
+    assert trainer.progress(3, bar=True) == "epoch 3 (budget 5 steps)"  # the bar counts the epoch's steps itself
     caplog.clear()
     with caplog.at_level("INFO", logger="dspose_graph.train.trainer"):
         Trainer(model, data, _config(tmp_path / "epochs", epochs=2, batch_size=2)).fit()

@@ -270,7 +270,9 @@ def _evaluation_text(config: TrainConfig, data: DemoData) -> str:
             "in %). PCK@0.2: keypoints within 0.2 x the longest side of the person box, over labelled keypoints. "
             "torso_PCK@0.2: within 0.2 x the distance between the person's left shoulder and right hip (the metric "
             "LSP papers report), over persons with both labelled. "
-            "swap: percent of left/right joint pairs (both labelled) predicted the wrong way round. All models use "
+            "swap: percent of left/right joint pairs (both labelled) whose crossed assignment is the closer one. "
+            "mirror: percent of those pairs (persons with a torso) with both joints within 0.2 torso of the other "
+            "side's label, the confident left/right mistakes. All models use "
             f"{flip}; 'untrained' is the same network with random weights (the seed of the run); "
             + (f"'{START_ROW}' is the network with the starting weights {init!r} before training on these "
                "images; " if init else "")

@@ -311,10 +311,12 @@ class Trainer:
             writer.add_scalar("train/loss", value, self.global_step)
             writer.add_scalar("train/lr", lr, self.global_step)
 
-    def progress(self, epoch: int) -> str:
-        """``epoch 3/20``, or with a step budget ``epoch 3, step 846/3000`` (the epochs then only bound the steps)."""
+    def progress(self, epoch: int, bar: bool = False) -> str:
+        """``epoch 3/20``, or with a step budget ``epoch 3, step 846/3000`` (the epochs then only bound the steps);
+        for the progress bar, which counts the epoch's steps itself, ``epoch 3 (budget 3000 steps)``."""
         if self.optim.max_steps:
-            return f"epoch {epoch}, step {self.global_step}/{self.optim.max_steps}"
+            return (f"epoch {epoch} (budget {self.optim.max_steps} steps)" if bar
+                    else f"epoch {epoch}, step {self.global_step}/{self.optim.max_steps}")
         return f"epoch {epoch}/{self.optim.epochs}"
 
     def step_budget_reached(self) -> bool:
@@ -400,7 +402,7 @@ class Trainer:
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
         start_time = time.perf_counter()
-        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=self.progress(self.epoch + 1),
+        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=self.progress(self.epoch + 1, bar=True),
                    disable=not (self.run.progress and self.info.is_main), leave=False, dynamic_ncols=True)
         seen = 0
         waited = 0.0  # seconds this process sat waiting for the loader: a data-bound run shows here
