@@ -66,6 +66,14 @@ def torso_joints(schema: KeypointSchema) -> tuple[int, int] | None:
     return found[0], found[1]
 
 
+def _pose_arrays(coords: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``coords`` ``(N, K, 2)`` and ``gt`` ``(N, K, 3)`` as float64, or ``ValueError`` naming both shapes."""
+    coords, gt = np.asarray(coords, dtype=np.float64), np.asarray(gt, dtype=np.float64)
+    if coords.ndim != 3 or coords.shape[-1] != 2 or gt.shape != coords.shape[:2] + (3,):
+        raise ValueError(f"expected coords (N, K, 2) and gt (N, K, 3); got {coords.shape}, {gt.shape}")
+    return coords, gt
+
+
 def torso_sizes(gt: np.ndarray, torso: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Each person's torso size ``(N,)`` (left shoulder to right hip, pixels) and whether it has one ``(N,)``: both
     joints labelled and apart."""
@@ -87,9 +95,7 @@ def torso_pck(coords: np.ndarray, gt: np.ndarray, torso: tuple[int, int], thresh
     Returns ``mean`` (over all counted keypoints), ``per_joint`` (K,) (NaN where a joint is never counted),
     ``persons`` counted and ``left_out`` (persons without a torso size).
     """
-    coords, gt = np.asarray(coords, dtype=np.float64), np.asarray(gt, dtype=np.float64)
-    if coords.ndim != 3 or coords.shape[-1] != 2 or gt.shape != coords.shape[:2] + (3,):
-        raise ValueError(f"expected coords (N, K, 2) and gt (N, K, 3); got {coords.shape}, {gt.shape}")
+    coords, gt = _pose_arrays(coords, gt)
     size, has_torso = torso_sizes(gt, torso)
     counted = (gt[..., 2] > 0) & has_torso[:, None]
     if not counted.any():
@@ -140,9 +146,7 @@ def mirror_rate(coords: np.ndarray, gt: np.ndarray, schema: KeypointSchema, tors
     both predictions are, a pair predicted far from both labels is not mirrored: this is the part of the swap rate
     that a model gets confidently wrong (a person seen from behind predicted facing the camera).
     """
-    coords, gt = np.asarray(coords, dtype=np.float64), np.asarray(gt, dtype=np.float64)
-    if coords.ndim != 3 or coords.shape[-1] != 2 or gt.shape != coords.shape[:2] + (3,):
-        raise ValueError(f"expected coords (N, K, 2) and gt (N, K, 3); got {coords.shape}, {gt.shape}")
+    coords, gt = _pose_arrays(coords, gt)
     if not schema.flip_pairs:
         raise ValueError(f"mirror rate: schema {schema.name!r} has no left/right pairs")
     size, has_torso = torso_sizes(gt, torso)

@@ -234,4 +234,3 @@ def _skeleton_metrics(pred: dict[str, np.ndarray], schema: Any) -> dict[str, flo
     if "torso_persons" in metrics and any((pair & torso_sizes(gt, torso)[1]).any() for pair in both):
         metrics["mirror"] = mirror_rate(pred["coords"], gt, schema, torso)
     return metrics
-
